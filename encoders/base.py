@@ -1,0 +1,70 @@
+"""The encoder protocol every objective composes onto.
+
+Token ids and a padding mask in, per-residue hidden states out; optionally the hidden
+states of intermediate layers (depth 0 = embeddings, depth k = after block k, depth
+``num_layers`` = the final, normalised output) and an LM head. Native encoders
+subclass :class:`Encoder`; any other ``nn.Module`` is wrapped by
+:class:`protjepa.encoders.adapter.ModuleAdapter`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from protjepa.alphabet import Alphabet
+
+
+class EncoderOutput(NamedTuple):
+    last: Tensor  # [B, L, D]: final output, or the hidden state at ``stop_at``
+    layers: dict[int, Tensor]  # requested depths -> [B, L, D]
+
+
+class Encoder(nn.Module):
+    """Base class of the native encoders.
+
+    Subclasses set ``embed_dim``, ``num_layers`` and ``alphabet`` and implement
+    ``forward``. ``layout`` is a :class:`protjepa.attention.AttentionLayout`
+    (packed rows, positions, the chosen attention backend); ``layers`` lists the
+    depths to return; ``stop_at`` ends the forward after that depth (targets taken
+    at half depth need not run the upper half).
+    """
+
+    embed_dim: int
+    num_layers: int
+    alphabet: Alphabet
+
+    def forward(
+        self,
+        tokens: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        layout=None,
+        layers: Sequence[int] = (),
+        stop_at: int | None = None,
+    ) -> EncoderOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def lm_head(self, hidden: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} has no LM head")
+
+    @property
+    def has_lm_head(self) -> bool:
+        return type(self).lm_head is not Encoder.lm_head
+
+    def resolve_layer(self, layer: int | str) -> int:
+        """``last`` -> num_layers, ``half`` -> num_layers // 2, ints as given (negatives from the top)."""
+        if layer == "last":
+            return self.num_layers
+        if layer == "half":
+            return max(1, self.num_layers // 2)
+        if isinstance(layer, int):
+            depth = layer if layer >= 0 else self.num_layers + 1 + layer
+            if 0 <= depth <= self.num_layers:
+                return depth
+        raise ValueError(f"layer {layer!r} is outside 0..{self.num_layers} (or 'last' / 'half')")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

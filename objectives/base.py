@@ -1,0 +1,146 @@
+"""What an objective is: a config, a module, and the step context it reads from.
+
+An objective never runs the encoder itself. It declares which hidden states it needs
+(student layers, target layers from the stop-gradient copy or the EMA teacher), and the
+:class:`StepContext` computes each pass once per step, however many objectives read it.
+Objectives may also publish tensors (e.g. the JEPA predictions) for later objectives
+(the anti-collapse regularisers) under a name, on ``ctx.shared``.
+"""
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from protjepa.batch import Batch, gather_positions, mean_pool
+from protjepa.encoders.base import Encoder, EncoderOutput
+
+LayerSpec = Union[Literal["last", "half"], int]
+TargetSource = Literal["student", "ema"]
+
+
+class ObjectiveConfig(BaseModel):
+    """Base of every objective's config. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectiveOutput(NamedTuple):
+    loss: Tensor  # scalar, unweighted
+    metrics: dict[str, Tensor]  # scalars, detached; logged as "<id>/<key>"
+
+
+class TargetRequest(NamedTuple):
+    source: TargetSource
+    depth: int  # resolved layer depth
+
+
+class Objective(nn.Module):
+    """Subclass, set ``config_cls``, implement ``forward(ctx) -> ObjectiveOutput``."""
+
+    def __init__(self, config: ObjectiveConfig, encoder: Encoder, key: str):
+        super().__init__()
+        self.config = config
+        self.key = key  # the recipe entry's id (default: its name); prefixes what it publishes
+
+    def student_layers(self) -> set[int]:
+        """Depths of the student forward this objective reads (besides the final output)."""
+        return set()
+
+    def target_requests(self) -> set[TargetRequest]:
+        """Target passes (on the unmasked sequence, no gradient) this objective reads."""
+        return set()
+
+    @classmethod
+    def publishes(cls, config: ObjectiveConfig, key: str) -> set[str]:
+        """Names this objective puts on ``ctx.shared`` (e.g. ``jepa.pred``), known from its config."""
+        return set()
+
+    @classmethod
+    def reads(cls, config: ObjectiveConfig) -> dict[str, str]:
+        """Config field -> shared name it reads; ``student.*`` names are always available."""
+        return {}
+
+    def forward(self, ctx: "StepContext") -> ObjectiveOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class StepContext:
+    """One training step's shared work: one student forward, one target forward per source.
+
+    ``student`` runs the encoder on the corrupted inputs with gradients, returning every
+    depth any objective asked for. ``target(source)`` runs the unmasked sequence through
+    the student's own weights or the EMA teacher under ``no_grad``, stopping at the
+    deepest layer asked of that source.
+    """
+
+    def __init__(
+        self,
+        batch: Batch,
+        encoder: Encoder,
+        teacher: Encoder | None,
+        student_layers: set[int],
+        target_depths: dict[str, set[int]],
+        layout=None,
+    ):
+        self.batch = batch
+        self.encoder = encoder
+        self.teacher = teacher
+        self.layout = layout
+        self._student_layers = sorted(student_layers)
+        self._target_depths = {k: sorted(v) for k, v in target_depths.items()}
+        self._student: EncoderOutput | None = None
+        self._targets: dict[str, EncoderOutput] = {}
+        self.shared: dict[str, Tensor] = {}
+
+    @property
+    def student(self) -> EncoderOutput:
+        if self._student is None:
+            self._student = self.encoder(
+                self.batch.inputs, self.batch.padding_mask, layout=self.layout, layers=self._student_layers
+            )
+        return self._student
+
+    def target(self, source: str, depth: int) -> Tensor:
+        out = self._targets.get(source)
+        if out is None:
+            net = self.encoder if source == "student" else self.teacher
+            if net is None:
+                raise RuntimeError("an objective asked for the EMA teacher, but the model has none")
+            depths = self._target_depths[source]
+            with torch.no_grad():
+                out = net(
+                    self.batch.tokens, self.batch.padding_mask, layout=self.layout, layers=depths, stop_at=max(depths)
+                )
+            self._targets[source] = out
+        return out.layers[depth]
+
+    def student_layer(self, depth: int) -> Tensor:
+        return self.student.layers[depth]
+
+    STUDENT_FEATURES = ("student.masked", "student.residues", "student.pooled")
+
+    def get(self, name: str) -> Tensor:
+        """A published tensor, or a student feature: final hidden states at the masked
+        positions [N, D], at every residue [T, D], or mean-pooled per sequence [S, D]."""
+        if name in self.shared:
+            return self.shared[name]
+        if name == "student.masked":
+            return gather_positions(self.student.last, self.batch.masked_index)
+        if name == "student.residues":
+            return gather_positions(self.student.last, self.batch.residue_index)
+        if name == "student.pooled":
+            return mean_pool(self.student.last, self.batch)
+        raise KeyError(f"{name!r} was not published by an earlier objective")
+
+
+class ObjectiveSpecBase(BaseModel):
+    """Fields every recipe entry under ``objectives:`` has, beside the objective's own config."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    id: str | None = Field(default=None, description="metric prefix; defaults to name")
+    weight: float = 1.0

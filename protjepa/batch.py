@@ -1,0 +1,59 @@
+"""The batch every objective and encoder sees.
+
+Everything that depends on the batch's *shape* (which positions are masked, where
+sequences begin and end in a packed row) is computed by the collator on the host,
+so the training step never has to ask the device (no ``nonzero``, no ``.item()``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    tokens: Tensor  # [B, L] original token ids: MLM labels and the input of the target pass
+    inputs: Tensor  # [B, L] corrupted ids (80/10/10) fed to the student
+    padding_mask: Tensor  # [B, L] bool, True at padding
+    masked_index: Tensor  # [N] flat indices into B*L of the positions selected for prediction
+    residue_index: Tensor  # [T] flat indices into B*L of real residues (no <cls>/<eos>/<pad>)
+    residue_sequence: Tensor  # [T] which sequence (0..S-1, row-major) each of those residues is in
+    segment_ids: Tensor | None = None  # [B, L] packed rows: 1..k per sequence, 0 at padding
+    positions: Tensor | None = None  # [B, L] rotary positions restarting at each packed sequence
+    # Lengths of the attention blocks covering the B*L flattened tokens in row-major order
+    # (each sequence, and each row's padding tail, is one block): what xformers'
+    # BlockDiagonalMask wants, kept on the host.
+    block_seqlens: tuple[int, ...] | None = None
+    num_residues: int = 0  # host-side count of real residues, for token budgets (no sync)
+    num_sequences: int = 0
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return replace(self, **moved)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.tokens.shape)  # type: ignore[return-value]
+
+    def __len__(self) -> int:  # Composer counts samples with len()
+        return self.num_sequences or self.tokens.shape[0]
+
+
+def gather_positions(x: Tensor, flat_index: Tensor) -> Tensor:
+    """``x[B, L, ...]`` -> ``x.flatten(0, 1)[flat_index]`` without a host sync."""
+    return x.flatten(0, 1).index_select(0, flat_index)
+
+
+def mean_pool(hidden: Tensor, batch: Batch) -> Tensor:
+    """Mean over each sequence's real residues: [B, L, D] -> [S, D] (S sequences, packed rows too)."""
+    residues = gather_positions(hidden, batch.residue_index)
+    sums = residues.new_zeros(batch.num_sequences, residues.shape[-1]).index_add_(0, batch.residue_sequence, residues)
+    ones = residues.new_ones(residues.shape[0])
+    counts = residues.new_zeros(batch.num_sequences).index_add_(0, batch.residue_sequence, ones)  # no bincount: it syncs
+    return sums / counts.clamp_min(1).unsqueeze(-1)

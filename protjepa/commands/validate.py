@@ -1,0 +1,28 @@
+"""``protjepa validate RECIPE...``: schema, registries and plugin imports, no training."""
+from __future__ import annotations
+
+
+def configure(parser) -> None:
+    parser.add_argument("recipes", nargs="+", help="recipe YAML files")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. objectives.1.weight=0.3")
+    parser.add_argument("--print", dest="print_recipe", action="store_true", help="print the resolved recipe")
+
+
+def run(args) -> int:
+    from protjepa.errors import UserError
+    from protjepa.recipe import dump_recipe, load_recipe
+
+    failed = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path, args.overrides)
+        except UserError as exc:
+            print(f"FAIL {exc}")
+            failed += 1
+            continue
+        objectives = ", ".join(f"{s.key}x{s.weight:g}" for s in recipe.objectives)
+        print(f"ok   {path}: {recipe.name} [{objectives}]")
+        if args.print_recipe:
+            print(dump_recipe(recipe))
+    return 1 if failed else 0

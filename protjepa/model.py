@@ -1,0 +1,96 @@
+"""The encoder plus the weighted sum of objectives: what one training step computes."""
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from protjepa.attention import AttentionLayout
+from protjepa.batch import Batch
+from protjepa.encoders.base import Encoder
+from protjepa.objectives.base import Objective, StepContext
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor
+    metrics: dict[str, Tensor]
+
+
+class ProtJEPA(nn.Module):
+    """``loss = sum_i weight_i * objective_i(ctx)`` over one shared :class:`StepContext`.
+
+    Holds the EMA teacher when an objective asks for one; ``ema_update`` moves it
+    towards the student by ``1 - momentum`` with fused foreach ops.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        objectives: list[tuple[str, float, Objective]],
+        ema_momentum: tuple[float, float] | None = None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.objective_ids = [oid for oid, _, _ in objectives]
+        self.weights = [float(w) for _, w, _ in objectives]
+        self.objectives = nn.ModuleList([obj for _, _, obj in objectives])
+        self.ema_momentum = ema_momentum
+        self.teacher: Encoder | None = None
+        if ema_momentum is not None:
+            self.teacher = copy.deepcopy(encoder).requires_grad_(False).eval()
+        student_layers: set[int] = set()
+        target_depths: dict[str, set[int]] = {}
+        for obj in self.objectives:
+            student_layers |= obj.student_layers()
+            for req in obj.target_requests():
+                target_depths.setdefault(req.source, set()).add(req.depth)
+        self.student_layers = student_layers
+        self.target_depths = target_depths
+
+    def context(self, batch: Batch) -> StepContext:
+        return StepContext(
+            batch,
+            self.encoder,
+            self.teacher,
+            self.student_layers,
+            self.target_depths,
+            layout=AttentionLayout.from_batch(batch),
+        )
+
+    def forward(self, batch: Batch) -> StepOutput:
+        ctx = self.context(batch)
+        total = None
+        metrics: dict[str, Tensor] = {}
+        for oid, weight, objective in zip(self.objective_ids, self.weights, self.objectives):
+            out = objective(ctx)
+            term = out.loss * weight
+            total = term if total is None else total + term
+            metrics[f"{oid}/loss"] = out.loss.detach()
+            for key, value in out.metrics.items():
+                metrics[f"{oid}/{key}"] = value
+        metrics["loss"] = total.detach()
+        return StepOutput(total, metrics)
+
+    def momentum_at(self, progress: float) -> float:
+        """EMA momentum after ``progress`` (fraction of the budget, 0..1): linear start -> end."""
+        start, end = self.ema_momentum  # type: ignore[misc]
+        return start + (end - start) * min(max(progress, 0.0), 1.0)
+
+    @torch.no_grad()
+    def ema_update(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student, one fused op per dtype group."""
+        if self.teacher is None:
+            return
+        teacher = [p for p in self.teacher.parameters()]
+        student = [p.detach() for p in self.encoder.parameters()]
+        torch._foreach_lerp_(teacher, student, 1.0 - momentum)
+        for tb, sb in zip(self.teacher.buffers(), self.encoder.buffers()):
+            tb.copy_(sb)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher is never trained directly
+        return self

@@ -1,0 +1,340 @@
+"""YAML recipes: one file names the encoder, the objectives and their weights, the data,
+the optimiser and the budget. Validated by pydantic; every error names the file, the
+line and the key path (``recipe.yaml:14: objectives[1].loss: expected cosine|mse|smooth_l1``).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protjepa.errors import UserError
+from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, load_plugins
+
+Number = Union[int, float]
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe that cannot be used; the message is one line naming file, line and key path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MaskingConfig(Strict):
+    rate: float = Field(0.20, gt=0, lt=1, description="fraction of residues selected for prediction")
+    mask_prob: float = Field(0.8, ge=0, le=1, description="selected -> <mask>")
+    random_prob: float = Field(0.1, ge=0, le=1, description="selected -> a random amino acid")
+    strategy: Literal["random", "span"] = "random"
+    mean_span: float = Field(3.0, ge=1, description="mean span length (geometric) for strategy: span")
+
+    @model_validator(mode="after")
+    def _probs(self):
+        if self.mask_prob + self.random_prob > 1:
+            raise ValueError("mask_prob + random_prob must be at most 1")
+        return self
+
+
+class DataConfig(Strict):
+    root: str | None = Field(None, description="data root; default: ../shared/data beside the repo")
+    train: str = "pretrain_swissprot50/swissprot2014_50_train.fasta.gz"
+    valid: str | None = "pretrain_swissprot50/swissprot2014_50_valid.fasta.gz"
+    holdout_fraction: float = Field(0.0, ge=0, lt=1, description="hash-of-id split of train when valid is null")
+    crop: int = Field(512, ge=8, description="residues per sequence (random crop of longer ones)")
+    batch_tokens: int = Field(8192, ge=16, description="token budget per batch (padding included)")
+    max_sequences: int | None = Field(None, ge=1, description="cap on sequences per batch")
+    packing: bool = False
+    unknown_letters: Literal["error", "x"] = "error"
+    shuffle_buffer: int = Field(4096, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: Number = Field(0.02, ge=0, description="fraction of the budget (<1) or optimizer steps (>=1)")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class BudgetConfig(Strict):
+    wall_clock: str | None = Field(None, description="e.g. 90s, 30min, 8h, 1h30m")
+    tokens: Number | None = Field(None, gt=0, description="non-padding residues")
+    steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("wall_clock", "tokens", "steps") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of wall_clock, tokens, steps (got {', '.join(given) or 'none'})")
+        if self.wall_clock is not None:
+            from protjepa.budget import parse_duration
+
+            parse_duration(self.wall_clock)
+        return self
+
+
+class TrainConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    run_dir: str = "runs/{name}"
+    checkpoint_at: list[float] = Field(default_factory=lambda: [0.125, 0.5, 1.0])
+    log_every: int = Field(10, ge=1)
+    monitor_every: int = Field(50, ge=1, description="steps between collapse monitors")
+    monitor_sequences: int = Field(64, ge=2)
+    compile: bool = False
+    fsdp: dict[str, Any] | None = None
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("checkpoint_at")
+    @classmethod
+    def _fractions(cls, v):
+        for f in v:
+            if not 0 < f <= 1:
+                raise ValueError(f"checkpoint fractions must be in (0, 1], got {f}")
+        return sorted(set(v))
+
+
+class EncoderSpec(BaseModel):
+    """``name:`` a registered encoder, or ``_component_:`` a dotted path to any factory."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str | None = None
+    component: str | None = Field(None, alias="_component_")
+    checkpoint: str | None = Field(None, description="local weights to load (fair-esm .pt or HF directory)")
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.name is None) == (self.component is None):
+            raise ValueError("give exactly one of name or _component_")
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ObjectiveSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    id: str | None = None
+    weight: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Recipe(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    plugins: list[str] = Field(default_factory=list, description="modules to import for third-party plugins")
+    encoder: EncoderSpec
+    objectives: list[ObjectiveSpec] = Field(min_length=1)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig(steps=1000))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    # Validated per-plugin configs, filled by load_recipe / validate_plugins.
+    _objective_configs: list[BaseModel] = []
+    _encoder_config: BaseModel | None = None
+
+    @property
+    def objective_configs(self) -> list[BaseModel]:
+        return self._objective_configs
+
+    @property
+    def encoder_config(self) -> BaseModel | None:
+        return self._encoder_config
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _fmt_msg(err: dict) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error" and "expected" in ctx:
+        return "expected " + "|".join(re.findall(r"'([^']*)'", ctx["expected"]))
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key missing"
+    msg = err.get("msg", "invalid")
+    return msg.removeprefix("Value error, ")
+
+
+class _Lines:
+    """Maps a key path to the line of the YAML node it came from."""
+
+    def __init__(self, text: str):
+        try:
+            self.root = yaml.compose(text)
+        except yaml.YAMLError:
+            self.root = None
+
+    def line(self, loc: tuple) -> int | None:
+        node, line = self.root, None
+        for part in loc:
+            if node is None:
+                break
+            line = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value if k.value == part), None)
+                if match is None:
+                    return line  # a missing key: point at its parent
+                line, node = match[0].start_mark.line + 1, match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+            else:
+                return line
+        return node.start_mark.line + 1 if node is not None else line
+
+
+def _raise(errors: list[dict], source: str, lines: _Lines | None, prefix: tuple = ()) -> None:
+    first = errors[0]
+    loc = prefix + tuple(first["loc"])
+    line = lines.line(loc) if lines else None
+    where = f"{source}:{line}" if line else source
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise RecipeError(f"{where}: {_fmt_loc(loc)}: {_fmt_msg(first)}{more}")
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """``objectives.1.weight=0.3`` -> raw["objectives"][1]["weight"] = 0.3 (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
+    path, value = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    node: Any = raw
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise RecipeError(f"--set {path}: {'.'.join(keys[:i]) or '(top)'} has no item {key}")
+            if last:
+                node[int(key)] = yaml.safe_load(value)
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = yaml.safe_load(value)
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise RecipeError(f"--set {path}: {'.'.join(keys[:i])} is not a mapping or list")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
+    lines = _Lines(text) if text is not None else None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: the recipe must be a mapping, got {type(raw).__name__}")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        _raise(exc.errors(), source, lines)
+    try:
+        load_plugins(recipe.plugins)
+    except RegistryError as exc:
+        raise RecipeError(f"{source}: plugins: {exc}") from None
+    configs = []
+    for i, spec in enumerate(recipe.objectives):
+        try:
+            entry = OBJECTIVES.get(spec.name)
+        except RegistryError as exc:
+            _raise([{"loc": ("name",), "msg": str(exc), "type": "registry"}], source, lines, ("objectives", i))
+        cfg_cls = entry.config_cls
+        try:
+            configs.append(cfg_cls.model_validate(spec.options) if cfg_cls else None)
+        except ValidationError as exc:
+            _raise(exc.errors(), source, lines, ("objectives", i))
+    keys = [s.key for s in recipe.objectives]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        i = keys.index(dupes[0], keys.index(dupes[0]) + 1)
+        _raise([{"loc": ("id",), "msg": f"objective id {dupes[0]!r} is used twice: give each an id", "type": "dup"}],
+               source, lines, ("objectives", i))
+    recipe._objective_configs = configs
+    if recipe.encoder.name is not None:
+        try:
+            entry = ENCODERS.get(recipe.encoder.name)
+        except RegistryError as exc:
+            _raise([{"loc": ("name",), "msg": str(exc), "type": "registry"}], source, lines, ("encoder",))
+        if entry.config_cls is not None:
+            try:
+                recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
+            except ValidationError as exc:
+                _raise(exc.errors(), source, lines, ("encoder",))
+    _check_consumers(recipe, source, lines)
+    return recipe
+
+
+def _check_consumers(recipe: Recipe, source: str, lines: _Lines | None) -> None:
+    """A regulariser that reads e.g. ``jepa.pred`` needs an earlier objective that publishes it."""
+    published: set[str] = set()
+    for i, (spec, cfg) in enumerate(zip(recipe.objectives, recipe._objective_configs)):
+        cls = OBJECTIVES.get(spec.name).builder
+        for field, name in sorted(cls.reads(cfg).items()):
+            if name in published or name.startswith("student."):
+                continue
+            _raise([{"loc": (field,), "msg": f"{name!r} is not published by any earlier objective "
+                     f"(published so far: {', '.join(sorted(published)) or 'none'})", "type": "order"}],
+                   source, lines, ("objectives", i))
+        published |= cls.publishes(cfg, spec.key)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{where}: malformed YAML: {problem}") from None
+    if raw is None:
+        raise RecipeError(f"{path}: the recipe is empty")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_recipe(raw, str(path), text)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
