@@ -8,17 +8,31 @@ Objectives may also publish tensors (e.g. the JEPA predictions) for later object
 """
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Union
+from typing import Annotated, Literal, NamedTuple, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 from torch import Tensor, nn
 
 from protjepa.batch import Batch, gather_positions, mean_pool
 from protjepa.encoders.base import Encoder, EncoderOutput
+from protjepa.errors import UserError
 
-LayerSpec = Union[Literal["last", "half"], int]
+
+def _layer_spec(value):
+    # One message for the union (pydantic would report each member separately).
+    if value in ("last", "half") or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"expected last|half|<int>, got {value!r}")
+
+
+_Layer = Union[Literal["last", "half"], int]
+LayerSpec = Annotated[_Layer, PlainValidator(_layer_spec, json_schema_input_type=_Layer)]
 TargetSource = Literal["student", "ema"]
+
+
+class ObjectiveError(UserError, ValueError):
+    """An objective that cannot be built on this encoder (e.g. a layer it does not have)."""
 
 
 class ObjectiveConfig(BaseModel):
@@ -44,6 +58,13 @@ class Objective(nn.Module):
         super().__init__()
         self.config = config
         self.key = key  # the recipe entry's id (default: its name); prefixes what it publishes
+
+    def resolve_layer(self, encoder: Encoder, layer: int | str, field: str) -> int:
+        """``encoder.resolve_layer`` with an error that names this objective's config field."""
+        try:
+            return encoder.resolve_layer(layer)
+        except ValueError as exc:
+            raise ObjectiveError(f"objectives: {self.key}.{field}: {exc}") from None
 
     def student_layers(self) -> set[int]:
         """Depths of the student forward this objective reads (besides the final output)."""
@@ -136,11 +157,34 @@ class StepContext:
         raise KeyError(f"{name!r} was not published by an earlier objective")
 
 
-class ObjectiveSpecBase(BaseModel):
-    """Fields every recipe entry under ``objectives:`` has, beside the objective's own config."""
+def _feature_name(name: str) -> str:
+    if name.startswith("student.") and name not in StepContext.STUDENT_FEATURES:
+        raise ValueError(f"expected {'|'.join(StepContext.STUDENT_FEATURES)} or a published name like jepa.pred")
+    return name
 
-    model_config = ConfigDict(extra="allow")
 
-    name: str
-    id: str | None = Field(default=None, description="metric prefix; defaults to name")
-    weight: float = 1.0
+FeatureName = Annotated[str, AfterValidator(_feature_name)]
+
+
+class RegularizerConfig(ObjectiveConfig):
+    input: FeatureName = Field("jepa.pred", description="a published tensor (<id>.pred) or a student.* feature")
+
+
+class Regularizer(Objective):
+    """An anti-collapse term on the rows [N, D] of the tensor named by ``config.input``.
+
+    Subclasses implement ``regularize(x)``; it runs in float32 with autocast off, since
+    variances, covariances and characteristic functions lose too much in bf16.
+    """
+
+    @classmethod
+    def reads(cls, config: RegularizerConfig) -> dict[str, str]:
+        return {"input": config.input}
+
+    def forward(self, ctx: StepContext) -> ObjectiveOutput:
+        x = ctx.get(self.config.input)  # outside the fp32 region: this may run the student forward
+        with torch.autocast(x.device.type, enabled=False):
+            return self.regularize(x.float())
+
+    def regularize(self, x: Tensor) -> ObjectiveOutput:  # pragma: no cover - interface
+        raise NotImplementedError

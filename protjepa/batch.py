@@ -28,6 +28,7 @@ class Batch:
     block_seqlens: tuple[int, ...] | None = None
     num_residues: int = 0  # host-side count of real residues, for token budgets (no sync)
     num_sequences: int = 0
+    num_padding: int = 0  # host-side count of padding tokens (the collator's waste)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
         moved = {
@@ -40,6 +41,12 @@ class Batch:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.tokens.shape)  # type: ignore[return-value]
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the B*L tokens that are padding, from host-side counts (no sync)."""
+        rows, length = self.shape
+        return self.num_padding / (rows * length)
 
     def __len__(self) -> int:  # Composer counts samples with len()
         return self.num_sequences or self.tokens.shape[0]

@@ -1,0 +1,33 @@
+"""Masked language modelling: cross-entropy of the LM head at the selected positions."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from protjepa.batch import gather_positions
+from protjepa.encoders.base import Encoder
+from protjepa.objectives.base import Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput, StepContext
+from protjepa.registry import register_objective
+
+
+class MLMConfig(ObjectiveConfig):
+    """No options: the positions are the collator's selection (``masking:`` in the recipe)."""
+
+
+@register_objective("mlm", config=MLMConfig)
+class MLM(Objective):
+    """Masked-token cross-entropy of the encoder's LM head at the selected positions."""
+
+    def __init__(self, config: MLMConfig, encoder: Encoder, key: str):
+        super().__init__(config, encoder, key)
+        if not encoder.has_lm_head:
+            raise ObjectiveError(f"objectives: {key}: {type(encoder).__name__} has no LM head to train with MLM")
+
+    def forward(self, ctx: StepContext) -> ObjectiveOutput:
+        batch = ctx.batch
+        # Gather before the head: only the selected positions are projected to the vocabulary.
+        hidden = gather_positions(ctx.student.last, batch.masked_index)
+        logits = ctx.encoder.lm_head(hidden).float()
+        labels = gather_positions(batch.tokens, batch.masked_index)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.detach().argmax(-1) == labels).float().mean()
+        return ObjectiveOutput(loss, {"accuracy": accuracy, "perplexity": loss.detach().exp()})

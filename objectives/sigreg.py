@@ -1,0 +1,75 @@
+"""SIGReg (LeJEPA, Balestriero & LeCun 2025): push random 1-D projections of the rows
+towards N(0, 1) with the Epps-Pulley statistic.
+
+For each unit direction ``a`` the statistic compares the empirical characteristic
+function of ``x @ a`` with the standard normal's, exp(-t^2/2):
+
+    EP = N * integral_{-T}^{T} |mean_n exp(i t x_n a) - exp(-t^2/2)|^2 exp(-t^2/2) dt
+
+As in LeJEPA's reference code, only t in [0, T] is evaluated (the integrand is even) with
+trapezoid weights doubled, and the loss is the mean over directions.
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from protjepa.encoders.base import Encoder
+from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
+from protjepa.registry import register_objective
+
+
+class SIGRegConfig(RegularizerConfig):
+    num_directions: int = Field(256, ge=1)
+    knots: int = Field(17, ge=2, description="integration points on [0, t_max]")
+    t_max: float = Field(3.0, gt=0)
+
+
+def epps_pulley(projections: Tensor, t: Tensor, phi: Tensor, weights: Tensor) -> Tensor:
+    """``projections`` [N, K] -> the Epps-Pulley statistic of each column [K]."""
+    xt = projections.unsqueeze(-1) * t  # [N, K, knots]
+    err = (xt.cos().mean(0) - phi).square() + xt.sin().mean(0).square()
+    return (err @ weights) * projections.shape[0]
+
+
+@register_objective("sigreg", config=SIGRegConfig)
+class SIGReg(Regularizer):
+    """Epps-Pulley normality test on random 1-D projections (LeJEPA's SIGReg)."""
+
+    def __init__(self, config: SIGRegConfig, encoder: Encoder, key: str):
+        super().__init__(config, encoder, key)
+        t = torch.linspace(0, config.t_max, config.knots, dtype=torch.float64)
+        dt = config.t_max / (config.knots - 1)
+        weights = torch.full_like(t, 2 * dt)  # trapezoid on [0, T], doubled for [-T, 0]
+        weights[[0, -1]] = dt
+        phi = (-t.square() / 2).exp()
+        self.register_buffer("t", t.float(), persistent=False)
+        self.register_buffer("phi", phi.float(), persistent=False)
+        self.register_buffer("weights", (weights * phi).float(), persistent=False)
+        # Directions are seeded by the training step. The count lives in a buffer (so it is
+        # checkpointed) and in a host-side int (reading the buffer every step would sync).
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step = 0
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self.register_load_state_dict_post_hook(_reload_step)
+
+    def directions(self, dim: int, device: torch.device) -> Tensor:
+        """The unit directions [dim, K] of the current step."""
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        generator.manual_seed(self._step)
+        a = torch.randn(dim, self.config.num_directions, device=device, generator=generator)
+        return a / a.norm(dim=0)
+
+    def regularize(self, x: Tensor) -> ObjectiveOutput:
+        statistic = epps_pulley(x @ self.directions(x.shape[-1], x.device), self.t, self.phi, self.weights)
+        if self.training:
+            self._step += 1
+            self.step.fill_(self._step)
+        return ObjectiveOutput(statistic.mean(), {"std": x.detach().std(0, correction=0).mean()})
+
+
+def _reload_step(module: SIGReg, incompatible_keys) -> None:
+    module._step = int(module.step)  # once per checkpoint load

@@ -1,0 +1,42 @@
+"""VICReg's variance and covariance terms (Bardes, Ponce & LeCun 2022) as an anti-collapse
+regulariser on any published tensor; the invariance term is the JEPA loss itself."""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
+from protjepa.registry import register_objective
+
+
+class VICRegConfig(RegularizerConfig):
+    variance_weight: float = Field(25.0, ge=0)
+    covariance_weight: float = Field(1.0, ge=0)
+    gamma: float = Field(1.0, gt=0, description="target standard deviation of every dimension")
+    eps: float = Field(1e-4, gt=0)
+
+
+def variance_covariance(x: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
+    """``x`` [N, D] -> (mean_j relu(gamma - sqrt(var_j + eps)), sum of squared off-diagonal
+    covariances / D, mean std); unbiased (N - 1) estimates, as in VICReg."""
+    n, d = x.shape
+    centered = x - x.mean(0)
+    cov = centered.T @ centered / max(n - 1, 1)
+    std = (cov.diagonal() + eps).sqrt()
+    variance = torch.relu(gamma - std).mean()
+    covariance = (cov.square().sum() - cov.diagonal().square().sum()) / d
+    return variance, covariance, std.mean()
+
+
+@register_objective("vicreg", config=VICRegConfig)
+class VICReg(Regularizer):
+    """VICReg variance + covariance penalty on a published tensor (default: jepa.pred)."""
+
+    def regularize(self, x: Tensor) -> ObjectiveOutput:
+        cfg = self.config
+        variance, covariance, mean_std = variance_covariance(x, cfg.gamma, cfg.eps)
+        loss = cfg.variance_weight * variance + cfg.covariance_weight * covariance
+        return ObjectiveOutput(
+            loss, {"variance": variance.detach(), "covariance": covariance.detach(), "std": mean_std.detach()}
+        )

@@ -1,0 +1,155 @@
+"""A streaming FASTA reader that refuses malformed input with ``file:line: what``.
+
+Plain or gzip files (told apart by their magic bytes, not their name), one record at a
+time, multi-line sequences joined, lowercase letters upper-cased, blank lines ignored.
+Letters outside the alphabet are an error, or (``unknown_letters="x"``) become ``X``
+and are counted per letter in :attr:`FastaReader.replaced`, never skipped silently.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import re
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, NamedTuple
+
+from protjepa.alphabet import ESM_ALPHABET, Alphabet
+from protjepa.errors import UserError
+
+log = logging.getLogger(__name__)
+
+UnknownLetters = Literal["error", "x"]
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class FastaError(UserError, ValueError):
+    """Malformed or unreadable FASTA; the message names the file and the line."""
+
+
+class FastaRecord(NamedTuple):
+    id: str  # first word of the header
+    description: str  # the rest of the header ("" when there is none)
+    sequence: str  # upper-case residue letters, all lines joined
+    line: int  # 1-based line number of the header
+
+
+def residue_pattern(alphabet: Alphabet) -> re.Pattern:
+    """Matches one character that is NOT a residue letter of ``alphabet`` (upper case)."""
+    letters = "".join(t for t in alphabet.tokens if len(t) == 1)
+    return re.compile(f"[^{re.escape(letters)}]")
+
+
+def clean_letters(text: str, policy: UnknownLetters, where: str, pattern: re.Pattern) -> tuple[str, list[str]]:
+    """Upper-case ``text`` and apply the unknown-letter policy.
+
+    Returns the cleaned text and the letters replaced by X (none under ``error``, which
+    raises ``FastaError("<where>:<column>: unknown residue letter 'J'")`` instead).
+    """
+    text = text.upper()
+    bad = pattern.search(text)
+    if bad is None:
+        return text, []
+    if policy == "error":
+        raise FastaError(
+            f"{where}:{bad.start() + 1}: unknown residue letter {bad.group()!r} "
+            f"(unknown_letters: x maps such letters to X)"
+        )
+    return pattern.sub("X", text), pattern.findall(text)
+
+
+def open_text(path: str | os.PathLike) -> io.TextIOBase:
+    """Open plain or gzip text by magic bytes; a missing file is a one-line FastaError."""
+    path = Path(path)
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise FastaError(f"{path}: no such FASTA file") from None
+    except OSError as exc:
+        raise FastaError(f"{path}: cannot read: {exc.strerror}") from None
+    if raw.peek(2)[:2] == GZIP_MAGIC:
+        raw = gzip.GzipFile(fileobj=raw)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+
+
+class FastaReader:
+    """Iterate ``FastaRecord``s from ``path``; each iteration re-reads the file from the start.
+
+    After (or during) an iteration, ``records`` and ``residues`` count what was read and
+    ``replaced`` counts, per letter, the unknown letters mapped to X (``unknown_letters="x"``);
+    a summary of those is logged as a warning when the file ends.
+    """
+
+    def __init__(self, path: str | os.PathLike, unknown_letters: UnknownLetters = "error",
+                 alphabet: Alphabet = ESM_ALPHABET):
+        if unknown_letters not in ("error", "x"):
+            raise ValueError(f"unknown_letters must be 'error' or 'x', got {unknown_letters!r}")
+        self.path = Path(path)
+        self.unknown_letters = unknown_letters
+        self._pattern = residue_pattern(alphabet)
+        self.records = 0
+        self.residues = 0
+        self.replaced: Counter = Counter()
+
+    def __iter__(self) -> Iterator[FastaRecord]:
+        self.records, self.residues, self.replaced = 0, 0, Counter()
+        lineno = 0
+        try:
+            with open_text(self.path) as lines:
+                header: tuple[str, str, int] | None = None
+                parts: list[str] = []
+                for lineno, line in enumerate(lines, 1):
+                    if line.startswith(">"):
+                        if header is not None:
+                            yield self._record(header, parts)
+                        header, parts = self._header(line, lineno), []
+                        continue
+                    text = "".join(line.split())
+                    if not text:
+                        continue
+                    if header is None:
+                        raise FastaError(f"{self.path}:{lineno}: sequence data before the first '>' header")
+                    text, replaced = clean_letters(text, self.unknown_letters, f"{self.path}:{lineno}", self._pattern)
+                    if replaced:
+                        self.replaced.update(replaced)
+                    parts.append(text)
+                if header is None:
+                    raise FastaError(f"{self.path}: no FASTA records (empty file)")
+                yield self._record(header, parts)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise FastaError(f"{self.path}:{lineno + 1}: corrupt or truncated gzip data ({exc})") from None
+        if self.replaced:
+            total = sum(self.replaced.values())
+            letters = ", ".join(f"{k!r} x{v}" for k, v in self.replaced.most_common())
+            log.warning("%s: %d unknown residue letters mapped to X (%s)", self.path, total, letters)
+
+    def _header(self, line: str, lineno: int) -> tuple[str, str, int]:
+        words = line[1:].split(maxsplit=1)
+        if not words:
+            raise FastaError(f"{self.path}:{lineno}: header with no id")
+        return words[0], words[1].strip() if len(words) > 1 else "", lineno
+
+    def _record(self, header: tuple[str, str, int], parts: list[str]) -> FastaRecord:
+        seq_id, description, lineno = header
+        sequence = "".join(parts)
+        if not sequence:
+            raise FastaError(f"{self.path}:{lineno}: record {seq_id!r} has no sequence")
+        self.records += 1
+        self.residues += len(sequence)
+        return FastaRecord(seq_id, description, sequence, lineno)
+
+
+def write_fasta(path: str | os.PathLike, records: Iterable[tuple[str, str]], width: int = 0) -> Path:
+    """Write ``(header, sequence)`` pairs; gzip when the name ends in ``.gz``; ``width`` > 0 wraps lines."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as out:
+        for header, sequence in records:
+            out.write(f">{header}\n")
+            step = width or max(len(sequence), 1)
+            for start in range(0, len(sequence), step):
+                out.write(sequence[start:start + step] + "\n")
+    return path

@@ -1,0 +1,56 @@
+"""Where the data lives: one root folder, files named relative to it.
+
+The root is, in order: an explicit path (``data.root`` in the recipe, ``--data-root``),
+the ``PROTJEPA_DATA`` environment variable, or ``shared/data`` beside the repository
+(the folder holding ``pyproject.toml``) or beside the current working directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from protjepa.errors import UserError
+
+ENV_VAR = "PROTJEPA_DATA"
+
+
+class DataPathError(UserError, FileNotFoundError):
+    """A data root or data file that is not there."""
+
+
+def _repo_root() -> Path | None:
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The data root folder: explicit > $PROTJEPA_DATA > ``<repo>/../shared/data`` > ``./../shared/data``."""
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        if not root.is_dir():
+            raise DataPathError(f"data root {root} (data.root / --data-root): no such folder")
+        return root
+    if os.environ.get(ENV_VAR):
+        root = Path(os.environ[ENV_VAR]).expanduser()
+        if not root.is_dir():
+            raise DataPathError(f"data root {root} (from ${ENV_VAR}): no such folder")
+        return root
+    repo = _repo_root()
+    candidates = ([repo.parent / "shared" / "data"] if repo else []) + [Path.cwd().parent / "shared" / "data"]
+    for root in candidates:
+        if root.is_dir():
+            return root
+    raise DataPathError(
+        f"no data root found (looked in {', '.join(map(str, candidates))}): "
+        f"set data.root in the recipe, pass --data-root, or export {ENV_VAR}"
+    )
+
+
+def resolve(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative`` (an absolute ``relative`` stands alone), which must exist."""
+    path = Path(root) / Path(relative).expanduser()
+    if not path.exists():
+        raise DataPathError(f"{path}: no such data file (data root {root})")
+    return path
