@@ -1,14 +1,37 @@
 """Attention backends behind one switch: ``auto | xformers | sdpa | math``.
 
-(Skeleton: the layout is fixed here; the backends are filled in with the ESM-2 encoder.)
+Every backend computes the same thing: softmax(q k^T) v where a token attends only to
+the tokens of its own *block*. A block is one sequence (of a padded row, or of a packed
+row), and a row's padding tail is a block of its own, so padding never leaks into real
+tokens and padding queries never see an empty row (no NaN).
+
+* ``math``: the readable reference; an explicit softmax with a -inf bias.
+* ``sdpa``: ``F.scaled_dot_product_attention`` with a boolean mask ([B,1,1,L] key padding
+  for padded rows, [B,1,L,L] same-sequence for packed rows). On padded rows its padding
+  queries attend to the real keys instead of to the padding: values nobody reads.
+* ``xformers``: ``memory_efficient_attention`` over the B*L tokens flattened into one
+  row with a block-diagonal mask: no attention is computed across blocks at all.
+
+``q`` comes in already scaled by ``head_dim ** -0.5`` (as in ESM, which scales before
+the rotary embedding), so every backend runs with ``scale=1``.
 """
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from protjepa.batch import Batch
+
+Backend = Literal["auto", "xformers", "sdpa", "math"]
+BACKENDS: tuple[str, ...] = ("auto", "xformers", "sdpa", "math")
+
+logger = logging.getLogger("protjepa.attention")
 
 
 @dataclass
@@ -28,3 +51,169 @@ class AttentionLayout:
     @property
     def packed(self) -> bool:
         return self.segment_ids is not None
+
+    def segments(self) -> Tensor | None:
+        """[B, L] block ids: equal ids attend to each other, 0 marks padding.
+        None when there is neither padding nor packing (every token sees its whole row)."""
+        if self.segment_ids is not None:
+            return self.segment_ids
+        if self.padding_mask is not None:
+            return (~self.padding_mask).long()
+        return None
+
+    def host_block_seqlens(self, rows: int, length: int) -> tuple[int, ...]:
+        """The block lengths over the flattened rows*length tokens, in row-major order.
+
+        The collator supplies them; when it did not (a direct encoder call), they are
+        derived here at the cost of one host sync, once per layout.
+        """
+        lengths = self.block_seqlens or self.cache.get("block_seqlens")
+        if lengths is None:
+            segments = self.segments()
+            if segments is None:
+                lengths = (length,) * rows
+            else:
+                row_offset = torch.arange(rows, device=segments.device)[:, None] * (length + 1)
+                _, counts = torch.unique_consecutive((segments + row_offset).flatten(), return_counts=True)
+                lengths = tuple(counts.tolist())
+            self.cache["block_seqlens"] = lengths
+        if sum(lengths) != rows * length:
+            raise ValueError(f"block_seqlens cover {sum(lengths)} tokens, the batch has {rows} x {length}")
+        return tuple(lengths)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def allowed_pairs(layout: AttentionLayout | None) -> Tensor | None:
+    """[B, 1, L, L] True where query i may attend key j (same block); None: no restriction."""
+    segments = None if layout is None else layout.segments()
+    if segments is None:
+        return None
+    return segments[:, None, :, None] == segments[:, None, None, :]
+
+
+def _cached(layout: AttentionLayout | None, key: str, build):
+    if layout is None:
+        return build()
+    if key not in layout.cache:
+        layout.cache[key] = build()
+    return layout.cache[key]
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None) -> Tensor:
+    """The reference: [B, H, L, Dh] in and out; softmax in fp32."""
+
+    def build_bias():
+        allowed = allowed_pairs(layout)
+        if allowed is None:
+            return None
+        return torch.zeros(allowed.shape, device=q.device).masked_fill(~allowed, float("-inf"))
+
+    scores = (q @ k.transpose(-1, -2)).float()
+    bias = _cached(layout, "math", build_bias)
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None) -> Tensor:
+    """PyTorch SDPA: [B, H, L, Dh] in and out."""
+
+    def build_mask():
+        if layout is None:
+            return None
+        if layout.packed:
+            return allowed_pairs(layout)
+        if layout.padding_mask is not None:
+            return (~layout.padding_mask)[:, None, None, :]
+        return None
+
+    mask = _cached(layout, "sdpa", build_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
+def xformers_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None) -> Tensor:
+    """xformers' memory-efficient kernel over the flattened tokens: [B, H, L, Dh] in and out."""
+    from xformers.ops import memory_efficient_attention
+    from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+    rows, heads, length, head_dim = q.shape
+    layout = layout if layout is not None else AttentionLayout(None)
+
+    def build_mask():
+        return BlockDiagonalMask.from_seqlens(list(layout.host_block_seqlens(rows, length)), device=q.device)
+
+    bias = _cached(layout, "xformers", build_mask)
+
+    def flat(x: Tensor) -> Tensor:  # [B, H, L, Dh] -> [1, B*L, H, Dh]: free when x came from a [B, L, H, Dh] view
+        return x.transpose(1, 2).reshape(1, rows * length, heads, head_dim)
+
+    out = memory_efficient_attention(flat(q), flat(k), flat(v), attn_bias=bias, scale=1.0)
+    return out.view(rows, length, heads, head_dim).transpose(1, 2)
+
+
+_BACKEND_FUNCTIONS = {"math": math_attention, "sdpa": sdpa_attention, "xformers": xformers_attention}
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None = None, backend: Backend = "auto"
+) -> Tensor:
+    """Attention within blocks. q, k, v: [B, H, L, Dh], q already scaled; returns [B, H, L, Dh].
+
+    ``backend``: a resolved one (math, sdpa, xformers), as :func:`resolve_backend` returns it;
+    encoders resolve once, not per layer. ``auto`` is resolved here.
+    """
+    if backend == "auto":
+        backend = resolve_backend(backend, q.device, q.dtype, q.shape[-1])
+    return _BACKEND_FUNCTIONS[backend](q, k, v, layout)
+
+
+# --------------------------------------------------------------------------- choosing one
+
+
+def _xformers_problem(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
+    """Why xformers cannot run here, or None when a tiny forward and backward call works."""
+    if device.type != "cuda":
+        return f"xformers has no {device.type} kernels"
+    try:
+        from xformers.ops import memory_efficient_attention
+        from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+    except Exception as exc:  # a broken install must not stop training: fall back
+        return f"cannot import xformers: {exc}"
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            q = torch.randn(1, 4, 1, head_dim, device=device, dtype=dtype, requires_grad=True)
+            mask = BlockDiagonalMask.from_seqlens([2, 2], device=device)
+            memory_efficient_attention(q, q, q, attn_bias=mask, scale=1.0).sum().backward()
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return f"a probe call failed ({type(exc).__name__}: {first_line})"
+    return None
+
+
+_warned: set[str] = set()
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> str:
+    """The backend that runs for this device and dtype; decided (and logged) once per combination.
+
+    ``auto``: xformers on CUDA in fp16/bf16 when it imports and a probe call works, else
+    sdpa. An explicit ``xformers`` that cannot run falls back to sdpa with one warning.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"attention backend {requested!r}: expected {'|'.join(BACKENDS)}")
+    chosen = requested
+    if requested == "auto":
+        half = dtype in (torch.float16, torch.bfloat16)
+        chosen = "xformers" if half and _xformers_problem(device, dtype, head_dim) is None else "sdpa"
+    elif requested == "xformers":
+        problem = _xformers_problem(device, dtype, head_dim)
+        if problem is not None:
+            chosen = "sdpa"
+            if problem not in _warned:
+                _warned.add(problem)
+                logger.warning("attention: xformers requested but %s; using sdpa", problem)
+    logger.info("attention backend: %s (requested %s; %s, %s)", chosen, requested, device, dtype)
+    return chosen

@@ -1,39 +1,31 @@
 """Recipe -> encoder, objectives, model."""
 from __future__ import annotations
 
-import importlib
+from pydantic import BaseModel
 
 from protjepa.encoders.base import Encoder
 from protjepa.model import ProtJEPA
-from protjepa.recipe import Recipe, RecipeError
-from protjepa.registry import ENCODERS, OBJECTIVES
+from protjepa.recipe import EncoderSpec, Recipe, RecipeError
+from protjepa.registry import ENCODERS, OBJECTIVES, import_component
 
 
-def import_dotted(path: str):
-    """``pkg.module.attr`` -> the attribute (torchtune's ``_component_`` convention)."""
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise RecipeError(f"encoder._component_: {path!r} is not a dotted path (module.factory)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RecipeError(f"encoder._component_: cannot import {module_name!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise RecipeError(f"encoder._component_: module {module_name!r} has no {attr!r}") from None
+def encoder_from_spec(spec: EncoderSpec, config: BaseModel | None = None) -> Encoder:
+    """An encoder from a recipe's ``encoder:`` section; ``config``: its options, if already validated."""
+    if spec.component is not None:
+        from protjepa.encoders.adapter import ModuleAdapter
+
+        return ModuleAdapter.wrap(import_component(spec.component)(**spec.options))
+    entry = ENCODERS.get(spec.name)
+    if entry.config_cls is None:
+        return entry.builder(**spec.options)
+    return entry.builder(config if config is not None else entry.config_cls.model_validate(spec.options))
 
 
 def build_encoder(recipe: Recipe) -> Encoder:
     spec = recipe.encoder
-    if spec.component is not None:
-        from protjepa.encoders.adapter import ModuleAdapter
-
-        factory = import_dotted(spec.component)
-        encoder = ModuleAdapter.wrap(factory(**spec.options))
-    else:
-        entry = ENCODERS.get(spec.name)
-        encoder = entry.builder(recipe.encoder_config) if entry.config_cls else entry.builder(**spec.options)
+    encoder = encoder_from_spec(spec, recipe.encoder_config)
+    if spec.component is not None and recipe.data.packing and not getattr(encoder, "accepts_segments", True):
+        raise RecipeError(f"data.packing: {spec.component} takes no segment_ids/positions: set packing to false")
     if spec.checkpoint:
         from protjepa.encoders.checkpoints import load_weights
 

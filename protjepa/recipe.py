@@ -4,6 +4,7 @@ line and the key path (``recipe.yaml:14: objectives[1].loss: expected cosine|mse
 """
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -12,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
-from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, load_plugins
+from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
 
@@ -51,6 +52,12 @@ class DataConfig(Strict):
     unknown_letters: Literal["error", "x"] = "error"
     shuffle_buffer: int = Field(4096, ge=1)
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_validation_source(self):
+        if self.holdout_fraction > 0 and self.valid is not None:
+            raise ValueError("holdout_fraction splits train only when valid is null (set valid: null)")
+        return self
 
 
 class OptimConfig(Strict):
@@ -231,7 +238,11 @@ def apply_override(raw: dict, assignment: str) -> None:
     """``objectives.1.weight=0.3`` -> raw["objectives"][1]["weight"] = 0.3 (value parsed as YAML)."""
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
-    path, value = assignment.split("=", 1)
+    path, text = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise RecipeError(f"--set {path}: {text!r} is not a YAML value") from None
     keys = path.strip().split(".")
     node: Any = raw
     for i, key in enumerate(keys):
@@ -240,12 +251,12 @@ def apply_override(raw: dict, assignment: str) -> None:
             if not key.isdigit() or int(key) >= len(node):
                 raise RecipeError(f"--set {path}: {'.'.join(keys[:i]) or '(top)'} has no item {key}")
             if last:
-                node[int(key)] = yaml.safe_load(value)
+                node[int(key)] = value
             else:
                 node = node[int(key)]
         elif isinstance(node, dict):
             if last:
-                node[key] = yaml.safe_load(value)
+                node[key] = value
             else:
                 node = node.setdefault(key, {})
         else:
@@ -263,10 +274,11 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         _raise(exc.errors(), source, lines)
-    try:
-        load_plugins(recipe.plugins)
-    except RegistryError as exc:
-        raise RecipeError(f"{source}: plugins: {exc}") from None
+    for i, module in enumerate(recipe.plugins):
+        try:
+            load_plugins([module])
+        except RegistryError as exc:
+            _raise([{"loc": (i,), "msg": str(exc), "type": "registry"}], source, lines, ("plugins",))
     configs = []
     for i, spec in enumerate(recipe.objectives):
         try:
@@ -295,8 +307,24 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
                 recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
             except ValidationError as exc:
                 _raise(exc.errors(), source, lines, ("encoder",))
+    else:
+        _check_component(recipe.encoder, source, lines)
     _check_consumers(recipe, source, lines)
     return recipe
+
+
+def _check_component(spec: EncoderSpec, source: str, lines: _Lines | None) -> None:
+    """``_component_`` must import, and the other keys must fit the factory's arguments."""
+    try:
+        factory = import_component(spec.component)
+    except RegistryError as exc:
+        _raise([{"loc": ("_component_",), "msg": str(exc), "type": "registry"}], source, lines, ("encoder",))
+    try:
+        inspect.signature(factory).bind(**spec.options)
+    except TypeError as exc:
+        _raise([{"loc": (), "msg": f"{spec.component}: {exc}", "type": "signature"}], source, lines, ("encoder",))
+    except ValueError:  # no signature to check (a builtin or C factory): the call will tell
+        pass
 
 
 def _check_consumers(recipe: Recipe, source: str, lines: _Lines | None) -> None:
@@ -331,7 +359,10 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
     for assignment in overrides:
-        apply_override(raw, assignment)
+        try:
+            apply_override(raw, assignment)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
     return parse_recipe(raw, str(path), text)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from typing import Any, Callable, Generic, TypeVar
 
@@ -97,22 +98,49 @@ _loaded_modules: set[str] = set()
 
 
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
-    """Import the built-in plugins, installed entry points, and the named modules."""
+    """Import the built-in plugins and installed entry points (once), then the named modules.
+
+    The flag is set before importing, so a plugin module that itself looks a name up
+    while it is being imported does not start the loading again.
+    """
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        importlib.import_module("protjepa.objectives")
-        importlib.import_module("protjepa.encoders")
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                ep.load()
-            except Exception as exc:  # a broken third-party plugin must say who it is
-                raise RegistryError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-    for module in modules:
-        if module in _loaded_modules:
-            continue
         try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise RegistryError(f"plugins: cannot import {module!r}: {exc}") from exc
-        _loaded_modules.add(module)
+            importlib.import_module("protjepa.objectives")
+            importlib.import_module("protjepa.encoders")
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                _import_plugin(ep.load, f"plugin entry point {ep.name!r} ({ep.value})")
+        except BaseException:
+            _builtins_loaded = False  # a half-filled registry would only give confusing "unknown name" errors
+            raise
+    for module in modules:
+        if module not in _loaded_modules:
+            _import_plugin(partial(importlib.import_module, module), f"plugin module {module!r}")
+            _loaded_modules.add(module)
+
+
+def _import_plugin(load: Callable[[], Any], what: str) -> None:
+    try:
+        load()
+    except RegistryError:
+        raise  # a duplicate name already says where both definitions are
+    except ImportError as exc:
+        raise RegistryError(f"{what}: cannot import: {exc}") from exc
+    except Exception as exc:  # a broken third-party plugin must say who it is
+        raise RegistryError(f"{what}: failed while importing: {type(exc).__name__}: {exc}") from exc
+
+
+def import_component(path: str) -> Any:
+    """``pkg.module.attr`` -> the attribute (torchtune's ``_component_`` convention)."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise RegistryError(f"{path!r} is not a dotted path (module.factory)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RegistryError(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise RegistryError(f"module {module_name!r} has no {attr!r}") from None

@@ -1,4 +1,4 @@
-"""``protjepa list``: the registered encoders and objectives, with where they are defined."""
+"""``protjepa list``: the registered encoders and objectives; third-party ones say where they are defined."""
 from __future__ import annotations
 
 
@@ -14,5 +14,6 @@ def run(args) -> int:
         print(f"{title}:")
         for entry in registry.entries():
             doc = (entry.builder.__doc__ or "").strip().splitlines()
-            print(f"  {entry.name:<12} {doc[0] if doc else ''}")
+            plugin = "" if entry.builder.__module__.startswith("protjepa.") else f"  [plugin: {entry.where}]"
+            print(f"  {entry.name:<12} {doc[0] if doc else ''}{plugin}")
     return 0

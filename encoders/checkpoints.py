@@ -1,0 +1,398 @@
+"""Encoder weights on local disk: fair-esm ``.pt`` files, Hugging Face ESM directories,
+and a native format for any encoder.
+
+* fair-esm: ``{"model": state dict with "encoder.sentence_encoder." / "encoder." prefixes,
+  "cfg": {"model": <encoder_layers, encoder_embed_dim, encoder_attention_heads,
+  token_dropout>}}`` (older files: the same fields under ``"args"``). Our ESM-2 modules
+  carry fair-esm's names, so only the prefixes go.
+* Hugging Face: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``), as
+  ``EsmForMaskedLM.save_pretrained`` writes them; names mapped by ``_HF_TO_OURS_MODULES``.
+* native: ``encoder.yaml`` (the recipe's ``encoder:`` section) + ``model.safetensors``.
+
+Nothing is downloaded. Files are written under a temporary name and renamed, so a
+checkpoint on disk is never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from pydantic import ValidationError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from protjepa.encoders.base import Encoder
+from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
+from protjepa.errors import UserError
+from protjepa.recipe import EncoderSpec, _Lines, _raise
+
+NATIVE_SPEC = "encoder.yaml"
+WEIGHTS = "model.safetensors"
+HF_CONFIG = "config.json"
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the encoder; one line naming the file."""
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_encoder(path: str | os.PathLike) -> Encoder:
+    """An encoder built and loaded from a native directory, a Hugging Face ESM directory or a fair-esm .pt."""
+    path = _existing(path)
+    sizes, state, source = _read(path)
+    if _is_native(path):
+        encoder = _build_native(path / NATIVE_SPEC)
+    else:
+        encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
+                       token_dropout=sizes["token_dropout"])
+    _load_state(encoder, state, source)
+    return encoder
+
+
+def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
+    """Load a checkpoint's weights into ``encoder`` (the recipe's ``encoder.checkpoint``)."""
+    sizes, state, source = _read(_existing(path))
+    _check_state(encoder, state, source)
+    if isinstance(encoder, ESM2) and sizes is not None and sizes["attention_heads"] != encoder.attention_heads:
+        # Every shape fits, yet the heads split the width differently.
+        raise CheckpointError(
+            f"{source}: the checkpoint has {sizes['attention_heads']} attention heads, "
+            f"the encoder {encoder.attention_heads}"
+        )
+    encoder.load_state_dict(state, strict=False)
+    return encoder
+
+
+def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any]) -> Path:
+    """Write ``encoder.yaml`` (``encoder_spec``: the recipe's encoder section) and ``model.safetensors``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {k: v for k, v in encoder_spec.items() if k != "checkpoint"}  # the weights are here now
+    tensors = {name: t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)}
+    _write_safetensors(directory / WEIGHTS, tensors)
+    _write_text(directory / NATIVE_SPEC, yaml.safe_dump(spec, sort_keys=False))
+    return directory
+
+
+def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` that ``transformers.EsmForMaskedLM`` loads."""
+    if not isinstance(encoder, ESM2):
+        raise CheckpointError(
+            f"{directory}: only ESM-2 encoders export to Hugging Face ESM, not {type(encoder).__name__}"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        _hf_name(name): t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)
+    }
+    _write_safetensors(directory / WEIGHTS, tensors)
+    _write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
+    return directory
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+    return path
+
+
+def _is_native(path: Path) -> bool:
+    return path.is_dir() and (path / NATIVE_SPEC).is_file()
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
+    """(ESM-2 sizes or None, state dict in our names, the file to name in errors)."""
+    if _is_native(path):
+        return _native_esm2_sizes(path / NATIVE_SPEC), _read_safetensors(path / WEIGHTS), str(path / WEIGHTS)
+    if path.is_dir():
+        if not (path / HF_CONFIG).is_file():
+            raise CheckpointError(
+                f"{path}: not a checkpoint directory "
+                f"(expected {NATIVE_SPEC} + {WEIGHTS}, or a Hugging Face {HF_CONFIG})"
+            )
+        return _read_hf(path)
+    return _read_fair_esm(path)
+
+
+def _read_safetensors(file: Path) -> dict[str, Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"{file}: no such weights file")
+    try:
+        return load_file(file)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{file}: cannot read safetensors: {_first_line(exc)}") from None
+
+
+_FAIR_ESM_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
+_FAIR_ESM_IGNORED = re.compile(r"(^contact_head\.|rot_emb\.inv_freq$)")  # contact regression; rotary buffers
+
+
+def _read_fair_esm(file: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
+    try:
+        # fair-esm keeps its model config as an argparse.Namespace: allow exactly that.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler" in line), _first_line(exc))
+        raise CheckpointError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
+    except Exception as exc:
+        raise CheckpointError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
+    cfg = data.get("cfg")
+    model_cfg, where = (cfg.get("model"), "cfg.model") if isinstance(cfg, dict) else (data.get("args"), "args")
+
+    def field(name: str, default: Any = None) -> Any:
+        value = model_cfg.get(name) if isinstance(model_cfg, dict) else getattr(model_cfg, name, None)
+        if value is None and default is None:
+            raise CheckpointError(f"{file}: {where} has no {name}: not a fair-esm ESM-2 checkpoint")
+        return default if value is None else value
+
+    sizes = dict(
+        num_layers=int(field("encoder_layers")),
+        embed_dim=int(field("encoder_embed_dim")),
+        attention_heads=int(field("encoder_attention_heads")),
+        token_dropout=bool(field("token_dropout", True)),
+    )
+    state = {_FAIR_ESM_PREFIX.sub("", name): t for name, t in data["model"].items()}
+    return sizes, {name: t for name, t in state.items() if not _FAIR_ESM_IGNORED.search(name)}, str(file)
+
+
+# Hugging Face ESM module -> ours; "#" stands for the layer index. Parameter names
+# (weight, bias) are the same on both sides, except the tied decoder below.
+_HF_TO_OURS_MODULES = {
+    "embeddings.word_embeddings": "embed_tokens",
+    "encoder.layer.#.attention.self.query": "layers.#.self_attn.q_proj",
+    "encoder.layer.#.attention.self.key": "layers.#.self_attn.k_proj",
+    "encoder.layer.#.attention.self.value": "layers.#.self_attn.v_proj",
+    "encoder.layer.#.attention.output.dense": "layers.#.self_attn.out_proj",
+    "encoder.layer.#.attention.LayerNorm": "layers.#.self_attn_layer_norm",
+    "encoder.layer.#.intermediate.dense": "layers.#.fc1",
+    "encoder.layer.#.output.dense": "layers.#.fc2",
+    "encoder.layer.#.LayerNorm": "layers.#.final_layer_norm",
+    "encoder.emb_layer_norm_after": "emb_layer_norm_after",
+    "lm_head.dense": "lm_head.dense",
+    "lm_head.layer_norm": "lm_head.layer_norm",
+    "lm_head.decoder": "lm_head",  # lm_head.decoder.weight: the tied embeddings, our lm_head.weight
+    "lm_head": "lm_head",  # lm_head.bias
+}
+_OURS_TO_HF_MODULES = {ours: hf for hf, ours in _HF_TO_OURS_MODULES.items()}  # "lm_head" -> "lm_head" (last wins)
+# transformers 5 writes (and reads) LayerNorm parameters under their TF names.
+_HF_LEGACY_LAYER_NORM = re.compile(r"(?<=LayerNorm\.)(gamma|beta)$")
+_HF_LEGACY_PARAMS = {"gamma": "weight", "beta": "bias"}
+_HF_IGNORED = re.compile(r"(^contact_head\.|^pooler\.|rotary_embeddings\.inv_freq$|^embeddings\.position_ids$)")
+
+
+def _rename(name: str, table: dict[str, str]) -> str | None:
+    """``encoder.layer.3.output.dense.bias`` -> ``layers.3.fc2.bias`` (or back); None if unknown."""
+    module, _, param = name.rpartition(".")
+    index = re.search(r"(?<=\.)\d+(?=\.)", module)
+    pattern = module if index is None else module[: index.start()] + "#" + module[index.end():]
+    target = table.get(pattern)
+    if target is None:
+        return None
+    return f"{target if index is None else target.replace('#', index.group())}.{param}"
+
+
+def _hf_name(name: str) -> str:
+    hf = _rename(name, _OURS_TO_HF_MODULES)
+    if hf is None:
+        raise CheckpointError(f"{name}: no Hugging Face ESM name for this parameter")
+    return hf if hf.startswith("lm_head") else f"esm.{hf}"
+
+
+# What an ESM-2 config.json must say for our architecture to reproduce it exactly.
+_HF_REQUIRED = {
+    "position_embedding_type": "rotary",
+    "vocab_size": 33,
+    "pad_token_id": 1,
+    "mask_token_id": 32,
+    "layer_norm_eps": LAYER_NORM_EPS,
+    "rope_theta": ROTARY_BASE,
+    "emb_layer_norm_before": False,
+}
+_HF_DEFAULTS = {"rope_theta": ROTARY_BASE, "emb_layer_norm_before": False}  # absent or null in older files
+
+
+def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
+    config_file = directory / HF_CONFIG
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_file}: cannot read: {_first_line(exc)}") from None
+    for key, expected in _HF_REQUIRED.items():
+        value = config.get(key)
+        value = _HF_DEFAULTS.get(key) if value is None else value
+        if value != expected:
+            raise CheckpointError(f"{config_file}: {key} is {value!r}; ESM-2 needs {expected!r}")
+    try:
+        sizes = dict(
+            num_layers=int(config["num_hidden_layers"]),
+            embed_dim=int(config["hidden_size"]),
+            attention_heads=int(config["num_attention_heads"]),
+            token_dropout=bool(config.get("token_dropout", False)),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"{config_file}: missing {exc.args[0]}") from None
+    if config.get("intermediate_size") != 4 * sizes["embed_dim"]:
+        raise CheckpointError(
+            f"{config_file}: intermediate_size is {config.get('intermediate_size')!r}; ESM-2 needs 4 x hidden_size"
+        )
+    weights_file, raw = _read_hf_weights(directory)
+    state = {}
+    for hf_name, t in raw.items():
+        name = _HF_LEGACY_LAYER_NORM.sub(lambda m: _HF_LEGACY_PARAMS[m.group(1)], hf_name.removeprefix("esm."))
+        if not _HF_IGNORED.search(name):
+            state[_rename(name, _HF_TO_OURS_MODULES) or hf_name] = t  # unknown names stay, to be reported
+    return sizes, state, str(weights_file)
+
+
+def _read_hf_weights(directory: Path) -> tuple[Path, dict[str, Tensor]]:
+    single = directory / WEIGHTS
+    if single.is_file():
+        return single, _read_safetensors(single)
+    index = directory / f"{WEIGHTS}.index.json"
+    if index.is_file():  # sharded: the index maps every tensor to its shard
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return index, {k: v for shard in shards for k, v in _read_safetensors(directory / shard).items()}
+    legacy = directory / "pytorch_model.bin"
+    if legacy.is_file():
+        try:
+            return legacy, torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{legacy}: cannot read: {_first_line(exc)}") from None
+    raise CheckpointError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
+
+
+def _hf_config(encoder: ESM2) -> dict[str, Any]:
+    return {
+        "architectures": ["EsmForMaskedLM"],
+        "model_type": "esm",
+        "vocab_size": len(encoder.alphabet),
+        "hidden_size": encoder.embed_dim,
+        "num_hidden_layers": encoder.num_layers,
+        "num_attention_heads": encoder.attention_heads,
+        "intermediate_size": 4 * encoder.embed_dim,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "max_position_embeddings": 1026,
+        "initializer_range": 0.02,
+        "layer_norm_eps": LAYER_NORM_EPS,
+        "position_embedding_type": "rotary",
+        "rope_theta": ROTARY_BASE,
+        "emb_layer_norm_before": False,
+        "token_dropout": encoder.token_dropout,
+        "pad_token_id": encoder.alphabet.pad_idx,
+        "mask_token_id": encoder.alphabet.mask_idx,
+        "eos_token_id": encoder.alphabet.eos_idx,
+        "tie_word_embeddings": True,
+        "is_folding_model": False,
+    }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _tied_aliases(module: torch.nn.Module) -> set[str]:
+    """State-dict names that repeat a tensor already named (the LM head's tied embeddings)."""
+    unique = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
+    return set(module.state_dict()) - unique
+
+
+def _load_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
+    _check_state(encoder, state, source)
+    encoder.load_state_dict(state, strict=False)  # strict but for the tied aliases
+
+
+def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
+    """A one-line error at the first missing, misshapen or unexpected key."""
+    expected = encoder.state_dict()
+    optional = _tied_aliases(encoder)
+    for name, ref in expected.items():
+        if name not in state:
+            if name in optional:
+                continue
+            raise CheckpointError(f"{source}: missing {name} (shape {tuple(ref.shape)}) for {type(encoder).__name__}")
+        if state[name].shape != ref.shape:
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(state[name].shape)} in the checkpoint "
+                f"but {tuple(ref.shape)} in the encoder"
+            )
+    for name in state:
+        if name not in expected:
+            raise CheckpointError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
+
+
+def _read_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
+    text = spec_file.read_text()
+    try:
+        return EncoderSpec.model_validate(yaml.safe_load(text)), text
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
+    except ValidationError as exc:
+        _raise(exc.errors(), str(spec_file), _Lines(text))
+
+
+def _build_native(spec_file: Path) -> Encoder:
+    from protjepa.build import encoder_from_spec  # build imports the model and objectives: not at import time
+
+    spec, text = _read_spec(spec_file)
+    try:
+        return encoder_from_spec(spec)
+    except ValidationError as exc:
+        _raise(exc.errors(), str(spec_file), _Lines(text))
+    except UserError as exc:
+        raise CheckpointError(f"{spec_file}: {exc}") from None
+
+
+def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
+    spec, text = _read_spec(spec_file)
+    if spec.name != "esm2":
+        return None
+    try:
+        return ESM2Config.model_validate(spec.options).model_dump()
+    except ValidationError as exc:
+        _raise(exc.errors(), str(spec_file), _Lines(text))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_atomic(file: Path, write: Callable[[str], None]) -> None:
+    """``write(temporary path)`` beside ``file``, then rename it over ``file``."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(file: Path, text: str) -> None:
+    _write_atomic(file, lambda tmp: Path(tmp).write_text(text))
+
+
+def _write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
+    tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    _write_atomic(file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,258 @@
+"""ESM-2, exactly: the architecture of fair-esm's ``esm.model.esm2.ESM2``.
+
+Pre-LayerNorm transformer blocks (LayerNorm eps 1e-5), rotary position embeddings of
+the rotate-half kind on q and k, an erf GELU feed-forward of 4x width, a final
+LayerNorm, and an LM head tied to the token embeddings. Module names are fair-esm's,
+so its state dicts load by name (see :mod:`protjepa.encoders.checkpoints`).
+
+Two additions for training: packed rows (rotary positions restart at every packed
+sequence, attention stays inside it, token dropout counts masks per sequence) and a
+choice of attention backend (:mod:`protjepa.attention`).
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from protjepa.alphabet import ESM_ALPHABET, Alphabet
+from protjepa.attention import AttentionLayout, Backend, attend, resolve_backend
+from protjepa.encoders.base import Encoder, EncoderOutput
+from protjepa.registry import register_encoder
+
+LAYER_NORM_EPS = 1e-5
+ROTARY_BASE = 10000.0
+# Token dropout rescales embeddings as if this fraction had been zeroed: ESM-2 was trained
+# with 15% of tokens selected and 80% of those set to <mask>.
+MASK_RATIO_TRAIN = 0.15 * 0.8
+
+PRESETS: dict[str, dict[str, int]] = {
+    "esm2_8m": dict(num_layers=6, embed_dim=320, attention_heads=20),
+    "esm2_35m": dict(num_layers=12, embed_dim=480, attention_heads=20),
+    "esm2_150m": dict(num_layers=30, embed_dim=640, attention_heads=20),
+    "esm2_650m": dict(num_layers=33, embed_dim=1280, attention_heads=20),
+}
+
+
+class ESM2Config(BaseModel):
+    """``encoder: {name: esm2, preset: esm2_35m}``; explicit sizes override the preset's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["esm2_8m", "esm2_35m", "esm2_150m", "esm2_650m"] | None = None
+    num_layers: int | None = Field(None, ge=1)
+    embed_dim: int | None = Field(None, ge=2)
+    attention_heads: int | None = Field(None, ge=1)
+    token_dropout: bool = True
+    attention: Backend = "auto"
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        preset = PRESETS.get(self.preset or "", {})
+        for name in ("num_layers", "embed_dim", "attention_heads"):
+            if getattr(self, name) is None:
+                if name not in preset:
+                    raise ValueError(f"give a preset ({'|'.join(PRESETS)}) or {name}")
+                setattr(self, name, preset[name])
+        if self.embed_dim % self.attention_heads or (self.embed_dim // self.attention_heads) % 2:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} must split into {self.attention_heads} heads of even size (rotary)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- rotary
+
+
+def rotary_tables(positions: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
+    """cos and sin for positions [B|1, L]: [B|1, L, 1, Dh] (broadcast over heads), fp32."""
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / ROTARY_BASE**exponents
+    angles = positions.float()[..., None] * inv_freq  # [B|1, L, Dh/2]
+    angles = torch.cat((angles, angles), dim=-1)[:, :, None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half rotary embedding of x [B, L, H, Dh], computed in fp32."""
+    xf = x.float()
+    first, second = xf.chunk(2, dim=-1)
+    rotated = torch.cat((-second, first), dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, embed_dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = embed_dim // heads
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], layout: AttentionLayout, backend: Backend) -> Tensor:
+        rows, length, _ = x.shape
+        # [B, L, H, Dh] views; attention sees them transposed to [B, H, L, Dh] without a copy.
+        q = (self.q_proj(x) * self.scaling).view(rows, length, self.heads, self.head_dim)  # ESM scales before rotary
+        k = self.k_proj(x).view(rows, length, self.heads, self.head_dim)
+        v = self.v_proj(x).view(rows, length, self.heads, self.head_dim)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout, backend)
+        return self.out_proj(out.transpose(1, 2).reshape(rows, length, -1))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, embed_dim: int, heads: int):
+        super().__init__()
+        self.self_attn = SelfAttention(embed_dim, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+        self.fc1 = nn.Linear(embed_dim, 4 * embed_dim)
+        self.fc2 = nn.Linear(4 * embed_dim, embed_dim)
+        self.final_layer_norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], layout: AttentionLayout, backend: Backend) -> Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), rope, layout, backend)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class LMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> projection onto the (tied) token embeddings, plus a bias."""
+
+    def __init__(self, embed_dim: int, weight: nn.Parameter):
+        super().__init__()
+        self.dense = nn.Linear(embed_dim, embed_dim)
+        self.layer_norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+        self.weight = weight
+        self.bias = nn.Parameter(torch.zeros(weight.shape[0]))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(hidden))), self.weight) + self.bias
+
+
+class ESM2(Encoder):
+    """fair-esm's ESM2: token embeddings, ``num_layers`` pre-LN blocks, a final LayerNorm, a tied LM head."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        embed_dim: int,
+        attention_heads: int,
+        *,
+        token_dropout: bool = True,
+        attention: Backend = "auto",
+        alphabet: Alphabet = ESM_ALPHABET,
+    ):
+        super().__init__()
+        self.num_layers = num_layers
+        self.embed_dim = embed_dim
+        self.attention_heads = attention_heads
+        self.token_dropout = token_dropout
+        self.attention = attention
+        self.alphabet = alphabet
+        self.embed_tokens = nn.Embedding(len(alphabet), embed_dim, padding_idx=alphabet.pad_idx)
+        self.layers = nn.ModuleList([TransformerLayer(embed_dim, attention_heads) for _ in range(num_layers)])
+        self.emb_layer_norm_after = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
+        self.lm_head = LMHead(embed_dim, self.embed_tokens.weight)
+        self.apply(_init_weights)
+        self._backends: dict[tuple, str] = {}  # (requested, device, dtype) -> the backend that runs
+
+    @property
+    def lm_head(self) -> LMHead:
+        # A property because Encoder.lm_head is a method; the module keeps fair-esm's name.
+        return self._modules["lm_head"]
+
+    def forward(
+        self,
+        tokens: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        layout: AttentionLayout | None = None,
+        layers: Sequence[int] = (),
+        stop_at: int | None = None,
+    ) -> EncoderOutput:
+        depth = self.num_layers if stop_at is None else stop_at
+        wanted = set(layers)
+        if not 0 <= depth <= self.num_layers or any(not 0 <= d <= depth for d in wanted):
+            raise ValueError(f"layers {sorted(wanted)} and stop_at {stop_at} must lie in 0..{self.num_layers}, "
+                             "layers at most stop_at")
+        if layout is None:
+            layout = AttentionLayout(tokens.eq(self.alphabet.pad_idx) if padding_mask is None else padding_mask)
+
+        x = self.embed_tokens(tokens)
+        if self.token_dropout:
+            x = self._token_dropout(x, tokens, layout)
+        if layout.padding_mask is not None:
+            x = x.masked_fill(layout.padding_mask[..., None], 0.0)
+
+        positions = layout.positions
+        if positions is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
+        rope = rotary_tables(positions, self.embed_dim // self.attention_heads)
+
+        backend = self.attention_backend(x)
+        hidden = {0: x} if 0 in wanted else {}
+        for i in range(depth):
+            x = self.layers[i](x, rope, layout, backend)
+            if i + 1 in wanted:
+                hidden[i + 1] = x
+        if depth == self.num_layers:
+            x = self.emb_layer_norm_after(x)
+            if depth in wanted:
+                hidden[depth] = x  # the deepest layer is the normalised output (fair-esm's convention)
+        return EncoderOutput(x, hidden)
+
+    def attention_backend(self, x: Tensor) -> str:
+        """The backend that runs for x's device and compute dtype (autocast's, when on); resolved once."""
+        device = x.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
+        key = (self.attention, device, dtype)
+        if key not in self._backends:
+            self._backends[key] = resolve_backend(self.attention, device, dtype, self.embed_dim // self.attention_heads)
+        return self._backends[key]
+
+    def _token_dropout(self, x: Tensor, tokens: Tensor, layout: AttentionLayout) -> Tensor:
+        """Zero the <mask> embeddings; rescale by (1 - 0.12) / (1 - each sequence's mask ratio)."""
+        is_mask = tokens.eq(self.alphabet.mask_idx)
+        x = x.masked_fill(is_mask[..., None], 0.0)
+        segments = layout.segments()
+        if segments is None:
+            ratio = is_mask.float().mean(dim=-1, keepdim=True)
+        else:
+            # Per-sequence counts without a host sync: scatter into one slot per possible id, gather back.
+            slots = tokens.new_zeros(tokens.shape[0], tokens.shape[1] + 1, dtype=torch.float32)
+            masks = slots.scatter_add(1, segments, is_mask.float()).gather(1, segments)
+            sizes = slots.scatter_add(1, segments, torch.ones_like(slots[:, 1:])).gather(1, segments)
+            ratio = masks / sizes
+        scale = (1 - MASK_RATIO_TRAIN) / (1 - ratio)
+        return x * scale[..., None].to(x.dtype)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """From-scratch initialisation: normal(0, 0.02) weights, zero biases, zero padding embedding."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
+@register_encoder("esm2", config=ESM2Config)
+def build_esm2(config: ESM2Config) -> ESM2:
+    """ESM-2 (fair-esm / Hugging Face compatible): presets esm2_8m..esm2_650m or custom sizes."""
+    return ESM2(
+        config.num_layers,
+        config.embed_dim,
+        config.attention_heads,
+        token_dropout=config.token_dropout,
+        attention=config.attention,
+    )

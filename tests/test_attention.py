@@ -1,0 +1,198 @@
+"""Attention backends: math is the reference; sdpa and (the layout of) xformers must match it."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from protjepa import attention
+from protjepa.attention import (
+    AttentionLayout,
+    allowed_pairs,
+    attend,
+    math_attention,
+    resolve_backend,
+    sdpa_attention,
+    xformers_attention,
+)
+
+HEADS, HEAD_DIM = 2, 8
+
+
+def padded_layout(lengths: list[int], length: int, supply_blocks: bool = True) -> AttentionLayout:
+    padding = torch.arange(length)[None, :] >= torch.tensor(lengths)[:, None]
+    blocks = tuple(b for n in lengths for b in (n, length - n) if b)
+    return AttentionLayout(padding, block_seqlens=blocks if supply_blocks else None)
+
+
+def packed_layout(rows: list[list[int]], length: int, supply_blocks: bool = True) -> AttentionLayout:
+    """Rows of back-to-back sequences (lengths given), each row padded to ``length``."""
+    segment_ids = torch.zeros(len(rows), length, dtype=torch.long)
+    positions = torch.zeros(len(rows), length, dtype=torch.long)
+    blocks = []
+    for r, lengths in enumerate(rows):
+        start = 0
+        for s, n in enumerate(lengths, start=1):
+            segment_ids[r, start : start + n] = s
+            positions[r, start : start + n] = torch.arange(n)
+            start += n
+        blocks += lengths + ([length - start] if length > start else [])
+    return AttentionLayout(segment_ids.eq(0), segment_ids, positions, tuple(blocks) if supply_blocks else None)
+
+
+def qkv(rows: int, length: int, dtype=torch.float32):
+    q, k, v = torch.randn(3, rows, HEADS, length, HEAD_DIM, dtype=dtype).unbind(0)
+    return q * HEAD_DIM**-0.5, k, v
+
+
+PADDED = dict(lengths=[9, 6, 3], length=9)
+PACKED = dict(rows=[[4, 3], [2, 2, 3], [5]], length=9)
+
+
+def test_math_by_hand():
+    # Zero queries give uniform weights: each real token averages the values of its own block.
+    layout = padded_layout([2], 3)
+    q = torch.zeros(1, 1, 3, 1)
+    v = torch.tensor([1.0, 3.0, 100.0]).view(1, 1, 3, 1)
+    out = math_attention(q, torch.zeros_like(q), v, layout).flatten()
+    assert out.tolist() == [2.0, 2.0, 100.0]  # the padding token sees only itself
+
+
+def test_sdpa_matches_math_padded():
+    layout = padded_layout(**PADDED)
+    q, k, v = qkv(3, 9)
+    real = ~layout.padding_mask[:, None, :, None]
+    ref, out = math_attention(q, k, v, layout), sdpa_attention(q, k, v, layout)
+    torch.testing.assert_close(out * real, ref * real, atol=1e-5, rtol=0)
+    assert torch.isfinite(out).all()  # padding queries must not produce NaN
+
+
+def test_sdpa_matches_math_packed():
+    layout = packed_layout(**PACKED)
+    q, k, v = qkv(3, 9)
+    torch.testing.assert_close(sdpa_attention(q, k, v, layout), math_attention(q, k, v, layout), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_packed_row_equals_each_sequence_alone(backend):
+    layout = packed_layout(**PACKED)
+    q, k, v = qkv(3, 9)
+    out = attend(q, k, v, layout, backend)
+    for r, lengths in enumerate(PACKED["rows"]):
+        start = 0
+        for n in lengths:
+            part = slice(start, start + n)
+            alone = attend(q[r : r + 1, :, part], k[r : r + 1, :, part], v[r : r + 1, :, part], None, backend)
+            torch.testing.assert_close(out[r : r + 1, :, part], alone, atol=1e-5, rtol=0)
+            start += n
+
+
+def block_diagonal_of_rows(allowed: torch.Tensor) -> torch.Tensor:
+    """[B, 1, L, L] per-row allowed pairs -> [B*L, B*L] over the flattened tokens."""
+    return torch.block_diag(*allowed[:, 0])
+
+
+@pytest.mark.parametrize("supply_blocks", [True, False])
+@pytest.mark.parametrize("make", [lambda s: padded_layout(**PADDED, supply_blocks=s),
+                                  lambda s: packed_layout(**PACKED, supply_blocks=s)], ids=["padded", "packed"])
+def test_xformers_mask_equals_allowed_pairs(make, supply_blocks):
+    pytest.importorskip("xformers.ops")
+    q, k, v = qkv(3, 9)
+    layout = make(supply_blocks)
+    calls = {}
+
+    def record_bias(query, key, value, attn_bias=None, p=0.0, scale=None):
+        calls["bias"] = attn_bias
+        return query
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("xformers.ops.memory_efficient_attention", record_bias)
+        xformers_attention(q, k, v, layout)
+    materialized = calls["bias"].materialize((27, 27))
+    assert torch.equal(materialized == 0, block_diagonal_of_rows(allowed_pairs(layout)))
+    assert layout.cache["xformers"] is calls["bias"]  # built once per layout, reused by every layer
+
+
+def reference_memory_efficient_attention(query, key, value, attn_bias=None, p=0.0, scale=None):
+    """xformers' contract ([1, M, H, Dh] in and out) computed densely from the materialized bias."""
+    bias = attn_bias.materialize((query.shape[1], key.shape[1]), dtype=query.dtype)
+    scores = torch.einsum("bmhd,bnhd->bhmn", query, key) * scale + bias
+    return torch.einsum("bhmn,bnhd->bmhd", scores.softmax(-1), value)
+
+
+@pytest.mark.parametrize("make", [lambda: padded_layout(**PADDED), lambda: packed_layout(**PACKED)],
+                         ids=["padded", "packed"])
+def test_xformers_path_matches_math(make, monkeypatch):
+    pytest.importorskip("xformers.ops")
+    monkeypatch.setattr("xformers.ops.memory_efficient_attention", reference_memory_efficient_attention)
+    layout = make()
+    q, k, v = qkv(3, 9)
+    # q, k, v as the encoder hands them over: [B, H, L, Dh] views of [B, L, H, Dh] storage.
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    torch.testing.assert_close(xformers_attention(q, k, v, layout), math_attention(q, k, v, layout),
+                               atol=1e-5, rtol=0)
+
+
+def test_masks_are_built_once_per_layout():
+    layout = packed_layout(**PACKED)
+    q, k, v = qkv(3, 9)
+    sdpa_attention(q, k, v, layout)
+    math_attention(q, k, v, layout)
+    first = dict(layout.cache)
+    sdpa_attention(q, k, v, layout)
+    math_attention(q, k, v, layout)
+    assert first.keys() == {"sdpa", "math"}
+    assert all(layout.cache[key] is first[key] for key in first)
+
+
+def test_block_seqlens_derived_and_checked():
+    assert packed_layout(**PACKED, supply_blocks=False).host_block_seqlens(3, 9) == (4, 3, 2, 2, 2, 3, 2, 5, 4)
+    assert padded_layout(**PADDED, supply_blocks=False).host_block_seqlens(3, 9) == (9, 6, 3, 3, 6)
+    assert AttentionLayout(None).host_block_seqlens(2, 5) == (5, 5)
+    with pytest.raises(ValueError, match="cover 8 tokens"):
+        AttentionLayout(None, block_seqlens=(4, 4)).host_block_seqlens(2, 5)
+
+
+@pytest.fixture
+def fresh_resolver():
+    resolve_backend.cache_clear()
+    attention._warned.clear()
+    yield
+    resolve_backend.cache_clear()
+    attention._warned.clear()
+
+
+def test_resolve_on_cpu(fresh_resolver, caplog):
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="protjepa.attention"):
+        assert resolve_backend("auto", cpu, torch.float32) == "sdpa"
+        assert resolve_backend("math", cpu, torch.float32) == "math"
+        for _ in range(3):
+            assert resolve_backend("xformers", cpu, torch.float32) == "sdpa"
+        assert resolve_backend("xformers", cpu, torch.bfloat16) == "sdpa"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "no cpu kernels" in warnings[0].getMessage()
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 4  # one per (requested, device, dtype), however often it is asked
+    with pytest.raises(ValueError, match="expected auto|xformers|sdpa|math"):
+        resolve_backend("flash", cpu, torch.float32)
+
+
+def test_auto_probes_xformers_once_per_device_and_dtype(fresh_resolver, monkeypatch):
+    probes = []
+    monkeypatch.setattr(attention, "_xformers_problem", lambda *args: probes.append(args))
+    cuda = torch.device("cuda", 0)
+    for _ in range(3):
+        assert resolve_backend("auto", cuda, torch.bfloat16, 32) == "xformers"
+    assert resolve_backend("auto", cuda, torch.float32, 32) == "sdpa"  # fp32 never picks xformers on auto
+    assert len(probes) == 1
+
+
+def test_failed_probe_falls_back(fresh_resolver, monkeypatch, caplog):
+    monkeypatch.setattr(attention, "_xformers_problem", lambda *args: "a probe call failed (RuntimeError: no)")
+    cuda = torch.device("cuda", 0)
+    with caplog.at_level(logging.WARNING, logger="protjepa.attention"):
+        assert resolve_backend("auto", cuda, torch.bfloat16) == "sdpa"
+        assert resolve_backend("xformers", cuda, torch.bfloat16) == "sdpa"
+    assert len(caplog.records) == 1  # auto falls back silently; the explicit request warns
