@@ -308,7 +308,7 @@ def sigreg(**options) -> SIGReg:
 def test_sigreg_is_about_its_null_value_on_gaussian_rows_and_large_when_collapsed():
     # Under N(0, 1), E[N |ecf(t) - phi(t)|^2] = 1 - exp(-t^2), so the statistic is about
     # integral_{-3}^{3} (1 - exp(-t^2)) exp(-t^2 / 2) dt = 1.059 whatever N is.
-    reg = sigreg()
+    reg = sigreg(scale="samples")
     gaussian = reg.regularize(torch.randn(2000, 64)).loss.item()
     assert gaussian == pytest.approx(1.059, abs=0.35)  # the spread over seeds is about 0.09
     assert reg.regularize(2 * torch.randn(2000, 64)).loss.item() > 50  # N(0, 4) is not N(0, 1)
@@ -316,10 +316,11 @@ def test_sigreg_is_about_its_null_value_on_gaussian_rows_and_large_when_collapse
 
 
 def test_sigreg_matches_a_direct_evaluation_of_the_formula():
-    reg = sigreg(num_directions=4)
+    reg = sigreg(num_directions=4, scale="samples")
     x = torch.randn(5, 3)
     directions = reg.directions(3, torch.device("cpu")).double().numpy()
     got = reg.regularize(x).loss.item()
+    got_mean = sigreg(num_directions=4).regularize(x).loss.item()  # same step, same directions
 
     proj = x.double().numpy() @ directions  # [5, 4]
     t = np.linspace(-3, 3, 33)  # the whole symmetric interval, by the plain trapezoid rule
@@ -327,7 +328,16 @@ def test_sigreg_matches_a_direct_evaluation_of_the_formula():
     integrand = np.abs(ecf - np.exp(-(t**2) / 2)) ** 2 * np.exp(-(t**2) / 2)
     integral = ((integrand[:, 1:] + integrand[:, :-1]) / 2 * np.diff(t)).sum(-1)
     assert got == pytest.approx((5 * integral).mean(), rel=1e-5)
+    assert got_mean == pytest.approx(integral.mean(), rel=1e-5)  # the default drops the factor N
     assert np.allclose(np.linalg.norm(directions, axis=0), 1)
+
+
+def test_sigreg_mean_scale_does_not_grow_with_the_batch():
+    collapsed_small = sigreg().regularize(torch.full((100, 64), 0.3)).loss.item()
+    collapsed_large = sigreg().regularize(torch.full((4000, 64), 0.3)).loss.item()
+    assert collapsed_small == pytest.approx(collapsed_large, rel=1e-4)
+    assert 0.05 < collapsed_small < 2  # on the scale of an MLM loss, not hundreds
+    assert sigreg().regularize(torch.randn(4000, 64)).loss.item() < 0.01 * collapsed_small
 
 
 def test_sigreg_directions_follow_the_step_and_survive_a_checkpoint():

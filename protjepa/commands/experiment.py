@@ -1,0 +1,27 @@
+"""``protjepa experiment EXPERIMENT.yaml``: train and probe a list of recipes under one budget,
+then write ``report.md``. Finished runs are not retrained and probed runs not re-probed, so
+running the same command again resumes an interrupted experiment."""
+from __future__ import annotations
+
+
+def configure(parser) -> None:
+    parser.add_argument("experiment", help="experiment YAML file (see recipes/experiments/)")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the runs and their state; train nothing")
+    parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                        help="train and probe only this variant (repeatable); the report shows every finished run")
+    parser.add_argument("--output", help="folder of the runs and the report (default: the experiment's output)")
+    parser.add_argument("--data-root", help="folder the data paths are relative to (default: ../shared/data)")
+
+
+def run(args) -> int:
+    from protjepa.experiment.runner import run_experiment
+    from protjepa.experiment.spec import load_experiment
+
+    experiment = load_experiment(args.experiment, output=args.output)
+    outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
+    if not args.dry_run:
+        for what in ("trained", "resumed", "probed", "skipped"):
+            labels = getattr(outcome, what)
+            if labels:
+                print(f"{what}: {', '.join(labels)}")
+    return 0

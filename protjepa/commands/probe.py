@@ -1,0 +1,121 @@
+"""``protjepa probe CHECKPOINT``: score a frozen encoder on the probe suite.
+
+CHECKPOINT is an encoder (a native or Hugging Face ESM folder, a fair-esm ``.pt``) or a
+run folder of ``protjepa train`` (its final export; its recipe names the pretraining
+corpus for the leakage check). Writes ``results.json`` and ``results.md`` to ``--out``
+(default ``<run>/probe/``, or ``./probe/<checkpoint name>``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def configure(parser) -> None:
+    parser.add_argument("checkpoint", nargs="?", help="encoder file/folder, or a run folder")
+    parser.add_argument("--tasks", help="comma-separated task names, or 'all' (default: the default suite)")
+    parser.add_argument("--spec", action="append", default=[], metavar="PATH",
+                        help="extra task spec (YAML file or folder of them); repeatable")
+    parser.add_argument("--list", action="store_true", help="list the tasks and exit")
+    parser.add_argument("--data-root", help="data folder (default: $PROTJEPA_DATA or ../shared/data)")
+    parser.add_argument("--layer", default="last", help="last | half | a depth (0 = embeddings)")
+    parser.add_argument("--fast", action="store_true", help="subsample each task to its spec's fast caps")
+    parser.add_argument("--max-train", type=int, help="at most N training records per task")
+    parser.add_argument("--max-test", type=int, help="at most N test records per task")
+    parser.add_argument("--max-records", type=int, help="at most N records (cross-validation, retrieval)")
+    parser.add_argument("--seed", type=int, default=0, help="subsampling seed")
+    parser.add_argument("--corpus", nargs="+", metavar="FASTA",
+                        help="pretraining corpus for the leakage check (default: a run's recipe data)")
+    parser.add_argument("--drop-leaked", action="store_true", help="drop scored sequences found in the corpus")
+    parser.add_argument("--drop-identity", type=float, metavar="FRACTION",
+                        help="also drop scored sequences with an mmseqs hit of this identity (needs mmseqs)")
+    parser.add_argument("--out", help="output folder")
+    parser.add_argument("--cache-dir", help="embedding cache (default: $PROTJEPA_CACHE/embeddings or "
+                                            "~/.cache/protjepa/embeddings)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--batch-tokens", type=int, default=16384, help="tokens per embedding batch (padding included)")
+    parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
+    or newest labelled sub-folder."""
+    from protjepa.encoders.checkpoints import CheckpointError
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    export = path / "export"
+    if not ((path / "recipe.yaml").is_file() and export.is_dir()):
+        return path, None
+    if any(export.glob("*.safetensors")) or any(export.glob("*.json")) or any(export.glob("*.yaml")):
+        return export, path
+    labels = [d for d in export.iterdir() if d.is_dir()]
+    if not labels:
+        raise CheckpointError(f"{export}: the run has no exported encoder yet")
+    final = export / "final"
+    return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
+
+
+def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
+    """The pretraining FASTA files a run's recipe names (train, and valid when given)."""
+    import yaml
+
+    from protjepa.paths import resolve
+    from protjepa.recipe import DataConfig
+
+    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    data = DataConfig.model_validate(raw.get("data") or {})
+    root = Path(data.root) if data.root else data_root
+    return [resolve(root, f) for f in (data.train, data.valid) if f]
+
+
+def run(args) -> int:
+    from protjepa.errors import UserError
+    from protjepa.evaluation.tasks import task_registry
+
+    registry = task_registry(args.spec)
+    if args.list:
+        for name in registry.names():
+            spec = registry.get(name)
+            print(f"{name:<24} {spec.type:<27} {spec.metric:<16} {'' if spec.default else '(not default) '}"
+                  f"{spec.description}")
+        return 0
+    if not args.checkpoint:
+        raise UserError("probe: give a CHECKPOINT (or --list)")
+    specs = registry.select(args.tasks.split(",") if args.tasks else None)
+
+    import torch
+
+    from protjepa.encoders.checkpoints import load_encoder
+    from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
+    from protjepa.evaluation.leakage import Corpus
+    from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
+    from protjepa.paths import data_root, resolve
+
+    root = data_root(args.data_root)
+    encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else run_dir / "probe" if run_dir else Path("probe") / Path(args.checkpoint).stem
+    if args.corpus:
+        corpus = Corpus([resolve(root, p) for p in args.corpus])
+    else:
+        corpus = Corpus(run_corpus(run_dir, root)) if run_dir else None
+    if corpus is None and (args.drop_leaked or args.drop_identity is not None):
+        raise UserError("probe: --drop-leaked / --drop-identity need the corpus: give --corpus (or a run folder)")
+    print(f"encoder: {encoder_path}")
+    encoder = load_encoder(encoder_path)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
+    embedder = Embedder(encoder, layer, device=device, batch_tokens=args.batch_tokens, max_length=args.max_length,
+                        cache_dir=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE)
+    settings = SuiteSettings(fast=args.fast, max_train=args.max_train, max_test=args.max_test,
+                             max_records=args.max_records, seed=args.seed, drop_leaked=args.drop_leaked,
+                             drop_identity=args.drop_identity)
+    print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}"
+          + (", fast caps" if args.fast else "") + (f"; leakage against {len(corpus.paths)} corpus file(s)"
+                                                    if corpus else "; no corpus: leakage not checked"))
+    results = run_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
+    results["checkpoint"] = str(encoder_path)
+    json_path, md_path = write_results(results, out)
+    print(f"wrote {json_path} and {md_path}")
+    return 1 if any(r.get("error") for r in results["tasks"].values()) else 0

@@ -1,0 +1,144 @@
+"""Two probed runs, task by task: the paper's wins / losses / ties and a one-sided sign test.
+
+Each task is compared on its main metric (all are higher-is-better). A is the candidate:
+``delta = A - B``; a win when ``delta > tie``, a loss when ``delta < -tie``, a tie
+otherwise. Ties are left out of the sign test: with ``w`` wins and ``l`` losses,
+``p = P(X >= w)`` for ``X ~ Binomial(w + l, 1/2)`` (10 / 3 gives 0.046, as published).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scipy import stats
+
+from protjepa.errors import UserError
+
+RESULTS_FILE = "results.json"
+DEFAULT_TIE = 0.005
+
+
+class CompareError(UserError, ValueError):
+    """Results that cannot be read or compared."""
+
+
+@dataclass
+class Row:
+    task: str
+    metric: str
+    a: float
+    b: float
+
+    @property
+    def delta(self) -> float:
+        return self.a - self.b
+
+    def outcome(self, tie: float) -> str:
+        return "W" if self.delta > tie else "L" if self.delta < -tie else "T"
+
+
+@dataclass
+class Comparison:
+    name_a: str
+    name_b: str
+    tie: float
+    rows: list[Row]
+    unmatched: list[str] = field(default_factory=list)  # "task: why", for tasks not compared
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(r.outcome(self.tie) == outcome for r in self.rows)
+
+    @property
+    def p_value(self) -> float:
+        return sign_test(self.count("W"), self.count("L"))
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided: the chance of ``wins`` or more of ``wins + losses`` fair coin flips (1.0 when none)."""
+    n = wins + losses
+    return float(stats.binom.sf(wins - 1, n, 0.5)) if n else 1.0
+
+
+def load_results(path: str | Path) -> dict:
+    """A results file, a probe output folder, or a run folder (its ``probe/``)."""
+    path = Path(path)
+    for candidate in (path, path / RESULTS_FILE, path / "probe" / RESULTS_FILE):
+        if candidate.is_file():
+            try:
+                results = json.loads(candidate.read_text())
+            except json.JSONDecodeError as exc:
+                raise CompareError(f"{candidate}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+            if not isinstance(results, dict) or "tasks" not in results:
+                raise CompareError(f"{candidate}: not a protjepa probe result (no 'tasks')")
+            results.setdefault("path", str(candidate))
+            return results
+    raise CompareError(f"{path}: no {RESULTS_FILE} there, nor in {path / 'probe'} (run protjepa probe first)")
+
+
+def compare(a: dict, b: dict, tie: float = DEFAULT_TIE, name_a: str = "A", name_b: str = "B") -> Comparison:
+    out = Comparison(name_a, name_b, tie, [])
+    for task in sorted(set(a["tasks"]) | set(b["tasks"])):
+        ra, rb = a["tasks"].get(task), b["tasks"].get(task)
+        if ra is None or rb is None:
+            out.unmatched.append(f"{task}: only in {name_a if rb is None else name_b}")
+        elif ra.get("metric") != rb.get("metric"):
+            out.unmatched.append(f"{task}: metrics differ ({ra.get('metric')} / {rb.get('metric')})")
+        elif ra.get("value") is None or rb.get("value") is None:
+            missing = name_a if ra.get("value") is None else name_b
+            out.unmatched.append(f"{task}: no score in {missing}")
+        else:
+            out.rows.append(Row(task, ra["metric"], float(ra["value"]), float(rb["value"])))
+    for key in sorted(set(a.get("settings", {})) | set(b.get("settings", {}))):
+        va, vb = a.get("settings", {}).get(key), b.get("settings", {}).get(key)
+        if va != vb:
+            out.warnings.append(f"probed with different {key}: {va} ({name_a}) vs {vb} ({name_b})")
+    return out
+
+
+def to_markdown(c: Comparison) -> str:
+    lines = [
+        f"# {c.name_a} vs {c.name_b}",
+        "",
+        f"Main metric per task (higher is better); delta = {c.name_a} - {c.name_b}; "
+        f"a tie when |delta| <= {c.tie:g}.",
+        "",
+        f"| task | metric | {c.name_a} | {c.name_b} | delta | W/L/T |",
+        "|---|---|---:|---:|---:|:---:|",
+    ]
+    lines += [f"| {r.task} | {r.metric} | {r.a:.4f} | {r.b:.4f} | {r.delta:+.4f} | {r.outcome(c.tie)} |"
+              for r in c.rows]
+    w, l, t = c.count("W"), c.count("L"), c.count("T")
+    lines += [
+        "",
+        f"**{c.name_a} vs {c.name_b}: {w} wins / {l} losses / {t} ties**; one-sided sign test "
+        f"(ties excluded) p = {c.p_value:.4g}",
+    ]
+    if c.unmatched:
+        lines += [""] + [f"- not compared: {why}" for why in c.unmatched]
+    if c.warnings:
+        lines += [""] + [f"- warning: {why}" for why in c.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def plot(c: Comparison, path: str | Path) -> Path:
+    """A horizontal bar per task: delta, coloured by outcome, the tie band shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"W": "#2a9d8f", "L": "#e76f51", "T": "#9e9e9e"}
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(c.rows) + 1.6))
+    names = [f"{r.task} ({r.metric})" for r in c.rows]
+    ax.barh(names, [r.delta for r in c.rows], color=[colours[r.outcome(c.tie)] for r in c.rows])
+    ax.axvspan(-c.tie, c.tie, color="#eeeeee", zorder=0)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{c.name_a} - {c.name_b}")
+    ax.set_title(f"{c.count('W')} W / {c.count('L')} L / {c.count('T')} T, sign test p = {c.p_value:.3g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,174 @@
+"""Frozen-encoder embeddings: mean over real residues, or every residue, of one layer.
+
+Sequences are embedded once each (duplicates share a row), sorted by length into batches
+under a token budget, without gradients. Sequences longer than ``max_length`` residues are
+cut into near-equal windows embedded separately; a sequence's mean is over all its residues.
+
+Results are cached on disk under ``<cache>/<weights digest>/``, one file per (layer, kind,
+window length, set of sequences): a second request for the same sequences (by any task:
+the GB1 splits share one) is a cache hit. Per-residue embeddings are stored as float16.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from protjepa.attention import AttentionLayout
+from protjepa.batch import Batch, gather_positions, mean_pool
+from protjepa.encoders.base import Encoder
+
+DEFAULT_CACHE = Path(os.environ.get("PROTJEPA_CACHE", "~/.cache/protjepa")).expanduser() / "embeddings"
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over the class name and every tensor of the state dict (name, dtype, shape, bytes)."""
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def windows(lengths: np.ndarray, max_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sequence index, start, end) of near-equal windows of at most ``max_length`` residues."""
+    counts = -(-lengths // max_length)
+    owner = np.repeat(np.arange(len(lengths)), counts)
+    k = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)  # window number within its sequence
+    n, total = counts[owner], lengths[owner]
+    return owner, k * total // n, (k + 1) * total // n
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices grouped longest first, each group padded to its longest within ``batch_tokens``."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, batch_tokens // int(lengths[order[start]] + 2))
+        batches.append(order[start:start + rows])
+        start += rows
+    return batches
+
+
+def inference_batch(tokens: list[torch.Tensor], pad_idx: int) -> Batch:
+    """Unmasked rows ``<cls> ... <eos>``, padded: the residues are every position but the first and last."""
+    lengths = torch.tensor([len(t) - 2 for t in tokens])
+    padded = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=pad_idx)
+    position = torch.arange(padded.shape[1])
+    residue = (position >= 1) & (position <= lengths.unsqueeze(1))
+    return Batch(
+        tokens=padded,
+        inputs=padded,
+        padding_mask=padded.eq(pad_idx),
+        masked_index=torch.zeros(0, dtype=torch.long),
+        residue_index=residue.flatten().nonzero().squeeze(1),
+        residue_sequence=torch.repeat_interleave(torch.arange(len(tokens)), lengths),
+        num_residues=int(lengths.sum()),
+        num_sequences=len(tokens),
+    )
+
+
+class Embedder:
+    """Embeds sequences with a frozen encoder at one layer (``last``, ``half`` or a depth).
+
+    The encoder is put in eval mode and its weights digest (the cache key) is taken once:
+    an encoder that changes afterwards needs a new Embedder.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        layer: int | str = "last",
+        *,
+        device: str | torch.device | None = None,
+        batch_tokens: int = 16384,
+        max_length: int = 1022,
+        cache_dir: str | Path | None = DEFAULT_CACHE,
+        progress: bool = True,
+    ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.encoder = encoder.eval().to(self.device)
+        self.depth = encoder.resolve_layer(layer)
+        self.batch_tokens = batch_tokens
+        self.max_length = max_length
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.progress = progress
+        self.weights = weights_digest(encoder)
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def pooled(self, sequences: Sequence[str], desc: str = "") -> np.ndarray:
+        """[N, D] float32 mean embeddings, in the order given."""
+        unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
+        return self._cached(list(unique), "mean", desc)[inverse]
+
+    def per_residue(self, sequences: Sequence[str], desc: str = "") -> list[np.ndarray]:
+        """One [L_i, D] array per sequence (float16 views of the cached array)."""
+        unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
+        flat = self._cached(list(unique), "residues", desc)
+        offsets = np.cumsum([0] + [len(s) for s in unique])
+        return [flat[offsets[i]:offsets[i + 1]] for i in inverse]
+
+    def _cached(self, unique: list[str], kind: str, desc: str) -> np.ndarray:
+        if self.cache_dir is None:
+            return self._embed(unique, kind, desc)
+        content = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:24]
+        path = self.cache_dir / self.weights[:24] / f"layer{self.depth}-{kind}-w{self.max_length}-{content}.npy"
+        if path.exists():
+            self.cache_hits += 1
+            return np.load(path, mmap_mode="r" if kind == "residues" else None)
+        self.cache_misses += 1
+        out = self._embed(unique, kind, desc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(partial, "wb") as handle:  # written aside, then renamed: concurrent runs never read half a file
+            np.save(handle, out)
+        partial.replace(path)
+        return out
+
+    @torch.no_grad()
+    def _embed(self, sequences: list[str], kind: str, desc: str) -> np.ndarray:
+        alphabet = self.encoder.alphabet
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        owner, start, end = windows(lengths, self.max_length)
+        dim = self.encoder.embed_dim
+        if kind == "mean":
+            out = torch.zeros(len(sequences), dim, dtype=torch.float64)
+        else:
+            out = torch.zeros(int(lengths.sum()), dim, dtype=torch.float16)
+            first = np.cumsum(lengths) - lengths  # row of each sequence's first residue in ``out``
+        # disable=None: a bar on a terminal only, none in logs
+        bar = tqdm(total=int(lengths.sum()), unit="res", desc=desc or "embed", leave=False,
+                   disable=None if self.progress else True)
+        for rows in length_batches(end - start, self.batch_tokens):
+            tokens = [alphabet.encode(sequences[owner[w]][start[w]:end[w]]) for w in rows]
+            batch = inference_batch(tokens, alphabet.pad_idx).to(self.device)
+            hidden = self.encoder(
+                batch.inputs, batch.padding_mask, layout=AttentionLayout.from_batch(batch),
+                layers=(self.depth,), stop_at=self.depth,
+            ).layers[self.depth].float()
+            sizes = torch.as_tensor(end[rows] - start[rows])
+            if kind == "mean":
+                sums = mean_pool(hidden, batch).cpu().double() * sizes.unsqueeze(1)
+                out.index_add_(0, torch.as_tensor(owner[rows]), sums)
+            else:
+                residues = gather_positions(hidden, batch.residue_index).cpu().half()
+                rows_at = torch.as_tensor(first[owner[rows]] + start[rows])
+                out[torch.repeat_interleave(rows_at, sizes) + _ramp(sizes)] = residues
+            bar.update(int(sizes.sum()))
+        bar.close()
+        if kind == "mean":
+            return (out / torch.as_tensor(lengths).unsqueeze(1)).float().numpy()
+        return out.numpy()
+
+
+def _ramp(sizes: torch.Tensor) -> torch.Tensor:
+    """0..n_0-1, 0..n_1-1, ...: each residue's offset within its window."""
+    return torch.arange(int(sizes.sum())) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)

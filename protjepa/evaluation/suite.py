@@ -1,0 +1,281 @@
+"""Run a list of tasks on one frozen encoder: load, check leakage, subsample, embed, probe, score.
+
+Results are plain dicts (written as ``results.json`` and ``results.md``): per task its main
+metric and value, every metric, the train/test sizes, the notes that qualify the number
+(subsampled, trained on a validation file, cross-validated, leaked sequences dropped)
+and the seconds it took. A task that cannot run (missing data, no LM head) is recorded
+with its error and the suite goes on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from protjepa.errors import UserError
+from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.leakage import Corpus
+from protjepa.evaluation.probes import (
+    binary_metrics,
+    logistic_scores,
+    multiclass_metrics,
+    regression_metrics,
+    ridge_predict,
+)
+from protjepa.evaluation.retrieval import retrieval_metrics
+from protjepa.evaluation.tasks import Caps, TaskData, TaskSpec, load_task
+from protjepa.evaluation.variant_effect import consensus, masked_marginal_scores
+
+RESULTS_FORMAT = 1
+
+
+@dataclass
+class SuiteSettings:
+    """What changes the numbers, besides the embedder's layer and window (all recorded in the
+    results; ``compare`` warns when two runs differ)."""
+
+    fast: bool = False  # use each spec's ``fast`` caps
+    max_train: int | None = None  # caps that override the spec's
+    max_test: int | None = None
+    max_records: int | None = None
+    seed: int = 0
+    drop_leaked: bool = False  # drop scored sequences found verbatim in the corpus
+    drop_identity: float | None = None  # and those with an mmseqs hit at this identity or more
+
+    def caps(self, spec: TaskSpec) -> Caps:
+        base = spec.fast if self.fast else Caps()
+        return Caps(train=self.max_train or base.train, test=self.max_test or base.test,
+                    records=self.max_records or base.records)
+
+
+# --------------------------------------------------------------------------- per task type
+
+
+def _pooled(data: TaskData, embedder: Embedder) -> Callable[[np.ndarray], np.ndarray]:
+    """Embed every kept record once; returns record indices -> [n, D] features."""
+    kept = np.flatnonzero(data.part >= 0)
+    features = embedder.pooled([data.sequences[i] for i in kept], desc=data.spec.name)
+    row = np.full(len(data.part), -1)
+    row[kept] = np.arange(len(kept))
+    return lambda index: features[row[index]]
+
+
+def _sequence_probe(data: TaskData, embedder: Embedder) -> dict:
+    spec, features = data.spec, _pooled(data, embedder)
+    targets = np.asarray(data.targets, dtype=object)
+    scored = data.scored
+    if spec.type == "regression":
+        y = targets.astype(np.float64)
+        prediction = np.zeros(len(y))
+        for train, test in data.folds():
+            prediction[test] = ridge_predict(features(train), y[train], features(test))
+        return regression_metrics(prediction[scored], y[scored])
+    if spec.type == "binary":
+        y = (targets == spec.positive).astype(bool)
+        scores = np.zeros(len(y))
+        for train, test in data.folds():
+            scores[test] = logistic_scores(features(train), y[train], features(test), 2, embedder.device)
+        return binary_metrics(scores[scored], y[scored])
+    predicted = np.empty(len(targets), dtype=object)
+    for train, test in data.folds():
+        classes, codes = np.unique(targets[train], return_inverse=True)
+        scores = logistic_scores(features(train), codes, features(test), len(classes), embedder.device)
+        predicted[test] = classes[scores.argmax(1)] if len(classes) > 2 else classes[(scores > 0).astype(int)]
+        unseen = int((~np.isin(targets[test], classes)).sum())
+        if unseen:
+            data.notes.append(f"{unseen} test records have a class absent from training (always wrong)")
+    return multiclass_metrics(predicted[scored], targets[scored])
+
+
+def _residue_probe(data: TaskData, embedder: Embedder) -> dict:
+    spec = data.spec
+    kept = np.flatnonzero(data.part >= 0)
+    residues = dict(zip(kept, embedder.per_residue([data.sequences[i] for i in kept], desc=spec.name)))
+    classify = spec.type == "per_residue_classification"
+    binary = classify and len(spec.classes) == 2
+    positive = spec.classes.index(spec.positive) if binary and spec.positive is not None else 1
+
+    def stack(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = np.concatenate([data.targets[i] for i in index])
+        labelled = y >= 0 if classify else ~np.isnan(y)
+        x = np.concatenate([residues[i] for i in index]).astype(np.float32)
+        return x[labelled], y[labelled]
+
+    truth, output = [], []
+    for train, test in data.folds():
+        (x_train, y_train), (x_test, y_test) = stack(train), stack(test)
+        truth.append(y_test)
+        if not classify:
+            output.append(ridge_predict(x_train, y_train, x_test))
+        elif binary:
+            output.append(logistic_scores(x_train, y_train == positive, x_test, 2, embedder.device))
+        else:
+            output.append(logistic_scores(x_train, y_train, x_test, len(spec.classes), embedder.device).argmax(1))
+    truth, output = np.concatenate(truth), np.concatenate(output)
+    if not classify:
+        return regression_metrics(output, truth)
+    if binary:
+        predicted = np.where(output > 0, positive, 1 - positive)
+        return {**multiclass_metrics(predicted, truth), "auc": binary_metrics(output, truth == positive)["auc"]}
+    return multiclass_metrics(output, truth)
+
+
+def _retrieval(data: TaskData, embedder: Embedder) -> dict:
+    kept = np.flatnonzero(data.part >= 0)
+    features = embedder.pooled([data.sequences[i] for i in kept], desc=data.spec.name)
+    metrics, queries = retrieval_metrics(features, [data.targets[i] for i in kept], data.spec.levels, data.spec.ks)
+    data.notes.append("queries counted: " + ", ".join(f"{n} at {level}" for level, n in queries.items()))
+    return metrics
+
+
+def _variant_effect(data: TaskData, embedder: Embedder) -> dict:
+    kept = np.flatnonzero(data.part >= 0)
+    lengths = np.array([len(data.sequences[i]) for i in kept])
+    if data.spec.wild_type == "consensus":
+        common = np.bincount(lengths).argmax()
+        wild_type = consensus([data.sequences[i] for i in kept[lengths == common]])
+    else:
+        wild_type = data.spec.wild_type
+    indels = lengths != len(wild_type)
+    if indels.any():  # a substitution score has no meaning for them
+        other_length = np.isin(np.arange(len(data.part)), kept[indels])
+        data.leave_out(other_length, "variants of another length than the wild type")
+        kept = kept[~indels]
+    scores = masked_marginal_scores(embedder.encoder, wild_type, [data.sequences[i] for i in kept])
+    return regression_metrics(scores, np.asarray(data.targets, dtype=np.float64)[kept])
+
+
+EVALUATORS = {
+    "regression": _sequence_probe,
+    "binary": _sequence_probe,
+    "multiclass": _sequence_probe,
+    "per_residue_classification": _residue_probe,
+    "per_residue_regression": _residue_probe,
+    "retrieval": _retrieval,
+    "variant_effect": _variant_effect,
+}
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def check_leakage(data: TaskData, corpus: Corpus, settings: SuiteSettings) -> dict:
+    """Count corpus matches per part; drop the scored ones when asked."""
+    exact = corpus.exact(data.sequences)
+    report = {"exact": {name: int((exact & (data.part == p)).sum()) for p, name in data.part_names.items()}}
+    if settings.drop_leaked:
+        data.leave_out(exact & data.scored, "exact matches in the pretraining corpus")
+    if settings.drop_identity is not None:
+        scored = np.flatnonzero(data.scored)
+        found = corpus.similar([data.sequences[i] for i in scored], settings.drop_identity)
+        if found is None:
+            data.notes.append("mmseqs is not on PATH: the identity filter was skipped")
+        else:
+            similar = np.zeros(len(data.part), dtype=bool)
+            similar[scored[found]] = True
+            report["similar"] = {name: int((similar & (data.part == p)).sum()) for p, name in data.part_names.items()}
+            data.leave_out(similar, f"sequences >= {settings.drop_identity:.0%} identical to the corpus (mmseqs)")
+    return report
+
+
+def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: SuiteSettings,
+             corpus: Corpus | None = None) -> dict:
+    start = time.perf_counter()
+    data = load_task(spec, root)
+    leakage = check_leakage(data, corpus, settings) if corpus is not None else None
+    data.subsample(settings.caps(spec), settings.seed)
+    metrics = EVALUATORS[spec.type](data, embedder)
+    return {
+        "description": spec.description,
+        "type": spec.type,
+        "metric": spec.metric,
+        "value": metrics.get(spec.metric),
+        "metrics": metrics,
+        "n_train": int(data.trained.sum()),
+        "n_test": int(data.scored.sum()),
+        "notes": data.notes,
+        "leakage": leakage,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def run_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path, settings: SuiteSettings,
+              corpus: Corpus | None = None, log: Callable[[str], None] = print) -> dict:
+    results = {
+        "format": RESULTS_FORMAT,
+        "encoder": type(embedder.encoder).__name__,
+        "weights": embedder.weights,
+        "settings": {**asdict(settings), "layer": embedder.depth, "max_length": embedder.max_length},
+        "corpus": [str(p) for p in corpus.paths] if corpus is not None else None,
+        "tasks": {},
+    }
+    for i, spec in enumerate(specs, 1):
+        log(f"[{i}/{len(specs)}] {spec.name} ({spec.type}, {spec.metric})")
+        try:
+            result = run_task(spec, root, embedder, settings, corpus)
+        except UserError as exc:
+            result = {"description": spec.description, "type": spec.type, "metric": spec.metric, "value": None,
+                      "error": str(exc)}
+            log(f"    skipped: {exc}")
+        else:
+            value = result["value"]
+            log(f"    {spec.metric} = {'n/a' if value is None else f'{value:.4f}'}  (train {result['n_train']}, "
+                f"test {result['n_test']}, {result['seconds']:.1f} s)")
+            for note in result["notes"]:
+                log(f"    note: {note}")
+        results["tasks"][spec.name] = result
+    return results
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def to_markdown(results: dict) -> str:
+    lines = [
+        f"# Probe results: {results.get('checkpoint', results['encoder'])}",
+        "",
+        f"Encoder {results['encoder']}, weights sha256 {results['weights'][:16]}; "
+        "settings: " + ", ".join(f"{k} {v}" for k, v in results["settings"].items() if v is not None and v is not False),
+        "",
+        "| task | type | metric | value | train | test | seconds |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for name, r in results["tasks"].items():
+        value = "skipped" if r.get("error") else "n/a" if r["value"] is None else f"{r['value']:.4f}"
+        lines.append(f"| {name} | {r['type']} | {r['metric']} | {value} | {r.get('n_train', '')} | "
+                     f"{r.get('n_test', '')} | {r.get('seconds', '')} |")
+        notes += [f"- {name}: {note}" for note in r.get("notes", [])]
+        if r.get("error"):
+            notes.append(f"- {name}: skipped: {r['error']}")
+        if r.get("leakage"):
+            counts = "; ".join(f"{kind}: " + ", ".join(f"{n} {part}" for part, n in parts.items())
+                               for kind, parts in r["leakage"].items())
+            notes.append(f"- {name}: in the pretraining corpus ({counts})")
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    if results.get("corpus") is None:
+        lines += ["", "Leakage was not checked (no pretraining corpus given)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = _json_safe(results)
+    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(to_markdown(results))
+    return json_path, md_path

@@ -1,0 +1,10 @@
+"""The paper's experiment as one command: train a list of recipes under one budget, data and
+seed list, probe every final encoder, and write a Markdown report with W/L/T against the
+baseline, the budget each run used, the collapse monitors, seed noise and plots.
+
+:mod:`.spec` reads the experiment file, :mod:`.runner` trains and probes (resumable, cached),
+:mod:`.report` and :mod:`.plots` write ``report.md`` and its PNGs.
+"""
+from protjepa.experiment.spec import Experiment, ExperimentError, load_experiment
+
+__all__ = ["Experiment", "ExperimentError", "load_experiment"]

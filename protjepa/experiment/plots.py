@@ -1,0 +1,101 @@
+"""The report's PNGs: loss curves and collapse monitors against training-clock seconds
+(the budget's own axis, so matched runs end at the same x), and per-task deltas.
+
+One colour per variant, one line style per seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from protjepa.evaluation.compare import Comparison  # noqa: E402
+from protjepa.experiment.report import HELD_OUT_MLM, RunData, VariantScores, seed_spread  # noqa: E402
+from protjepa.experiment.spec import Experiment  # noqa: E402
+
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def _colour(experiment: Experiment, variant: str) -> str:
+    return f"C{[v.name for v in experiment.variants].index(variant) % 10}"
+
+
+def _style(run: RunData, experiment: Experiment) -> dict:
+    seeds = experiment.variant(run.plan.variant).seeds
+    return {"color": _colour(experiment, run.plan.variant),
+            "linestyle": SEED_STYLES[seeds.index(run.plan.seed) % len(SEED_STYLES)],
+            "label": run.plan.label}
+
+
+def _curve(records: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
+    points = [(r["seconds"], r[key]) for r in records if r["kind"] == kind and key in r]
+    return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_losses(runs: list[RunData], experiment: Experiment, path: Path) -> Path | None:
+    """Training loss (left) and held-out MLM loss (right, the one term every MLM variant shares)."""
+    if not any(r.records for r in runs):
+        return None
+    fig, (train, held_out) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        style = _style(run, experiment)
+        train.plot(*_curve(run.records, "train", "loss"), **style)
+        x, y = _curve(run.records, "monitor", HELD_OUT_MLM)
+        if x:
+            held_out.plot(x, y, marker=".", **style)
+    train.set(xlabel="training clock (s)", ylabel="loss", yscale="log", title="training loss (each recipe's own total)")
+    held_out.set(xlabel="training clock (s)", ylabel="cross-entropy", title="held-out MLM loss (fixed batch)")
+    for ax in (train, held_out):
+        ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+def plot_collapse(runs: list[RunData], experiment: Experiment, path: Path) -> Path | None:
+    if not any(r.records for r in runs):
+        return None
+    fig, (rank, std) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        style = _style(run, experiment)
+        rank.plot(*_curve(run.records, "monitor", "monitor/effective_rank"), marker=".", **style)
+        std.plot(*_curve(run.records, "monitor", "monitor/embed_std"), marker=".", **style)
+    rank.set(xlabel="training clock (s)", ylabel="effective rank", title="effective rank of mean embeddings")
+    std.set(xlabel="training clock (s)", ylabel="std", title="per-dimension std of normalised embeddings")
+    for ax in (rank, std):
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+def plot_deltas(scores: dict[str, VariantScores], comps: dict[str, Comparison], experiment: Experiment,
+                path: Path) -> Path:
+    """Per task, each variant's delta to its baseline; whiskers: half the variant's seed spread."""
+    names = list(comps)
+    tasks = list(dict.fromkeys(r.task for c in comps.values() for r in c.rows))
+    height = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(tasks) * max(1, len(names) / 2) + 1.8))
+    for i, name in enumerate(names):
+        rows = {r.task: r for r in comps[name].rows}
+        spread = seed_spread(scores[name].probed) if len(scores[name].probed) > 1 else {}
+        ys = [t + i * height for t, task in enumerate(tasks) if task in rows]
+        deltas = [rows[task].delta for task in tasks if task in rows]
+        whiskers = [spread.get(task, 0.0) / 2 for task in tasks if task in rows]
+        ax.barh(ys, deltas, height=height, xerr=whiskers if spread else None, color=_colour(experiment, name),
+                label=f"{name} - {comps[name].name_b}")
+    tie = next(iter(comps.values())).tie
+    ax.axvspan(-tie, tie, color="#eeeeee", zorder=0)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks([t + 0.4 - height / 2 for t in range(len(tasks))], tasks)
+    ax.invert_yaxis()
+    ax.set(xlabel="delta of the task's main metric (mean over seeds)", title="per-task deltas to the baseline")
+    ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,229 @@
+"""Run an experiment: train every (variant, seed), probe every final encoder, write the report.
+
+Each run lives in ``<output>/runs/<variant>/seed<k>/`` (the run directory of ``protjepa
+train``). A run is finished when its ``done`` marker exists: the marker is written last,
+after the encoder export, so a run interrupted at any point has none, and the next
+invocation resumes it from its latest budget checkpoint (or starts it again when it has
+none). Probe results are kept in the run's ``probe/`` and reused while the encoder weights,
+the task list and the probe options are those recorded beside them (``experiment_key.json``,
+written after the results).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
+from protjepa.recipe import dump_recipe
+
+DONE = "done"
+PROBE_DIR = "probe"
+RESULTS = "results.json"
+CACHE_KEY = "experiment_key.json"
+
+
+@dataclass
+class Outcome:
+    """What one invocation did to each run (labels ``variant/seedK``)."""
+
+    trained: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    probed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished and probed before
+    report: Path | None = None
+
+
+# --------------------------------------------------------------------------- run state
+
+
+def read_done(run_dir: Path) -> dict | None:
+    """The ``done`` marker of a finished run (its summary and export folder), or None."""
+    marker = run_dir / DONE
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def run_status(plan: RunPlan) -> str:
+    """``done``, ``resume`` (an unfinished run with a checkpoint) or ``new``."""
+    if read_done(plan.run_dir) is not None:
+        return "done"
+    from protjepa.training.checkpoints import latest_checkpoint  # Composer: imported only when needed
+
+    return "resume" if latest_checkpoint(plan.run_dir / "checkpoints") is not None else "new"
+
+
+def first_difference(old, new, path: str = "") -> str | None:
+    """``budget.steps: 3 there, 4 now`` for the first key path where two parsed recipes differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return next(filter(None, (first_difference(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(old, new)))),
+                    None)
+    return None if old == new else f"{path}: {old} there, {new} now"
+
+
+def check_same_recipe(plan: RunPlan) -> None:
+    """A run directory written from another recipe (the experiment file changed) is not reused."""
+    saved = plan.run_dir / "recipe.yaml"
+    if not saved.is_file():
+        return
+    difference = first_difference(yaml.safe_load(saved.read_text()), yaml.safe_load(dump_recipe(plan.recipe)))
+    if difference:
+        raise ExperimentError(f"{saved}: {plan.label} was trained from another recipe ({difference}): "
+                              f"delete {plan.run_dir}, or give the experiment another output folder")
+
+
+def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None]) -> str:
+    """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new."""
+    check_same_recipe(plan)
+    status = run_status(plan)
+    if status == "done":
+        return status
+    from protjepa.training.checkpoints import latest_checkpoint
+    from protjepa.training.trainer import train
+
+    resume = latest_checkpoint(plan.run_dir / "checkpoints")
+    log(f"== {plan.label}: {'resuming from ' + resume.name if resume else 'training'} -> {plan.run_dir}")
+    started = time.perf_counter()
+    result = train(plan.recipe, plan.run_dir, data_root=data_root, resume=resume, console=console,
+                   notes=(f"experiment run {plan.label}",))
+    marker = {
+        "summary": result.summary,
+        "export": str(result.export_dir.relative_to(plan.run_dir)),
+        "checkpoints": sorted(p.name for p in result.checkpoints),
+        "wall_seconds_last_invocation": round(time.perf_counter() - started, 1),
+    }
+    _write_atomic(plan.run_dir / DONE, json.dumps(marker, indent=2) + "\n")
+    return status
+
+
+# --------------------------------------------------------------------------- probing
+
+
+class Prober:
+    """Probes final encoders on the experiment's tasks; one corpus digest set shared by every run."""
+
+    def __init__(self, experiment: Experiment, data_root: str | None, log: Callable[[str], None]):
+        from protjepa.paths import data_root as resolve_root
+
+        self.experiment = experiment
+        self.options = experiment.spec.probe
+        self.settings = self.options.settings()
+        self.root = resolve_root(data_root)
+        self.log = log
+        self._corpus = None
+
+    @property
+    def corpus(self):
+        """The runs' pretraining FASTA files (for the leakage counts), read on first use."""
+        from protjepa.commands.probe import run_corpus
+        from protjepa.evaluation.leakage import Corpus
+
+        if self._corpus is None and self.options.check_leakage:
+            files = {f for r in self.experiment.runs if (r.run_dir / "recipe.yaml").is_file()
+                     for f in run_corpus(r.run_dir, self.root)}
+            self._corpus = Corpus(sorted(files))
+        return self._corpus
+
+    def cache_key(self, weights: str) -> dict:
+        """What the cached results depend on: the weights, the task list and the probe options."""
+        return {"weights": weights, "tasks": [t.name for t in self.experiment.tasks],
+                "options": self.options.model_dump(mode="json")}
+
+    def probe(self, plan: RunPlan, done: dict) -> bool:
+        """Probe ``plan``'s final encoder unless its cached results fit; True when it probed."""
+        from protjepa.encoders.checkpoints import load_encoder
+        from protjepa.evaluation.embed import Embedder
+        from protjepa.evaluation.suite import run_suite, write_results
+
+        export = plan.run_dir / done["export"]
+        embedder = Embedder(load_encoder(export), self.options.layer, cache_dir=None, progress=False)
+        folder = plan.run_dir / PROBE_DIR
+        key = self.cache_key(embedder.weights)
+        if (folder / RESULTS).is_file() and (folder / CACHE_KEY).is_file():
+            if json.loads((folder / CACHE_KEY).read_text()) == key:
+                return False
+        self.log(f"== probing {plan.label} ({len(self.experiment.tasks)} tasks)")
+        (folder / CACHE_KEY).unlink(missing_ok=True)
+        results = run_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
+                            log=lambda line: self.log(f"   {line}"))
+        results["checkpoint"] = str(export)
+        write_results(results, folder)
+        _write_atomic(folder / CACHE_KEY, json.dumps(key, indent=2) + "\n")  # last: results without it are redone
+        return True
+
+
+# --------------------------------------------------------------------------- the whole experiment
+
+
+def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
+    """What ``--dry-run`` prints: every run, its status and the shared settings."""
+    spec = experiment.spec
+    budget = ", ".join(f"{k} {v}" for k, v in spec.budget.model_dump(exclude_none=True).items())
+    lines = [f"experiment {spec.name} ({experiment.path}) -> {experiment.output}",
+             f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
+             f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
+             f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
+    chosen = {plan.label for plan in runs}
+    for variant in experiment.variants:
+        against = f"vs {variant.baseline}" if variant.baseline else "baseline"
+        lines.append(f"variant {variant.name} ({against}) from {variant.source}")
+        for plan in experiment.runs_of(variant.name):
+            if plan.label in chosen:
+                enc = plan.recipe.encoder
+                objectives = ", ".join(f"{s.key}x{s.weight:g}" for s in plan.recipe.objectives)
+                lines.append(f"  seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  "
+                             f"[{enc.name or enc.component}; {objectives}]")
+    return "\n".join(lines)
+
+
+def run_experiment(
+    experiment: Experiment,
+    *,
+    only: list[str] | tuple[str, ...] = (),
+    dry_run: bool = False,
+    data_root: str | None = None,
+    console: bool = True,
+    log: Callable[[str], None] = print,
+) -> Outcome:
+    """Train, then probe, the runs (of the ``only`` variants, when given); then write the report."""
+    names = [v.name for v in experiment.variants]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ExperimentError(f"--only {unknown[0]}: no such variant in {experiment.path} (variants: {', '.join(names)})")
+    runs = [r for r in experiment.runs if not only or r.variant in only]
+    if dry_run:
+        log(describe_plan(experiment, runs))
+        return Outcome()
+
+    outcome = Outcome()
+    for plan in runs:
+        status = train_run(plan, data_root=data_root, console=console, log=log)
+        {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
+    prober = Prober(experiment, data_root, log)
+    for plan in runs:
+        if prober.probe(plan, read_done(plan.run_dir)):
+            outcome.probed.append(plan.label)
+            if plan.label in outcome.skipped:
+                outcome.skipped.remove(plan.label)
+
+    from protjepa.experiment.report import write_report
+
+    outcome.report = write_report(experiment)
+    log(f"report: {outcome.report}")
+    return outcome

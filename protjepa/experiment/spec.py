@@ -1,0 +1,268 @@
+"""The experiment file: which recipes to compare, under which shared budget, data and seeds.
+
+::
+
+    name: paper_small
+    baseline: mlm                     # the variant every other one is compared with
+    seeds: [0]                        # default seeds of every variant
+    budget: {wall_clock: 6min}        # replaces each recipe's budget: the runs are matched on it
+    data: {crop: 256}                 # merged into each recipe's data section
+    encoder: {name: esm2, preset: esm2_8m}   # optional: replaces each recipe's encoder
+    set: {train.monitor_every: 20}    # optional: key path -> value, for every recipe
+    variants:
+      - recipe: ../mlm.yaml           # relative to this file; or an inline recipe mapping
+        seeds: [0, 1]
+      - recipe: ../mlm_jepa_masked.yaml
+        name: masked                  # default: the recipe's name
+        set: {objectives.1.weight: 0.3}
+    probe: {tasks: [stability, scope40], fast: true}
+    tie_tolerance: 0.005
+    output: runs/experiments/{name}   # relative to the working directory
+
+Every (variant, seed) becomes one recipe: the recipe file, then the experiment's
+``encoder``, ``data``, ``budget`` and ``set``, then the variant's ``set``, then its seed.
+Errors name the experiment file, the line and the key path.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protjepa.errors import UserError
+from protjepa.evaluation.compare import DEFAULT_TIE
+from protjepa.evaluation.suite import SuiteSettings
+from protjepa.evaluation.tasks import TaskSpec, task_registry
+from protjepa.recipe import (
+    BudgetConfig,
+    DataConfig,
+    Recipe,
+    _fmt_loc,
+    _fmt_msg,
+    _Lines,
+    apply_override,
+    load_recipe,
+    parse_recipe,
+)
+
+NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class ExperimentError(UserError, ValueError):
+    """An experiment file that cannot be run; the message names the file, the line and the key path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantSpec(Strict):
+    recipe: str | dict[str, Any] = Field(description="a recipe file (relative to the experiment file) or a mapping")
+    name: str | None = Field(None, pattern=NAME, description="default: the recipe's name")
+    seeds: list[int] | None = Field(None, min_length=1, description="default: the experiment's seeds")
+    baseline: str | None = Field(None, description="compare with this variant instead (itself: with none)")
+    set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
+
+    @field_validator("set")
+    @classmethod
+    def _budget_is_shared(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if any(key.split(".")[0] == "budget" for key in value):
+            raise ValueError("the budget is shared by every run: set it at the top level")
+        return value
+
+
+class ProbeOptions(Strict):
+    """Which tasks to probe each final encoder on, and how (see ``protjepa probe``)."""
+
+    tasks: list[str] = Field(default_factory=list, description="task names; empty: the default suite")
+    task_files: list[str] = Field(default_factory=list, description="extra task specs, relative to this file")
+    check_leakage: bool = Field(True, description="count probe sequences found in the pretraining corpus")
+    layer: int | str = "last"
+    fast: bool = Field(True, description="subsample large tasks with each spec's fast caps")
+    max_train: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=1)
+    max_records: int | None = Field(None, ge=1)
+    seed: int = 0
+    drop_leaked: bool = False
+    drop_identity: float | None = Field(None, gt=0, le=1)
+
+    def settings(self) -> SuiteSettings:
+        """The suite's settings (the layer goes to the embedder)."""
+        return SuiteSettings(fast=self.fast, max_train=self.max_train, max_test=self.max_test,
+                             max_records=self.max_records, seed=self.seed, drop_leaked=self.drop_leaked,
+                             drop_identity=self.drop_identity)
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    baseline: str
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: BudgetConfig = Field(description="the budget of every run")
+    data: dict[str, Any] = Field(default_factory=dict, description="merged into each recipe's data section")
+    encoder: dict[str, Any] | None = Field(None, description="replaces each recipe's encoder section")
+    set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, for every recipe")
+    variants: list[VariantSpec] = Field(min_length=2)
+    probe: ProbeOptions = Field(default_factory=ProbeOptions)
+    tie_tolerance: float = Field(DEFAULT_TIE, ge=0)
+    output: str = "runs/experiments/{name}"
+
+    @field_validator("data")
+    @classmethod
+    def _data_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        DataConfig.model_validate(value)  # each key must be a data setting with a valid value
+        return value
+
+    @model_validator(mode="after")
+    def _budget_not_in_set(self):
+        if any(key.split(".")[0] == "budget" for key in self.set):
+            raise ValueError("set: give the shared budget under budget:, not set:")
+        return self
+
+
+# --------------------------------------------------------------------------- resolved
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One (variant, seed): the recipe to train and where."""
+
+    variant: str
+    seed: int
+    recipe: Recipe
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+@dataclass
+class Variant:
+    name: str
+    baseline: str | None  # None: this variant is a baseline
+    source: str  # the recipe file, or where the inline recipe is
+    seeds: list[int]
+
+
+@dataclass
+class Experiment:
+    spec: ExperimentSpec
+    path: Path
+    output: Path
+    variants: list[Variant]
+    runs: list[RunPlan]
+    tasks: list[TaskSpec]
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def runs_of(self, variant: str) -> list[RunPlan]:
+        return [r for r in self.runs if r.variant == variant]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _error(path: Path, lines: _Lines, loc: tuple, message: str) -> ExperimentError:
+    line = lines.line(loc)
+    where = f"{path}:{line}" if line else str(path)
+    return ExperimentError(f"{where}: {_fmt_loc(loc)}: {message}")
+
+
+def _assignments(spec: ExperimentSpec, variant: VariantSpec) -> list[str]:
+    """The experiment's and then the variant's settings as ``--set`` assignments (values as JSON)."""
+    out = []
+    if spec.encoder is not None:
+        out.append(f"encoder={json.dumps(spec.encoder)}")
+    out += [f"data.{key}={json.dumps(value)}" for key, value in spec.data.items()]
+    out.append(f"budget={json.dumps(spec.budget.model_dump(exclude_none=True))}")
+    out += [f"{key}={json.dumps(value)}" for key, value in {**spec.set, **variant.set}.items()]
+    return out
+
+
+def _resolve_recipe(path: Path, variant: VariantSpec, assignments: list[str], where: str) -> Recipe:
+    """The variant's recipe with the experiment's settings (seed and name still the recipe's)."""
+    try:
+        if isinstance(variant.recipe, str):
+            return load_recipe(path.parent / variant.recipe, assignments)
+        raw = copy.deepcopy(variant.recipe)
+        for assignment in assignments:
+            apply_override(raw, assignment)
+        return parse_recipe(raw, "inline recipe")
+    except UserError as exc:
+        raise ExperimentError(f"{where}: {exc}") from None
+
+
+def load_experiment(path: str | Path, output: str | Path | None = None) -> Experiment:
+    """Read, validate and resolve an experiment file: every run's recipe, the probe tasks, the output folder."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ExperimentError(f"{path}: cannot read the experiment file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ExperimentError(f"{path}:{mark.line + 1 if mark else '?'}: malformed YAML: {problem}") from None
+    lines = _Lines(text)
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: an experiment must be a mapping, got {type(raw).__name__}")
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise _error(path, lines, tuple(errors[0]["loc"]), _fmt_msg(errors[0]) + more) from None
+
+    variants: list[Variant] = []
+    runs: list[RunPlan] = []
+    out_dir = Path(output) if output is not None else Path(spec.output.format(name=spec.name))
+    for i, vspec in enumerate(spec.variants):
+        line = lines.line(("variants", i))
+        where = f"{path}:{line}: variants[{i}]"
+        recipe = _resolve_recipe(path, vspec, _assignments(spec, vspec), where)
+        name = vspec.name or recipe.name
+        if not re.fullmatch(NAME, name):
+            raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . -")
+        if any(v.name == name for v in variants):
+            raise _error(path, lines, ("variants", i), f"two variants are named {name!r}: give one a name:")
+        seeds = vspec.seeds or spec.seeds
+        if len(set(seeds)) != len(seeds):
+            raise _error(path, lines, ("variants", i, "seeds"), "a seed is listed twice")
+        source = vspec.recipe if isinstance(vspec.recipe, str) else f"{path}:{line} (inline)"
+        variants.append(Variant(name, vspec.baseline, source, seeds))
+        for seed in seeds:
+            run_recipe = recipe.model_copy(update={"seed": seed, "name": f"{name}-seed{seed}"})
+            runs.append(RunPlan(name, seed, run_recipe, out_dir / "runs" / name / f"seed{seed}"))
+    _assign_baselines(spec, variants, path, lines)
+    return Experiment(spec, path, out_dir, variants, runs, _probe_tasks(spec, path, lines))
+
+
+def _assign_baselines(spec: ExperimentSpec, variants: list[Variant], path: Path, lines: _Lines) -> None:
+    """Each variant's baseline by name; the baseline itself (or a variant naming itself) has none."""
+    names = [v.name for v in variants]
+    if spec.baseline not in names:
+        raise _error(path, lines, ("baseline",), f"no variant named {spec.baseline!r} (variants: {', '.join(names)})")
+    for i, variant in enumerate(variants):
+        if variant.baseline is not None and variant.baseline not in names:
+            raise _error(path, lines, ("variants", i, "baseline"),
+                         f"no variant named {variant.baseline!r} (variants: {', '.join(names)})")
+        baseline = variant.baseline or spec.baseline
+        variant.baseline = None if baseline == variant.name else baseline
+
+
+def _probe_tasks(spec: ExperimentSpec, path: Path, lines: _Lines) -> list[TaskSpec]:
+    try:
+        registry = task_registry([path.parent / f for f in spec.probe.task_files])
+        return registry.select(spec.probe.tasks)
+    except UserError as exc:
+        raise _error(path, lines, ("probe", "tasks"), str(exc)) from None

@@ -1,0 +1,1 @@
+"""Training on MosaicML Composer. Composer is imported only inside this package."""

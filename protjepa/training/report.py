@@ -1,0 +1,100 @@
+"""After a run: the loss and collapse curves as a PNG, and a summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_records(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _loss_keys(records: list[dict]) -> list[str]:
+    keys = {k for r in records for k in r if k == "loss" or k.endswith("/loss")}
+    return sorted(keys, key=lambda k: (k != "loss", k))
+
+
+def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
+    """One panel per loss (the total, then each objective's; solid: training, dashed: the
+    held-out batch), since their scales differ; then the collapse monitors."""
+    train = [r for r in records if r["kind"] == "train"]
+    monitor = [r for r in records if r["kind"] == "monitor"]
+    keys = _loss_keys(train) or _loss_keys([{k.removeprefix("val/"): v for k, v in r.items()} for r in monitor])
+    columns = min(len(keys) + 1, 3)
+    rows = -(-(len(keys) + 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for ax, key in zip(panels, keys):
+        for kind, points, style in (("train", [(r["step"], r[key]) for r in train if key in r], "-"),
+                                    ("held-out", [(r["step"], r[f"val/{key}"]) for r in monitor if f"val/{key}" in r],
+                                     "--.")):
+            if points:
+                ax.plot(*zip(*points), style, label=kind)
+        ax.set(xlabel="step", title=key)
+        ax.legend(fontsize="small")
+    collapse = panels[len(keys)]
+    if monitor:
+        steps = [r["step"] for r in monitor]
+        collapse.plot(steps, [r["monitor/effective_rank"] for r in monitor], "C0.-", label="effective rank")
+        collapse.set(xlabel="step", ylabel="effective rank", title="collapse monitors (held-out batch)")
+        std_axis = collapse.twinx()
+        std_axis.plot(steps, [r["monitor/embed_std"] for r in monitor], "C1.-", label="embedding std")
+        std_axis.set_ylabel("per-dim std, normalised embeddings")
+        handles = collapse.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
+        collapse.legend(handles=handles, fontsize="small")
+    for ax in panels[len(keys) + 1:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summarize(records: list[dict]) -> dict:
+    """Steps, tokens, training-clock seconds, the run's tokens/s, and the last logged values."""
+    last = records[-1]
+    train = [r for r in records if r["kind"] == "train"]
+    monitor = [r for r in records if r["kind"] == "monitor"]
+    first_train = train[0] if train else last
+    summary = {
+        "steps": last["step"],
+        "tokens": last["tokens"],
+        "train_seconds": last["seconds"],
+        "tokens_per_s": last["tokens"] / last["seconds"] if last["seconds"] else 0.0,
+    }
+    if train:
+        summary["padding_fraction"] = sum(r["padding_fraction"] for r in train) / len(train)
+        summary["first"] = {k: first_train[k] for k in _loss_keys(train) if k in first_train}
+        summary["final"] = {k: v for k, v in train[-1].items() if k == "loss" or "/" in k}
+    if monitor:
+        summary["monitor_start"] = {k: v for k, v in monitor[0].items() if k.startswith("monitor/")}
+        summary["monitor_end"] = {k: v for k, v in monitor[-1].items() if "/" in k}
+    return summary
+
+
+def format_summary(summary: dict, run_dir: Path, notes: list[str] = ()) -> str:
+    lines = [
+        f"run directory: {run_dir}",
+        f"steps {summary['steps']} | {summary['tokens']:,} non-padding tokens | "
+        f"{summary['train_seconds']:.1f} s of training clock | {summary['tokens_per_s']:,.0f} tokens/s",
+    ]
+    if "final" in summary:
+        lines[-1] += f" | padding {100 * summary['padding_fraction']:.1f}% of batch tokens"
+        first = summary["first"]
+        lines.append("final training losses (mean of the last log interval):")
+        lines += [f"  {k:<28} {v:.4f}" + (f"  (first {first[k]:.4f})" if k in first else "")
+                  for k, v in summary["final"].items()]
+    if "monitor_end" in summary:
+        start = summary["monitor_start"]
+        lines.append("held-out batch (collapse monitors and losses):")
+        lines += [f"  {k:<28} {v:.4f}" + (f"  (at start {start[k]:.4f})" if k in start else "")
+                  for k, v in summary["monitor_end"].items()]
+    lines += list(notes)
+    return "\n".join(lines)
