@@ -5,7 +5,6 @@ line and the key path (``recipe.yaml:14: objectives[1].loss: expected cosine|mse
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -13,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
+from protjepa.yamlio import YamlLines, format_error, located, read_yaml
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
@@ -172,63 +172,10 @@ class Recipe(Strict):
 # --------------------------------------------------------------------------- errors
 
 
-def _fmt_loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _fmt_msg(err: dict) -> str:
-    kind = err.get("type", "")
-    ctx = err.get("ctx") or {}
-    if kind == "literal_error" and "expected" in ctx:
-        return "expected " + "|".join(re.findall(r"'([^']*)'", ctx["expected"]))
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key missing"
-    msg = err.get("msg", "invalid")
-    return msg.removeprefix("Value error, ")
-
-
-class _Lines:
-    """Maps a key path to the line of the YAML node it came from."""
-
-    def __init__(self, text: str):
-        try:
-            self.root = yaml.compose(text)
-        except yaml.YAMLError:
-            self.root = None
-
-    def line(self, loc: tuple) -> int | None:
-        node, line = self.root, None
-        for part in loc:
-            if node is None:
-                break
-            line = node.start_mark.line + 1
-            if isinstance(node, yaml.MappingNode):
-                match = next(((k, v) for k, v in node.value if k.value == part), None)
-                if match is None:
-                    return line  # a missing key: point at its parent
-                line, node = match[0].start_mark.line + 1, match[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
-            else:
-                return line
-        return node.start_mark.line + 1 if node is not None else line
-
-
-def _raise(errors: list[dict], source: str, lines: _Lines | None, prefix: tuple = ()) -> None:
+def _raise(errors: list[dict], source: str, lines: YamlLines | None, prefix: tuple = ()) -> None:
     first = errors[0]
-    loc = prefix + tuple(first["loc"])
-    line = lines.line(loc) if lines else None
-    where = f"{source}:{line}" if line else source
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    raise RecipeError(f"{where}: {_fmt_loc(loc)}: {_fmt_msg(first)}{more}")
+    raise RecipeError(located(source, lines, prefix + tuple(first["loc"]), format_error(first) + more))
 
 
 # --------------------------------------------------------------------------- overrides
@@ -267,7 +214,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
-    lines = _Lines(text) if text is not None else None
+    lines = YamlLines(text) if text is not None else None
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: the recipe must be a mapping, got {type(raw).__name__}")
     try:
@@ -313,7 +260,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
     return recipe
 
 
-def _check_component(spec: EncoderSpec, source: str, lines: _Lines | None) -> None:
+def _check_component(spec: EncoderSpec, source: str, lines: YamlLines | None) -> None:
     """``_component_`` must import, and the other keys must fit the factory's arguments."""
     try:
         factory = import_component(spec.component)
@@ -327,7 +274,7 @@ def _check_component(spec: EncoderSpec, source: str, lines: _Lines | None) -> No
         pass
 
 
-def _check_consumers(recipe: Recipe, source: str, lines: _Lines | None) -> None:
+def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> None:
     """A regulariser that reads e.g. ``jepa.pred`` needs an earlier objective that publishes it."""
     published: set[str] = set()
     for i, (spec, cfg) in enumerate(zip(recipe.objectives, recipe._objective_configs)):
@@ -343,19 +290,7 @@ def _check_consumers(recipe: Recipe, source: str, lines: _Lines | None) -> None:
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{where}: malformed YAML: {problem}") from None
+    raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
     for assignment in overrides:

@@ -36,14 +36,13 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.alphabet import ESM_ALPHABET
 from protjepa.data.fasta import clean_letters, open_text, residue_pattern
 from protjepa.errors import UserError
 from protjepa.paths import resolve
-from protjepa.recipe import _fmt_loc, _fmt_msg, _Lines
+from protjepa.yamlio import YamlLines, format_error, located, read_yaml
 
 TaskType = Literal[
     "regression",
@@ -254,14 +253,12 @@ def _problems(spec: TaskSpec) -> Iterator[tuple[tuple, str]]:
             yield ("fast", part), f"rule {spec.rule} caps {'records' if whole else 'train and test'}"
 
 
-def _raise(source: str, lines: _Lines | None, loc: tuple, message: str) -> None:
-    line = lines.line(loc) if lines else None
-    where = f"{source}:{line}" if line else source
-    raise TaskSpecError(f"{where}: {_fmt_loc(loc)}: {message}")
+def _raise(source: str, lines: YamlLines | None, loc: tuple, message: str) -> None:
+    raise TaskSpecError(located(source, lines, loc, message))
 
 
 def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> TaskSpec:
-    lines = _Lines(text) if text is not None else None
+    lines = YamlLines(text) if text is not None else None
     if not isinstance(raw, dict):
         raise TaskSpecError(f"{source}: a task spec must be a mapping, got {type(raw).__name__}")
     try:
@@ -272,7 +269,7 @@ def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> Tas
         loc = tuple(errors[0]["loc"])
         if loc[:1] == ("split",) and len(loc) > 1 and loc[1] in RULES:
             loc = loc[:1] + loc[2:]  # pydantic puts the union member's tag in the path; YAML has no such key
-        _raise(source, lines, loc, _fmt_msg(errors[0]) + more)
+        _raise(source, lines, loc, format_error(errors[0]) + more)
     for loc, message in _problems(spec):
         _raise(source, lines, loc, message)
     spec._source = source
@@ -281,16 +278,7 @@ def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> Tas
 
 def load_spec(path: str | Path) -> TaskSpec:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TaskSpecError(f"{path}: cannot read the task spec: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TaskSpecError(f"{path}:{mark.line + 1 if mark else '?'}: malformed YAML: {problem}") from None
+    raw, text = read_yaml(path, TaskSpecError, "task spec")
     return parse_spec(raw, str(path), text)
 
 

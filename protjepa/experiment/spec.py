@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
@@ -43,13 +42,11 @@ from protjepa.recipe import (
     BudgetConfig,
     DataConfig,
     Recipe,
-    _fmt_loc,
-    _fmt_msg,
-    _Lines,
     apply_override,
     load_recipe,
     parse_recipe,
 )
+from protjepa.yamlio import YamlLines, format_error, located, read_yaml
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -170,10 +167,8 @@ class Experiment:
 # --------------------------------------------------------------------------- loading
 
 
-def _error(path: Path, lines: _Lines, loc: tuple, message: str) -> ExperimentError:
-    line = lines.line(loc)
-    where = f"{path}:{line}" if line else str(path)
-    return ExperimentError(f"{where}: {_fmt_loc(loc)}: {message}")
+def _error(path: Path, lines: YamlLines, loc: tuple, message: str) -> ExperimentError:
+    return ExperimentError(located(str(path), lines, loc, message))
 
 
 def _assignments(spec: ExperimentSpec, variant: VariantSpec) -> list[str]:
@@ -203,17 +198,8 @@ def _resolve_recipe(path: Path, variant: VariantSpec, assignments: list[str], wh
 def load_experiment(path: str | Path, output: str | Path | None = None) -> Experiment:
     """Read, validate and resolve an experiment file: every run's recipe, the probe tasks, the output folder."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ExperimentError(f"{path}: cannot read the experiment file: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ExperimentError(f"{path}:{mark.line + 1 if mark else '?'}: malformed YAML: {problem}") from None
-    lines = _Lines(text)
+    raw, text = read_yaml(path, ExperimentError, "experiment")
+    lines = YamlLines(text)
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: an experiment must be a mapping, got {type(raw).__name__}")
     try:
@@ -221,7 +207,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None) -> Exper
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise _error(path, lines, tuple(errors[0]["loc"]), _fmt_msg(errors[0]) + more) from None
+        raise _error(path, lines, tuple(errors[0]["loc"]), format_error(errors[0]) + more) from None
 
     variants: list[Variant] = []
     runs: list[RunPlan] = []
@@ -247,7 +233,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None) -> Exper
     return Experiment(spec, path, out_dir, variants, runs, _probe_tasks(spec, path, lines))
 
 
-def _assign_baselines(spec: ExperimentSpec, variants: list[Variant], path: Path, lines: _Lines) -> None:
+def _assign_baselines(spec: ExperimentSpec, variants: list[Variant], path: Path, lines: YamlLines) -> None:
     """Each variant's baseline by name; the baseline itself (or a variant naming itself) has none."""
     names = [v.name for v in variants]
     if spec.baseline not in names:
@@ -260,7 +246,7 @@ def _assign_baselines(spec: ExperimentSpec, variants: list[Variant], path: Path,
         variant.baseline = None if baseline == variant.name else baseline
 
 
-def _probe_tasks(spec: ExperimentSpec, path: Path, lines: _Lines) -> list[TaskSpec]:
+def _probe_tasks(spec: ExperimentSpec, path: Path, lines: YamlLines) -> list[TaskSpec]:
     try:
         registry = task_registry([path.parent / f for f in spec.probe.task_files])
         return registry.select(spec.probe.tasks)
