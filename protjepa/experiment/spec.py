@@ -195,13 +195,16 @@ def _resolve_recipe(path: Path, variant: VariantSpec, assignments: list[str], wh
         raise ExperimentError(f"{where}: {exc}") from None
 
 
-def load_experiment(path: str | Path, output: str | Path | None = None) -> Experiment:
-    """Read, validate and resolve an experiment file: every run's recipe, the probe tasks, the output folder."""
+def load_experiment(path: str | Path, output: str | Path | None = None, budget: dict | None = None) -> Experiment:
+    """Read, validate and resolve an experiment file: every run's recipe, the probe tasks, the output folder.
+    ``budget`` (a ``budget:`` mapping) replaces the file's shared budget."""
     path = Path(path)
     raw, text = read_yaml(path, ExperimentError, "experiment")
     lines = YamlLines(text)
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: an experiment must be a mapping, got {type(raw).__name__}")
+    if budget is not None:
+        raw["budget"] = budget
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
