@@ -199,3 +199,11 @@ def test_only_names_a_variant(tmp_path):
     assert experiment.runs[1].recipe.budget.steps == 2 and experiment.runs[1].recipe.name == "mlm_jepa_masked-seed0"
     with pytest.raises(ExperimentError, match=r"--only mlm_jepa: no such variant .* \(variants: mlm, mlm_jepa_masked\)"):
         run_experiment(experiment, only=["mlm_jepa"], dry_run=True)
+
+
+def test_budget_override_replaces_the_shared_budget_of_every_run():
+    path = Path(__file__).resolve().parents[1] / "recipes" / "experiments" / "paper_small.yaml"
+    experiment = load_experiment(path, budget={"steps": 7})
+    assert len(experiment.runs) == 7
+    assert {run.recipe.budget.steps for run in experiment.runs} == {7}
+    assert {run.recipe.budget.wall_clock for run in experiment.runs} == {None}
