@@ -1,0 +1,81 @@
+"""``protjepa bench``: training-step throughput, our steps against each other, their floors and
+transformers' ESM, side by side in one process; prints the table and writes JSON.
+
+Suites: ``cpu`` (the default; ESM-2 8M, 8 x 256 residues, a few minutes on 2 threads),
+``gpu`` (bf16 at crop 512, ESM-2 35M and 150M, with the xformers and host-sync checks) and
+``--quick`` (a smoke run). Any setting below overrides the suite's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def configure(parser) -> None:
+    from protjepa.attention import BACKENDS
+
+    parser.add_argument("--suite", choices=("cpu", "gpu"), default="cpu", help="preset settings (default: cpu)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny batches, one repetition")
+    parser.add_argument("--size", action="append", metavar="SIZE",
+                        help="encoder size (esm2_8m|esm2_35m|esm2_150m|esm2_650m|tiny); repeat for several")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the suite's")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="bf16 autocast (GPU only)")
+    parser.add_argument("--crop", type=int, help="residues per sequence in the step rows")
+    parser.add_argument("--rows", type=int, help="token budget per batch, in rows of crop + 2 tokens")
+    parser.add_argument("--packing-crop", type=int, help="crop of the padded-vs-packed rows (default 512)")
+    parser.add_argument("--packing-tokens", type=int,
+                        help="token budget of the padded-vs-packed rows (default: 8192 on the CPU suite, "
+                             "the step rows' on the GPU suite)")
+    parser.add_argument("--repeats", type=int, help="interleaved repetitions (medians are over these)")
+    parser.add_argument("--steps", type=int, help="steps per timed measurement")
+    parser.add_argument("--warmup", type=int, help="untimed runs of every row before timing")
+    parser.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"],
+                        help="attention backends of the encoder rows")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows beside the eager ones")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="leave out transformers' ESM")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 2 on the CPU suite)")
+    parser.add_argument("--peak-tflops", type=float, help="peak TFLOP/s for MFU (default: looked up by GPU name)")
+    parser.add_argument("--data-root", help="data folder (default: ../shared/data beside the repo)")
+    parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the repo's recipes/)")
+    parser.add_argument("--json", default="bench.json", help="where to write the results (default: bench.json)")
+
+
+def settings(args) -> list:
+    """The BenchConfig of each size to run, from the suite, --quick and the explicit flags."""
+    from dataclasses import replace
+
+    from protjepa.bench import GPU_SIZES, SUITES, BenchConfig
+
+    base = replace(BenchConfig(), **SUITES[args.suite])
+    if args.quick:
+        base = replace(base, **SUITES["quick"])
+    explicit = dict(device=args.device, dtype=args.dtype, crop=args.crop, rows=args.rows,
+                    packing_crop=args.packing_crop, packing_tokens=args.packing_tokens, repeats=args.repeats, steps=args.steps, warmup=args.warmup,
+                    backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
+                    recipes=args.recipes,
+                    peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
+    base = replace(base, compile=args.compile, peer=args.peer, **{k: v for k, v in explicit.items() if v is not None})
+    sizes = args.size or (list(GPU_SIZES) if args.suite == "gpu" else [base.size])
+    return [replace(base, size=size) for size in sizes]
+
+
+def run(args) -> int:
+    import torch
+
+    from protjepa.bench import format_report, machine, run_suite, to_json
+
+    configs = settings(args)
+    threads = args.threads or (2 if configs[0].device == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    info = machine()
+    results = []
+    for config in configs:
+        results.append(run_suite(config))
+    info["load_average_after"] = machine()["load_average"]
+    print(format_report(results, info))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json(results, info), indent=2))
+    print(f"\nwrote {path}")
+    return 0
