@@ -53,6 +53,15 @@ class Encoder(nn.Module):
     def has_lm_head(self) -> bool:
         return type(self).lm_head is not Encoder.lm_head
 
+    def plan_depths(self, layers: Sequence[int], stop_at: int | None) -> tuple[int, set[int]]:
+        """(the depth the forward runs to, the depths to return), checked against the encoder."""
+        end = self.num_layers if stop_at is None else stop_at
+        wanted = set(layers)
+        if not 0 <= end <= self.num_layers or any(not 0 <= d <= end for d in wanted):
+            raise ValueError(f"layers {sorted(wanted)} and stop_at {stop_at} must lie in 0..{self.num_layers}, "
+                             "layers at most stop_at")
+        return end, wanted
+
     def resolve_layer(self, layer: int | str) -> int:
         """``last`` -> num_layers, ``half`` -> num_layers // 2, ints as given (negatives from the top)."""
         if layer == "last":

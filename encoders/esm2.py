@@ -178,11 +178,7 @@ class ESM2(Encoder):
         layers: Sequence[int] = (),
         stop_at: int | None = None,
     ) -> EncoderOutput:
-        depth = self.num_layers if stop_at is None else stop_at
-        wanted = set(layers)
-        if not 0 <= depth <= self.num_layers or any(not 0 <= d <= depth for d in wanted):
-            raise ValueError(f"layers {sorted(wanted)} and stop_at {stop_at} must lie in 0..{self.num_layers}, "
-                             "layers at most stop_at")
+        depth, wanted = self.plan_depths(layers, stop_at)
         if layout is None:
             layout = AttentionLayout(tokens.eq(self.alphabet.pad_idx) if padding_mask is None else padding_mask)
 

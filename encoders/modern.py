@@ -156,10 +156,7 @@ class ModernEncoder(Encoder):
         layers: Sequence[int] = (),
         stop_at: int | None = None,
     ) -> EncoderOutput:
-        end = self.num_layers if stop_at is None else stop_at
-        wanted = set(layers)
-        if not 0 <= end <= self.num_layers or any(not 0 <= d <= end for d in wanted):
-            raise ValueError(f"layers {sorted(wanted)} / stop_at {stop_at}: depths must lie in 0..{end}")
+        end, wanted = self.plan_depths(layers, stop_at)
         if layout is None:
             layout = AttentionLayout(tokens.eq(self.alphabet.pad_idx) if padding_mask is None else padding_mask)
         if layout.positions is None and tokens.shape[1] > self.max_seq_len:  # packed rows: positions restart

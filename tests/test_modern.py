@@ -140,7 +140,7 @@ def test_stop_at_returns_the_block_output_and_skips_the_rest():
     early = enc(tokens, mask, layers=[1], stop_at=2)
     torch.testing.assert_close(early.last, full.layers[2])
     torch.testing.assert_close(early.layers[1], full.layers[1])
-    with pytest.raises(ValueError, match=r"depths must lie in 0\.\.2"):
+    with pytest.raises(ValueError, match=r"layers \[3\] and stop_at 2 must lie in 0\.\.\d+, layers at most stop_at"):
         enc(tokens, mask, layers=[3], stop_at=2)
     with pytest.raises(ValueError, match="exceed max_seq_len 64"):
         enc(torch.full((1, 65), ESM_ALPHABET.index["A"]))
