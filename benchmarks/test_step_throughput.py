@@ -11,14 +11,17 @@ from itertools import count
 
 import pytest
 
+from bench_suite import suite_config
 from protjepa import bench
-from conftest import suite_config
 
 CONFIG = suite_config()
 
 
 def row_names() -> list[str]:
-    names = list(bench.ADJACENT) + [f"mlm_{layout}@{CONFIG.packing_crop}" for layout in ("padded", "packed")]
+    suffix = bench.layout_suffix(CONFIG)  # "": the padded-vs-packed rows are mlm and mlm_packed
+    names = list(bench.ADJACENT)
+    if suffix:
+        names += [f"peer_hf_mlm{suffix}", f"mlm_padded{suffix}", f"mlm_packed{suffix}"]
     names += [f"encoder_{kind}[{backend}]" for backend in CONFIG.backends for kind in ("fwd", "fwd_bwd")]
     return names
 

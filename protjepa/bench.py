@@ -8,10 +8,11 @@ and dtype, trained the same way. Rows read fixed batches drawn from the real cor
 (padded, or packed under the same token budget), built and moved to the device before
 any clock starts, so only the step is timed.
 
-Every repetition runs every row once on the same batches, in forward order on even
-repetitions and in reverse order on odd ones (ABBA), so slow drift in the machine's load
-cancels in the ratios. A ratio is the median over repetitions of the ratio within each
-repetition. Throughput counts non-padding tokens (residues plus <cls>/<eos>).
+Every repetition runs every row once on the same batches (the next ones of the pool: by
+default each batch is timed once), in forward order on even repetitions and in reverse
+order on odd ones (ABBA), so drift in the machine's load hits the rows compared alike. A
+ratio is the median over repetitions of the ratio within each repetition. Throughput
+counts non-padding tokens (residues plus <cls>/<eos>).
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class BenchConfig:
     repeats: int = 5
     steps: int = 1  # steps per timed measurement
     warmup: int = 1  # untimed runs of every row first
-    num_batches: int = 4  # distinct batches per layout, cycled
+    num_batches: int | None = None  # distinct batches per layout; None: repeats x steps, each timed once
     backends: tuple[str, ...] = ("math", "sdpa", "xformers")
     compile: bool = False  # add torch.compile'd rows beside the eager ones
     peer: bool = True
@@ -100,7 +101,7 @@ SUITES: dict[str, dict] = {
     "gpu": dict(device="cuda", dtype="bf16", crop=512, packing_crop=512, packing_tokens=None, rows=32, repeats=10,
                 steps=5, warmup=3, backends=("sdpa", "xformers"), checks=True),
     # A smoke run: tiny batches, one repetition.
-    "quick": dict(crop=64, packing_crop=128, packing_tokens=None, rows=4, repeats=1, steps=1, num_batches=1),
+    "quick": dict(crop=64, packing_crop=128, packing_tokens=None, rows=4, repeats=1, steps=1),
 }
 GPU_SIZES = ("esm2_35m", "esm2_150m")
 # The order of the rows that the ratios pair up; the other rows follow.
@@ -236,6 +237,11 @@ def peer_model(encoder_sizes: dict[str, int], device: torch.device):
     return EsmForMaskedLM(config).to(device).train()
 
 
+def peer_step(peer, optim: OptimConfig, device: torch.device, dtype: Dtype) -> OptimizerStep:
+    """The peer's training step: its own MLM loss, on labels that are -100 off the selected positions."""
+    return OptimizerStep(peer, lambda p: peer(**p.peer_inputs).loss, optim, device, dtype)
+
+
 def target_forward(encoder: Encoder, depth: int, device: torch.device, dtype: Dtype) -> Callable[[Prepared], None]:
     """The JEPA target pass alone: the unmasked tokens, no grad, stopped at ``depth``."""
 
@@ -324,7 +330,8 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
     if suffix:
         layouts[f"padded{suffix}"] = (config.packing_crop, layout_budget(config), False)
         layouts[f"packed{suffix}"] = (config.packing_crop, layout_budget(config), True)
-    batches = {key: corpus_batches(mlm_recipe, crop, budget, packing, config.num_batches, device, config.data_root)
+    count = config.num_batches or config.repeats * config.steps
+    batches = {key: corpus_batches(mlm_recipe, crop, budget, packing, count, device, config.data_root)
                for key, (crop, budget, packing) in layouts.items()}
 
     def train_flops(p: Prepared) -> float:
@@ -358,9 +365,12 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
         torch.manual_seed(config.seed)
         peer = peer_model(sizes, device)
         add("peer_hf_mlm", "transformers EsmForMaskedLM training step, same batches", "padded",
-            OptimizerStep(peer, lambda p: peer(**p.peer_inputs).loss, mlm_recipe.optim, device, config.dtype),
-            train_flops)
+            peer_step(peer, mlm_recipe.optim, device, config.dtype), train_flops)
     if suffix:
+        if config.peer:
+            add(f"peer_hf_mlm{suffix}", f"transformers EsmForMaskedLM training step, padded rows, crop "
+                f"{config.packing_crop}", f"padded{suffix}", peer_step(copy.deepcopy(peer), mlm_recipe.optim, device,
+                                                                       config.dtype), train_flops)
         for layout in ("padded", "packed"):
             add(f"mlm_{layout}{suffix}", f"training step, recipes/mlm.yaml, {layout} rows, crop {config.packing_crop}, "
                 f"{layout_budget(config)} tokens per batch", layout + suffix,
@@ -465,12 +475,20 @@ def ratios(samples, config: BenchConfig, device: torch.device) -> list[Ratio]:
 
     have = set(samples)
     peer_target = 1.5 if device.type == "cuda" else 1.3
-    if "peer_hf_mlm" in have:
-        add("mlm / peer", "our MLM-only step vs transformers' ESM, the same padded batches (tokens/s)",
-            paired(samples, "mlm", "peer_hf_mlm"), lambda v: at_least(v, peer_target))
-        add("mlm packed / peer", "our MLM-only step on packed rows vs transformers' ESM on padded rows, "
-            "the same token budget (tokens/s)", paired(samples, "mlm_packed", "peer_hf_mlm"),
-            lambda v: at_least(v, peer_target))
+    suffix = layout_suffix(config)
+    peer_pairs = [("", "mlm", "mlm_packed", f"crop {config.crop}")]
+    if suffix:
+        peer_pairs.append((suffix, f"mlm_padded{suffix}", f"mlm_packed{suffix}",
+                           f"crop {config.packing_crop}, {layout_budget(config)} tokens"))
+    for key, padded, packed, where in peer_pairs:
+        peer = f"peer_hf_mlm{key}"
+        if peer in have:
+            label = f" ({where.split(',')[0]})" if key else ""
+            add(f"mlm / peer{label}", f"our MLM-only step vs transformers' ESM, the same padded batches, {where} "
+                "(tokens/s)", paired(samples, padded, peer), lambda v: at_least(v, peer_target))
+            add(f"mlm packed / peer{label}", f"our MLM-only step on packed rows vs transformers' ESM on padded rows, "
+                f"the same token budget, {where} (tokens/s)", paired(samples, packed, peer),
+                lambda v: at_least(v, peer_target))
     add("mlm_jepa_masked / floor", "masked-position MLM+JEPA step time / (MLM step + no-grad target pass to the "
         "last layer)", cost_over_floor(samples, "mlm_jepa_masked", "mlm", "target_forward_last"),
         lambda v: at_most(v, 1.10))
@@ -482,7 +500,6 @@ def ratios(samples, config: BenchConfig, device: torch.device) -> list[Ratio]:
             1 / paired(samples, variant, "mlm"))
     add("target_forward_last / mlm", "the no-grad target pass over the MLM-only step (time)",
         1 / paired(samples, "target_forward_last", "mlm"))
-    suffix = layout_suffix(config)
     packed, padded = (f"mlm_packed{suffix}", f"mlm_padded{suffix}") if suffix else ("mlm_packed", "mlm")
     add(f"packed / padded (crop {config.packing_crop})", "MLM-only step, packed vs padded rows of the real length "
         f"distribution, {layout_budget(config)} tokens per batch (tokens/s)", paired(samples, packed, padded),
@@ -514,18 +531,19 @@ def check_xformers(config: BenchConfig, batches: dict[str, list[Prepared]], devi
         return [dict(name="xformers matches sdpa", passed=None, detail="xformers cannot run here: skipped")]
     torch.manual_seed(config.seed)
     encoder = build_encoder(recipe_for(config, "mlm", attention="math")).to(device).eval()
+
+    def last(batch: Batch, backend: str, dtype: Dtype) -> Tensor:
+        encoder.attention = backend
+        with torch.no_grad(), autocast(device, dtype):
+            return encoder(batch.inputs, batch.padding_mask, layout=AttentionLayout.from_batch(batch)).last
+
     results = []
     for layout in ("padded", "packed"):
-        p = batches[layout][0]
-        real = ~p.batch.padding_mask
-
-        def last(backend: str, dtype: Dtype) -> Tensor:
-            encoder.attention = backend
-            with torch.no_grad(), autocast(device, dtype):
-                return encoder(p.batch.inputs, p.batch.padding_mask, layout=AttentionLayout.from_batch(p.batch)).last
-
-        reference = last("math", "fp32")[real]
-        errors = {b: (last(b, "bf16")[real].float() - reference).abs().max().item() for b in ("sdpa", "xformers")}
+        batch = batches[layout][0].batch
+        real = ~batch.padding_mask
+        reference = last(batch, "math", "fp32")[real]
+        errors = {b: (last(batch, b, "bf16")[real].float() - reference).abs().max().item()
+                  for b in ("sdpa", "xformers")}
         results.append(dict(name=f"xformers matches sdpa ({layout})", passed=errors["xformers"] <= 2 * errors["sdpa"],
                             detail=f"max |error| vs fp32 math: xformers {errors['xformers']:.3g}, "
                                    f"sdpa {errors['sdpa']:.3g}"))

@@ -11,9 +11,11 @@ from protjepa import bench
 from protjepa.cli import main
 
 STEP_ROWS = ["mlm", "mlm_jepa_masked", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only", "mlm_packed",
-             "mlm_padded@128", "mlm_packed@128", "target_forward_last", "target_forward_half", "peer_hf_mlm"]
+             "peer_hf_mlm@128", "mlm_padded@128", "mlm_packed@128", "target_forward_last", "target_forward_half",
+             "peer_hf_mlm"]
 ENCODER_ROWS = ["encoder_fwd[math]", "encoder_fwd_bwd[math]", "encoder_fwd[sdpa]", "encoder_fwd_bwd[sdpa]"]
-RATIOS = ["mlm / peer", "mlm packed / peer", "mlm_jepa_masked / floor", "mlm_jepa_ema_half / floor",
+RATIOS = ["mlm / peer", "mlm packed / peer", "mlm / peer (crop 128)", "mlm packed / peer (crop 128)",
+          "mlm_jepa_masked / floor", "mlm_jepa_ema_half / floor",
           "mlm_jepa_masked / mlm", "mlm_jepa_ema_half / mlm", "mlm_jepa_all / mlm", "jepa_only / mlm",
           "target_forward_last / mlm", "packed / padded (crop 128)", "packed / padded (step batches)",
           "math / sdpa fwd", "math / sdpa fwd_bwd"]

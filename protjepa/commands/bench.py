@@ -50,7 +50,8 @@ def settings(args) -> list:
     if args.quick:
         base = replace(base, **SUITES["quick"])
     explicit = dict(device=args.device, dtype=args.dtype, crop=args.crop, rows=args.rows,
-                    packing_crop=args.packing_crop, packing_tokens=args.packing_tokens, repeats=args.repeats, steps=args.steps, warmup=args.warmup,
+                    packing_crop=args.packing_crop, packing_tokens=args.packing_tokens, repeats=args.repeats,
+                    steps=args.steps, warmup=args.warmup,
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
