@@ -214,7 +214,7 @@ def _budget_table(runs: list[RunData]) -> list[str]:
             continue
         final = s.get("final", {}).get("loss")
         mlm = s.get("monitor_end", {}).get(HELD_OUT_MLM)
-        lines.append(f"| {run.plan.label} | {s['steps']} | {s['tokens']:,} | {s['train_seconds']:.1f} | "
+        lines.append(f"| {run.plan.label} | {s['steps']} | {s['tokens']:,} | {s['train_seconds']:.4g} | "
                      f"{s['tokens_per_s']:,.0f} | {_fmt(final)} | {_fmt(mlm)} |")
     return lines
 
