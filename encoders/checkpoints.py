@@ -32,7 +32,7 @@ from torch import Tensor
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
-from protjepa.recipe import EncoderSpec, _raise
+from protjepa.recipe import EncoderSpec, _raise_invalid
 from protjepa.yamlio import YamlLines
 
 NATIVE_SPEC = "encoder.yaml"
@@ -345,7 +345,7 @@ def _read_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
     except yaml.YAMLError as exc:
         raise CheckpointError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
     except ValidationError as exc:
-        _raise(exc.errors(), str(spec_file), YamlLines(text))
+        _raise_invalid(exc, str(spec_file), YamlLines(text))
 
 
 def _build_native(spec_file: Path) -> Encoder:
@@ -355,7 +355,7 @@ def _build_native(spec_file: Path) -> Encoder:
     try:
         return encoder_from_spec(spec)
     except ValidationError as exc:
-        _raise(exc.errors(), str(spec_file), YamlLines(text))
+        _raise_invalid(exc, str(spec_file), YamlLines(text))
     except UserError as exc:
         raise CheckpointError(f"{spec_file}: {exc}") from None
 
@@ -367,7 +367,7 @@ def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
     try:
         return ESM2Config.model_validate(spec.options).model_dump()
     except ValidationError as exc:
-        _raise(exc.errors(), str(spec_file), YamlLines(text))
+        _raise_invalid(exc, str(spec_file), YamlLines(text))
 
 
 # --------------------------------------------------------------------------- writing

@@ -180,7 +180,7 @@ class ESM2(Encoder):
     ) -> EncoderOutput:
         depth, wanted = self.plan_depths(layers, stop_at)
         if layout is None:
-            layout = AttentionLayout(tokens.eq(self.alphabet.pad_idx) if padding_mask is None else padding_mask)
+            layout = AttentionLayout.padded(tokens, padding_mask, self.alphabet.pad_idx)
 
         x = self.embed_tokens(tokens)
         if self.token_dropout:

@@ -158,7 +158,7 @@ class ModernEncoder(Encoder):
     ) -> EncoderOutput:
         end, wanted = self.plan_depths(layers, stop_at)
         if layout is None:
-            layout = AttentionLayout(tokens.eq(self.alphabet.pad_idx) if padding_mask is None else padding_mask)
+            layout = AttentionLayout.padded(tokens, padding_mask, self.alphabet.pad_idx)
         if layout.positions is None and tokens.shape[1] > self.max_seq_len:  # packed rows: positions restart
             raise ValueError(f"rows of {tokens.shape[1]} tokens exceed max_seq_len {self.max_seq_len}")
 

@@ -48,6 +48,11 @@ class AttentionLayout:
     def from_batch(cls, batch: Batch) -> "AttentionLayout":
         return cls(batch.padding_mask, batch.segment_ids, batch.positions, batch.block_seqlens)
 
+    @classmethod
+    def padded(cls, tokens: Tensor, padding_mask: Tensor | None, pad_idx: int) -> "AttentionLayout":
+        """The layout of a direct encoder call: padded rows, padding from the mask or else the pad token."""
+        return cls(tokens.eq(pad_idx) if padding_mask is None else padding_mask)
+
     @property
     def packed(self) -> bool:
         return self.segment_ids is not None

@@ -476,14 +476,14 @@ def ratios(samples, config: BenchConfig, device: torch.device) -> list[Ratio]:
     have = set(samples)
     peer_target = 1.5 if device.type == "cuda" else 1.3
     suffix = layout_suffix(config)
-    peer_pairs = [("", "mlm", "mlm_packed", f"crop {config.crop}")]
+    # (row suffix, our padded row, our packed row, ratio label, where)
+    peer_pairs = [("", "mlm", "mlm_packed", "", f"crop {config.crop}")]
     if suffix:
-        peer_pairs.append((suffix, f"mlm_padded{suffix}", f"mlm_packed{suffix}",
+        peer_pairs.append((suffix, f"mlm_padded{suffix}", f"mlm_packed{suffix}", f" (crop {config.packing_crop})",
                            f"crop {config.packing_crop}, {layout_budget(config)} tokens"))
-    for key, padded, packed, where in peer_pairs:
+    for key, padded, packed, label, where in peer_pairs:
         peer = f"peer_hf_mlm{key}"
         if peer in have:
-            label = f" ({where.split(',')[0]})" if key else ""
             add(f"mlm / peer{label}", f"our MLM-only step vs transformers' ESM, the same padded batches, {where} "
                 "(tokens/s)", paired(samples, padded, peer), lambda v: at_least(v, peer_target))
             add(f"mlm packed / peer{label}", f"our MLM-only step on packed rows vs transformers' ESM on padded rows, "

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, NoReturn, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
-from protjepa.yamlio import YamlLines, format_error, located, read_yaml
+from protjepa.yamlio import YamlLines, first_error, located, read_yaml
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
@@ -172,10 +172,14 @@ class Recipe(Strict):
 # --------------------------------------------------------------------------- errors
 
 
-def _raise(errors: list[dict], source: str, lines: YamlLines | None, prefix: tuple = ()) -> None:
-    first = errors[0]
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    raise RecipeError(located(source, lines, prefix + tuple(first["loc"]), format_error(first) + more))
+def _raise(source: str, lines: YamlLines | None, loc: tuple, message: str) -> NoReturn:
+    raise RecipeError(located(source, lines, loc, message))
+
+
+def _raise_invalid(exc: ValidationError, source: str, lines: YamlLines | None, prefix: tuple = ()) -> NoReturn:
+    """pydantic's first error in the section at ``prefix`` (its paths are relative to the model validated)."""
+    loc, message = first_error(exc)
+    _raise(source, lines, prefix + loc, message)
 
 
 # --------------------------------------------------------------------------- overrides
@@ -220,40 +224,39 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        _raise(exc.errors(), source, lines)
+        _raise_invalid(exc, source, lines)
     for i, module in enumerate(recipe.plugins):
         try:
             load_plugins([module])
         except RegistryError as exc:
-            _raise([{"loc": (i,), "msg": str(exc), "type": "registry"}], source, lines, ("plugins",))
+            _raise(source, lines, ("plugins", i), str(exc))
     configs = []
     for i, spec in enumerate(recipe.objectives):
         try:
             entry = OBJECTIVES.get(spec.name)
         except RegistryError as exc:
-            _raise([{"loc": ("name",), "msg": str(exc), "type": "registry"}], source, lines, ("objectives", i))
+            _raise(source, lines, ("objectives", i, "name"), str(exc))
         cfg_cls = entry.config_cls
         try:
             configs.append(cfg_cls.model_validate(spec.options) if cfg_cls else None)
         except ValidationError as exc:
-            _raise(exc.errors(), source, lines, ("objectives", i))
+            _raise_invalid(exc, source, lines, ("objectives", i))
     keys = [s.key for s in recipe.objectives]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
         i = keys.index(dupes[0], keys.index(dupes[0]) + 1)
-        _raise([{"loc": ("id",), "msg": f"objective id {dupes[0]!r} is used twice: give each an id", "type": "dup"}],
-               source, lines, ("objectives", i))
+        _raise(source, lines, ("objectives", i, "id"), f"objective id {dupes[0]!r} is used twice: give each an id")
     recipe._objective_configs = configs
     if recipe.encoder.name is not None:
         try:
             entry = ENCODERS.get(recipe.encoder.name)
         except RegistryError as exc:
-            _raise([{"loc": ("name",), "msg": str(exc), "type": "registry"}], source, lines, ("encoder",))
+            _raise(source, lines, ("encoder", "name"), str(exc))
         if entry.config_cls is not None:
             try:
                 recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
             except ValidationError as exc:
-                _raise(exc.errors(), source, lines, ("encoder",))
+                _raise_invalid(exc, source, lines, ("encoder",))
     else:
         _check_component(recipe.encoder, source, lines)
     _check_consumers(recipe, source, lines)
@@ -265,11 +268,11 @@ def _check_component(spec: EncoderSpec, source: str, lines: YamlLines | None) ->
     try:
         factory = import_component(spec.component)
     except RegistryError as exc:
-        _raise([{"loc": ("_component_",), "msg": str(exc), "type": "registry"}], source, lines, ("encoder",))
+        _raise(source, lines, ("encoder", "_component_"), str(exc))
     try:
         inspect.signature(factory).bind(**spec.options)
     except TypeError as exc:
-        _raise([{"loc": (), "msg": f"{spec.component}: {exc}", "type": "signature"}], source, lines, ("encoder",))
+        _raise(source, lines, ("encoder",), f"{spec.component}: {exc}")
     except ValueError:  # no signature to check (a builtin or C factory): the call will tell
         pass
 
@@ -282,9 +285,8 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
         for field, name in sorted(cls.reads(cfg).items()):
             if name in published or name.startswith("student."):
                 continue
-            _raise([{"loc": (field,), "msg": f"{name!r} is not published by any earlier objective "
-                     f"(published so far: {', '.join(sorted(published)) or 'none'})", "type": "order"}],
-                   source, lines, ("objectives", i))
+            _raise(source, lines, ("objectives", i, field), f"{name!r} is not published by any earlier objective "
+                   f"(published so far: {', '.join(sorted(published)) or 'none'})")
         published |= cls.publishes(cfg, spec.key)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 
 def read_yaml(path: Path, error: type[Exception], what: str) -> tuple[Any, str]:
@@ -42,6 +43,13 @@ def format_loc(loc: tuple) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
+
+
+def first_error(exc: ValidationError) -> tuple[tuple, str]:
+    """The key path and short message of pydantic's first error, ``(+N more)`` when it found others."""
+    errors = exc.errors()
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return tuple(errors[0]["loc"]), format_error(errors[0]) + more
 
 
 def format_error(err: dict) -> str:

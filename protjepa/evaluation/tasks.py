@@ -42,7 +42,7 @@ from protjepa.alphabet import ESM_ALPHABET
 from protjepa.data.fasta import clean_letters, open_text, residue_pattern
 from protjepa.errors import UserError
 from protjepa.paths import resolve
-from protjepa.yamlio import YamlLines, format_error, located, read_yaml
+from protjepa.yamlio import YamlLines, first_error, located, read_yaml
 
 TaskType = Literal[
     "regression",
@@ -264,12 +264,10 @@ def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> Tas
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        loc = tuple(errors[0]["loc"])
+        loc, message = first_error(exc)
         if loc[:1] == ("split",) and len(loc) > 1 and loc[1] in RULES:
             loc = loc[:1] + loc[2:]  # pydantic puts the union member's tag in the path; YAML has no such key
-        _raise(source, lines, loc, format_error(errors[0]) + more)
+        _raise(source, lines, loc, message)
     for loc, message in _problems(spec):
         _raise(source, lines, loc, message)
     spec._source = source

@@ -46,7 +46,7 @@ from protjepa.recipe import (
     load_recipe,
     parse_recipe,
 )
-from protjepa.yamlio import YamlLines, format_error, located, read_yaml
+from protjepa.yamlio import YamlLines, first_error, located, read_yaml
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -208,9 +208,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise _error(path, lines, tuple(errors[0]["loc"]), format_error(errors[0]) + more) from None
+        raise _error(path, lines, *first_error(exc)) from None
 
     variants: list[Variant] = []
     runs: list[RunPlan] = []
