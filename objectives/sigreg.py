@@ -9,12 +9,15 @@ function of ``x @ a`` with the standard normal's, exp(-t^2/2):
 As in LeJEPA's reference code, only t in [0, T] is evaluated (the integrand is even) with
 trapezoid weights doubled, and the loss is the mean over directions.
 
-``scale: samples`` keeps LeJEPA's factor N (the test statistic, about 1 under the null
-whatever N is). ``scale: mean`` (the default) drops it: the squared distance between the
-characteristic functions, independent of how many rows a batch holds. Next to MLM at the
-paper's weight 1.0 the N-scaled statistic swamps the MLM term (measured 110-330 at
-initialisation on ~1,600 masked rows against an MLM loss of 3.6), and it would change
-with the batch size; the mean form stays on MLM's scale (about 0.3 when collapsed).
+``scale: samples`` (the default) keeps LeJEPA's factor N: the test statistic, about 1 under
+the null whatever N is, so at equilibrium it sits on an MLM loss's scale. Near a collapsed
+input the statistic is flat (d cos(tx)/dx ~ t^2 x), and only the factor N makes the push
+outwards strong enough to win against the other terms: ``scale: mean`` (the distance
+without N) sends each row an N-times weaker gradient and, next to MLM and the latent loss,
+left the predictions collapsed (docs/results.md, "Anti-collapse"). ``mean`` is kept to
+reproduce runs made with it. At initialisation the N-scaled statistic is large (hundreds
+on ~1,600 collapsed rows); gradient clipping bounds the first steps, and within a few
+dozen steps it falls to about 1.
 """
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ class SIGRegConfig(RegularizerConfig):
     num_directions: int = Field(256, ge=1)
     knots: int = Field(17, ge=2, description="integration points on [0, t_max]")
     t_max: float = Field(3.0, gt=0)
-    scale: Literal["mean", "samples"] = Field("mean", description="samples: LeJEPA's N x statistic")
+    scale: Literal["samples", "mean"] = Field(
+        "samples", description="samples: LeJEPA's N x statistic; mean: without N (inert near collapse)"
+    )
 
 
 def epps_pulley(projections: Tensor, t: Tensor, phi: Tensor, weights: Tensor, scale_by_samples: bool = True) -> Tensor:

@@ -320,7 +320,7 @@ def test_sigreg_matches_a_direct_evaluation_of_the_formula():
     x = torch.randn(5, 3)
     directions = reg.directions(3, torch.device("cpu")).double().numpy()
     got = reg.regularize(x).loss.item()
-    got_mean = sigreg(num_directions=4).regularize(x).loss.item()  # same step, same directions
+    got_mean = sigreg(num_directions=4, scale="mean").regularize(x).loss.item()  # same step, same directions
 
     proj = x.double().numpy() @ directions  # [5, 4]
     t = np.linspace(-3, 3, 33)  # the whole symmetric interval, by the plain trapezoid rule
@@ -328,16 +328,53 @@ def test_sigreg_matches_a_direct_evaluation_of_the_formula():
     integrand = np.abs(ecf - np.exp(-(t**2) / 2)) ** 2 * np.exp(-(t**2) / 2)
     integral = ((integrand[:, 1:] + integrand[:, :-1]) / 2 * np.diff(t)).sum(-1)
     assert got == pytest.approx((5 * integral).mean(), rel=1e-5)
-    assert got_mean == pytest.approx(integral.mean(), rel=1e-5)  # the default drops the factor N
+    assert got_mean == pytest.approx(integral.mean(), rel=1e-5)  # scale: mean drops the factor N
     assert np.allclose(np.linalg.norm(directions, axis=0), 1)
 
 
 def test_sigreg_mean_scale_does_not_grow_with_the_batch():
-    collapsed_small = sigreg().regularize(torch.full((100, 64), 0.3)).loss.item()
-    collapsed_large = sigreg().regularize(torch.full((4000, 64), 0.3)).loss.item()
+    collapsed_small = sigreg(scale="mean").regularize(torch.full((100, 64), 0.3)).loss.item()
+    collapsed_large = sigreg(scale="mean").regularize(torch.full((4000, 64), 0.3)).loss.item()
     assert collapsed_small == pytest.approx(collapsed_large, rel=1e-4)
     assert 0.05 < collapsed_small < 2  # on the scale of an MLM loss, not hundreds
-    assert sigreg().regularize(torch.randn(4000, 64)).loss.item() < 0.01 * collapsed_small
+    assert sigreg(scale="mean").regularize(torch.randn(4000, 64)).loss.item() < 0.01 * collapsed_small
+
+
+def spread_from_collapse(scale: str, steps: int = 200, rows: int = 256, dim: int = 16) -> tuple[float, float, float]:
+    """Rows that start collapsed (per-dimension std 0.02) trained on SIGReg (weight 1) plus a
+    competing loss of MLM's size on the same parameters: ln(33) x the mean squared distance to
+    collapsed targets, the pull a collapsed teacher exerts. -> (std of the rows at the end,
+    the N-scaled statistic on them, the same statistic on N(0, 1) rows)."""
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(rows, dim, generator=g)
+    targets = 0.02 * torch.randn(rows, dim, generator=g)
+    projection = torch.nn.Linear(dim, dim, bias=False)
+    with torch.no_grad():
+        projection.weight.copy_(0.02 * torch.randn(dim, dim, generator=g) / dim**0.5)
+    reg = sigreg(scale=scale, num_directions=64)
+    optimizer = torch.optim.Adam(projection.parameters(), lr=1e-2)
+    for _ in range(steps):
+        x = projection(inputs)
+        loss = math.log(33) * (x - targets).square().mean() + reg.regularize(x).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    judge = sigreg(scale="samples", num_directions=64).eval()
+    with torch.no_grad():
+        x = projection(inputs)
+        return x.std(0).mean().item(), judge.regularize(x).loss.item(), judge.regularize(torch.randn(rows, dim)).loss.item()
+
+
+def test_default_sigreg_spreads_collapsed_rows_against_a_competing_loss():
+    std, statistic, null = spread_from_collapse("samples")
+    assert 0.5 <= std <= 2
+    assert statistic < 3 * null
+
+
+def test_mean_scaled_sigreg_leaves_collapsed_rows_collapsed():
+    # The pre-0.2 default: each row's push outwards is N times weaker and loses to the competitor.
+    std, statistic, null = spread_from_collapse("mean")
+    assert std < 0.1 and statistic > 30 * null
 
 
 def test_sigreg_directions_follow_the_step_and_survive_a_checkpoint():

@@ -20,14 +20,42 @@ def _loss_keys(records: list[dict]) -> list[str]:
     return sorted(keys, key=lambda k: (k != "loss", k))
 
 
+def _regularizer_ids(records: list[dict]) -> list[str]:
+    """Objectives that log both a statistic (``<id>/loss``) and the std of their input (``<id>/std``)."""
+    keys = {k.removeprefix("val/") for r in records for k in r}
+    return sorted(k.removesuffix("/std") for k in keys if k.endswith("/std") and k.replace("/std", "/loss") in keys)
+
+
+def _plot_regularizer(ax, train: list[dict], monitor: list[dict], rid: str) -> None:
+    """The regulariser's statistic (log scale) and the per-dimension std of its input, which
+    should settle near 1 (N(0, 1) rows) rather than shrink towards 0."""
+    for prefix, records, style in (("", train, "-"), ("val/", monitor, "--.")):
+        points = [(r["step"], r[f"{prefix}{rid}/loss"]) for r in records if f"{prefix}{rid}/loss" in r]
+        if points:
+            ax.plot(*zip(*points), "C3" + style, label=f"statistic ({'held-out' if prefix else 'train'})")
+    ax.set(xlabel="step", ylabel="statistic", yscale="log", title=f"anti-collapse: {rid}")
+    std_axis = ax.twinx()
+    for prefix, records, style in (("", train, "-"), ("val/", monitor, "--.")):
+        points = [(r["step"], r[f"{prefix}{rid}/std"]) for r in records if f"{prefix}{rid}/std" in r]
+        if points:
+            std_axis.plot(*zip(*points), "C2" + style, label=f"input std ({'held-out' if prefix else 'train'})")
+    std_axis.axhline(1.0, color="C2", lw=0.5, ls=":")
+    std_axis.set_ylabel("per-dim std of its input")
+    handles = ax.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize="small")
+
+
 def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
     """One panel per loss (the total, then each objective's; solid: training, dashed: the
-    held-out batch), since their scales differ; then the collapse monitors."""
+    held-out batch), since their scales differ; then the collapse monitors, and one panel per
+    anti-collapse regulariser with its statistic beside the std of its input."""
     train = [r for r in records if r["kind"] == "train"]
     monitor = [r for r in records if r["kind"] == "monitor"]
     keys = _loss_keys(train) or _loss_keys([{k.removeprefix("val/"): v for k, v in r.items()} for r in monitor])
-    columns = min(len(keys) + 1, 3)
-    rows = -(-(len(keys) + 1) // columns)
+    regularizers = _regularizer_ids(records)
+    panel_count = len(keys) + 1 + len(regularizers)
+    columns = min(panel_count, 3)
+    rows = -(-panel_count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
     panels = list(axes.flat)
     for ax, key in zip(panels, keys):
@@ -48,7 +76,9 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
         std_axis.set_ylabel("per-dim std, normalised embeddings")
         handles = collapse.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
         collapse.legend(handles=handles, fontsize="small")
-    for ax in panels[len(keys) + 1:]:
+    for ax, rid in zip(panels[len(keys) + 1:], regularizers):
+        _plot_regularizer(ax, train, monitor, rid)
+    for ax in panels[panel_count:]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -79,6 +109,17 @@ def summarize(records: list[dict]) -> dict:
     return summary
 
 
+def rank_warning(summary: dict) -> str | None:
+    """A warning line when the held-out effective rank ended below half its start. MLM alone
+    also loses rank early and recovers, so the line asks for the comparison that decides."""
+    start = summary.get("monitor_start", {}).get("monitor/effective_rank")
+    end = summary.get("monitor_end", {}).get("monitor/effective_rank")
+    if start is None or end is None or end >= start / 2:
+        return None
+    return (f"warning: held-out effective rank fell below half its start ({start:.2f} -> {end:.2f}): "
+            "possible collapse; compare with an MLM-only run under the same budget")
+
+
 def format_summary(summary: dict, run_dir: Path, notes: list[str] = ()) -> str:
     lines = [
         f"run directory: {run_dir}",
@@ -96,5 +137,8 @@ def format_summary(summary: dict, run_dir: Path, notes: list[str] = ()) -> str:
         lines.append("held-out batch (collapse monitors and losses):")
         lines += [f"  {k:<28} {v:.4f}" + (f"  (at start {start[k]:.4f})" if k in start else "")
                   for k, v in summary["monitor_end"].items()]
+        warning = rank_warning(summary)
+        if warning:
+            lines.append(warning)
     lines += list(notes)
     return "\n".join(lines)
