@@ -52,7 +52,17 @@ class TargetRequest(NamedTuple):
 
 
 class Objective(nn.Module):
-    """Subclass, set ``config_cls``, implement ``forward(ctx) -> ObjectiveOutput``."""
+    """Subclass, implement ``forward(ctx) -> ObjectiveOutput``, and register the class with
+    its config (``@register_objective(name, config=...)``).
+
+    What the model asks of an objective, besides ``forward``: the depths it reads
+    (``student_layers``, ``target_requests``), the shared names it publishes and reads, and
+    ``ema_momentum``.
+    """
+
+    # The (start, end) momentum schedule of the EMA teacher it reads; None: it reads none.
+    # The model keeps one teacher, so every objective that sets this must agree.
+    ema_momentum: tuple[float, float] | None = None
 
     def __init__(self, config: ObjectiveConfig, encoder: Encoder, key: str):
         super().__init__()

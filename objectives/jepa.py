@@ -172,7 +172,6 @@ class JEPA(Objective):
         self.student_depth = self.resolve_layer(encoder, config.student_layer, "student_layer")
         self.target_depth = self.resolve_layer(encoder, config.target.layer, "target.layer")
         self.predictor = PREDICTORS[config.predictor.kind](encoder.embed_dim, config.predictor)
-        # Read by build_model: the schedule of the model's one EMA teacher.
         self.ema_momentum = (
             (config.target.momentum, config.target.momentum_end) if config.target.source == "ema" else None
         )

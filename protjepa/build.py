@@ -41,9 +41,8 @@ def build_model(recipe: Recipe, encoder: Encoder | None = None) -> ProtJEPA:
         cls = OBJECTIVES.get(spec.name).builder
         objective = cls(config, encoder, spec.key)
         objectives.append((spec.key, spec.weight, objective))
-        schedule = getattr(objective, "ema_momentum", None)
-        if schedule is not None:
-            momenta.setdefault(tuple(schedule), spec.key)
+        if objective.ema_momentum is not None:
+            momenta.setdefault(tuple(objective.ema_momentum), spec.key)
     if len(momenta) > 1:
         raise RecipeError(
             "objectives: EMA teachers with different momentum schedules: "
