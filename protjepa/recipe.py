@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
-from protjepa.yamlio import YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import YamlLines, located, located_first_error, read_yaml
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
@@ -176,12 +176,6 @@ def _raise(source: str, lines: YamlLines | None, loc: tuple, message: str) -> No
     raise RecipeError(located(source, lines, loc, message))
 
 
-def _raise_invalid(exc: ValidationError, source: str, lines: YamlLines | None, prefix: tuple = ()) -> NoReturn:
-    """pydantic's first error in the section at ``prefix`` (its paths are relative to the model validated)."""
-    loc, message = first_error(exc)
-    _raise(source, lines, prefix + loc, message)
-
-
 # --------------------------------------------------------------------------- overrides
 
 
@@ -224,7 +218,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        _raise_invalid(exc, source, lines)
+        raise RecipeError(located_first_error(exc, source, lines)) from None
     for i, module in enumerate(recipe.plugins):
         try:
             load_plugins([module])
@@ -240,7 +234,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
         try:
             configs.append(cfg_cls.model_validate(spec.options) if cfg_cls else None)
         except ValidationError as exc:
-            _raise_invalid(exc, source, lines, ("objectives", i))
+            raise RecipeError(located_first_error(exc, source, lines, ("objectives", i))) from None
     keys = [s.key for s in recipe.objectives]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
@@ -256,7 +250,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
             try:
                 recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
             except ValidationError as exc:
-                _raise_invalid(exc, source, lines, ("encoder",))
+                raise RecipeError(located_first_error(exc, source, lines, ("encoder",))) from None
     else:
         _check_component(recipe.encoder, source, lines)
     _check_consumers(recipe, source, lines)

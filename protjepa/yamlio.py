@@ -34,6 +34,13 @@ def located(source: str, lines: "YamlLines | None", loc: tuple, message: str) ->
     return f"{source}:{line}: {format_loc(loc)}: {message}" if line else f"{source}: {format_loc(loc)}: {message}"
 
 
+def located_first_error(exc: ValidationError, source: str, lines: "YamlLines | None", prefix: tuple = ()) -> str:
+    """pydantic's first error as ``file:line: key.path: message``; ``prefix``: the key path of
+    the section validated (pydantic's paths are relative to it)."""
+    loc, message = first_error(exc)
+    return located(source, lines, prefix + loc, message)
+
+
 def format_loc(loc: tuple) -> str:
     """('objectives', 1, 'loss') -> objectives[1].loss"""
     out = ""

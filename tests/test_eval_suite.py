@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from protjepa.cli import main
-from protjepa.encoders.checkpoints import export_hf
+from protjepa.encoders.weights import export_hf
 from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results

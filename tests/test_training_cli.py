@@ -13,7 +13,7 @@ import yaml
 
 from protjepa.cli import main
 from protjepa.commands.train import main_job_settings, unused_run_dir
-from protjepa.encoders.checkpoints import load_encoder
+from protjepa.export import load_encoder
 from protjepa.recipe import load_recipe
 from protjepa.training.checkpoints import latest_checkpoint
 from protjepa.training.report import read_records

@@ -40,7 +40,7 @@ def configure(parser) -> None:
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
     or newest labelled sub-folder."""
-    from protjepa.encoders.checkpoints import CheckpointError
+    from protjepa.encoders.weights import CheckpointError
 
     path = Path(path)
     if not path.exists():
@@ -55,19 +55,6 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         raise CheckpointError(f"{export}: the run has no exported encoder yet")
     final = export / "final"
     return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
-
-
-def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
-    """The pretraining FASTA files a run's recipe names (train, and valid when given)."""
-    import yaml
-
-    from protjepa.paths import resolve
-    from protjepa.recipe import DataConfig
-
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    data = DataConfig.model_validate(raw.get("data") or {})
-    root = Path(data.root) if data.root else data_root
-    return [resolve(root, f) for f in (data.train, data.valid) if f]
 
 
 def run(args) -> int:
@@ -87,9 +74,9 @@ def run(args) -> int:
 
     import torch
 
-    from protjepa.encoders.checkpoints import load_encoder
+    from protjepa.export import load_encoder
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
-    from protjepa.evaluation.leakage import Corpus
+    from protjepa.evaluation.leakage import Corpus, run_corpus
     from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
     from protjepa.paths import data_root, resolve
 

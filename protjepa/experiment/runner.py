@@ -19,13 +19,15 @@ from typing import Callable
 
 import yaml
 
+from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.leakage import Corpus, run_corpus
+from protjepa.evaluation.suite import run_suite, write_results
+from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
+from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
+from protjepa.export import load_encoder
+from protjepa.paths import data_root as resolve_data_root
 from protjepa.recipe import dump_recipe
-
-DONE = "done"
-PROBE_DIR = "probe"
-RESULTS = "results.json"
-CACHE_KEY = "experiment_key.json"
 
 
 @dataclass
@@ -40,12 +42,6 @@ class Outcome:
 
 
 # --------------------------------------------------------------------------- run state
-
-
-def read_done(run_dir: Path) -> dict | None:
-    """The ``done`` marker of a finished run (its summary and export folder), or None."""
-    marker = run_dir / DONE
-    return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -119,21 +115,16 @@ class Prober:
     """Probes final encoders on the experiment's tasks; one corpus digest set shared by every run."""
 
     def __init__(self, experiment: Experiment, data_root: str | None, log: Callable[[str], None]):
-        from protjepa.paths import data_root as resolve_root
-
         self.experiment = experiment
         self.options = experiment.spec.probe
         self.settings = self.options.settings()
-        self.root = resolve_root(data_root)
+        self.root = resolve_data_root(data_root)
         self.log = log
         self._corpus = None
 
     @property
     def corpus(self):
         """The runs' pretraining FASTA files (for the leakage counts), read on first use."""
-        from protjepa.commands.probe import run_corpus
-        from protjepa.evaluation.leakage import Corpus
-
         if self._corpus is None and self.options.check_leakage:
             files = {f for r in self.experiment.runs if (r.run_dir / "recipe.yaml").is_file()
                      for f in run_corpus(r.run_dir, self.root)}
@@ -147,10 +138,6 @@ class Prober:
 
     def probe(self, plan: RunPlan, done: dict) -> bool:
         """Probe ``plan``'s final encoder unless its cached results fit; True when it probed."""
-        from protjepa.encoders.checkpoints import load_encoder
-        from protjepa.evaluation.embed import Embedder
-        from protjepa.evaluation.suite import run_suite, write_results
-
         export = plan.run_dir / done["export"]
         embedder = Embedder(load_encoder(export), self.options.layer, cache_dir=None, progress=False)
         folder = plan.run_dir / PROBE_DIR
@@ -221,8 +208,6 @@ def run_experiment(
             outcome.probed.append(plan.label)
             if plan.label in outcome.skipped:
                 outcome.skipped.remove(plan.label)
-
-    from protjepa.experiment.report import write_report
 
     outcome.report = write_report(experiment)
     log(f"report: {outcome.report}")

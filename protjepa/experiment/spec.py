@@ -46,7 +46,7 @@ from protjepa.recipe import (
     load_recipe,
     parse_recipe,
 )
-from protjepa.yamlio import YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import YamlLines, located, located_first_error, read_yaml
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -208,7 +208,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _error(path, lines, *first_error(exc)) from None
+        raise ExperimentError(located_first_error(exc, str(path), lines)) from None
 
     variants: list[Variant] = []
     runs: list[RunPlan] = []

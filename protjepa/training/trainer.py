@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from protjepa.batch import Batch
 from protjepa.build import build_model
 from protjepa.data.corpus import fixed_batch, make_corpus
-from protjepa.encoders.checkpoints import export_hf, save_encoder
+from protjepa.encoders.weights import export_hf
+from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.recipe import OptimConfig, Recipe, TrainConfig, dump_recipe

@@ -1,5 +1,5 @@
 """Encoder weights on local disk: fair-esm ``.pt`` files, Hugging Face ESM directories,
-and a native format for any encoder.
+and the native format for any encoder (built and written whole by :mod:`protjepa.export`).
 
 * fair-esm: ``{"model": state dict with "encoder.sentence_encoder." / "encoder." prefixes,
   "cfg": {"model": <encoder_layers, encoder_embed_dim, encoder_attention_heads,
@@ -32,8 +32,8 @@ from torch import Tensor
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
-from protjepa.recipe import EncoderSpec, _raise_invalid
-from protjepa.yamlio import YamlLines
+from protjepa.recipe import EncoderSpec, RecipeError
+from protjepa.yamlio import YamlLines, located_first_error
 
 NATIVE_SPEC = "encoder.yaml"
 WEIGHTS = "model.safetensors"
@@ -47,15 +47,11 @@ class CheckpointError(UserError, ValueError):
 # --------------------------------------------------------------------------- public API
 
 
-def load_encoder(path: str | os.PathLike) -> Encoder:
-    """An encoder built and loaded from a native directory, a Hugging Face ESM directory or a fair-esm .pt."""
-    path = _existing(path)
-    sizes, state, source = _read(path)
-    if _is_native(path):
-        encoder = _build_native(path / NATIVE_SPEC)
-    else:
-        encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
-                       token_dropout=sizes["token_dropout"])
+def esm2_from_checkpoint(path: str | os.PathLike) -> ESM2:
+    """An ESM-2 built to the sizes of a Hugging Face ESM directory or a fair-esm .pt, and loaded from it."""
+    sizes, state, source = _read(_existing(path))
+    encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
+                   token_dropout=sizes["token_dropout"])
     _load_state(encoder, state, source)
     return encoder
 
@@ -74,17 +70,6 @@ def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
     return encoder
 
 
-def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any]) -> Path:
-    """Write ``encoder.yaml`` (``encoder_spec``: the recipe's encoder section) and ``model.safetensors``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    spec = {k: v for k, v in encoder_spec.items() if k != "checkpoint"}  # the weights are here now
-    tensors = {name: t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)}
-    _write_safetensors(directory / WEIGHTS, tensors)
-    _write_text(directory / NATIVE_SPEC, yaml.safe_dump(spec, sort_keys=False))
-    return directory
-
-
 def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers.EsmForMaskedLM`` loads."""
     if not isinstance(encoder, ESM2):
@@ -94,10 +79,10 @@ def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
-        _hf_name(name): t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)
+        _hf_name(name): t for name, t in encoder.state_dict().items() if name not in tied_aliases(encoder)
     }
-    _write_safetensors(directory / WEIGHTS, tensors)
-    _write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
+    write_safetensors(directory / WEIGHTS, tensors)
+    write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
     return directory
 
 
@@ -111,13 +96,13 @@ def _existing(path: str | os.PathLike) -> Path:
     return path
 
 
-def _is_native(path: Path) -> bool:
+def is_native(path: Path) -> bool:
     return path.is_dir() and (path / NATIVE_SPEC).is_file()
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
     """(ESM-2 sizes or None, state dict in our names, the file to name in errors)."""
-    if _is_native(path):
+    if is_native(path):
         return _native_esm2_sizes(path / NATIVE_SPEC), _read_safetensors(path / WEIGHTS), str(path / WEIGHTS)
     if path.is_dir():
         if not (path / HF_CONFIG).is_file():
@@ -308,7 +293,7 @@ def _hf_config(encoder: ESM2) -> dict[str, Any]:
 # --------------------------------------------------------------------------- loading
 
 
-def _tied_aliases(module: torch.nn.Module) -> set[str]:
+def tied_aliases(module: torch.nn.Module) -> set[str]:
     """State-dict names that repeat a tensor already named (the LM head's tied embeddings)."""
     unique = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
     return set(module.state_dict()) - unique
@@ -322,7 +307,7 @@ def _load_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None
 def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
     """A one-line error at the first missing, misshapen or unexpected key."""
     expected = encoder.state_dict()
-    optional = _tied_aliases(encoder)
+    optional = tied_aliases(encoder)
     for name, ref in expected.items():
         if name not in state:
             if name in optional:
@@ -338,36 +323,24 @@ def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> Non
             raise CheckpointError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
 
 
-def _read_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
+def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
     text = spec_file.read_text()
     try:
         return EncoderSpec.model_validate(yaml.safe_load(text)), text
     except yaml.YAMLError as exc:
         raise CheckpointError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
     except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
-
-
-def _build_native(spec_file: Path) -> Encoder:
-    from protjepa.build import encoder_from_spec  # build imports the model and objectives: not at import time
-
-    spec, text = _read_spec(spec_file)
-    try:
-        return encoder_from_spec(spec)
-    except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
-    except UserError as exc:
-        raise CheckpointError(f"{spec_file}: {exc}") from None
+        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
-    spec, text = _read_spec(spec_file)
+    spec, text = read_encoder_spec(spec_file)
     if spec.name != "esm2":
         return None
     try:
         return ESM2Config.model_validate(spec.options).model_dump()
     except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
+        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 # --------------------------------------------------------------------------- writing
@@ -386,11 +359,11 @@ def _write_atomic(file: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_text(file: Path, text: str) -> None:
+def write_text(file: Path, text: str) -> None:
     _write_atomic(file, lambda tmp: Path(tmp).write_text(text))
 
 
-def _write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
+def write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     _write_atomic(file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
