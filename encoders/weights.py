@@ -40,7 +40,7 @@ WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 
 
-class CheckpointError(UserError, ValueError):
+class WeightsError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the encoder; one line naming the file."""
 
 
@@ -62,7 +62,7 @@ def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
     _check_state(encoder, state, source)
     if isinstance(encoder, ESM2) and sizes is not None and sizes["attention_heads"] != encoder.attention_heads:
         # Every shape fits, yet the heads split the width differently.
-        raise CheckpointError(
+        raise WeightsError(
             f"{source}: the checkpoint has {sizes['attention_heads']} attention heads, "
             f"the encoder {encoder.attention_heads}"
         )
@@ -73,7 +73,7 @@ def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
 def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers.EsmForMaskedLM`` loads."""
     if not isinstance(encoder, ESM2):
-        raise CheckpointError(
+        raise WeightsError(
             f"{directory}: only ESM-2 encoders export to Hugging Face ESM, not {type(encoder).__name__}"
         )
     directory = Path(directory)
@@ -92,7 +92,7 @@ def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+        raise WeightsError(f"{path}: no such checkpoint file or directory")
     return path
 
 
@@ -106,7 +106,7 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
         return _native_esm2_sizes(path / NATIVE_SPEC), _read_safetensors(path / WEIGHTS), str(path / WEIGHTS)
     if path.is_dir():
         if not (path / HF_CONFIG).is_file():
-            raise CheckpointError(
+            raise WeightsError(
                 f"{path}: not a checkpoint directory "
                 f"(expected {NATIVE_SPEC} + {WEIGHTS}, or a Hugging Face {HF_CONFIG})"
             )
@@ -116,11 +116,11 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
 
 def _read_safetensors(file: Path) -> dict[str, Tensor]:
     if not file.is_file():
-        raise CheckpointError(f"{file}: no such weights file")
+        raise WeightsError(f"{file}: no such weights file")
     try:
         return load_file(file)
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{file}: cannot read safetensors: {_first_line(exc)}") from None
+        raise WeightsError(f"{file}: cannot read safetensors: {_first_line(exc)}") from None
 
 
 _FAIR_ESM_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
@@ -134,18 +134,18 @@ def _read_fair_esm(file: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
             data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler" in line), _first_line(exc))
-        raise CheckpointError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
+        raise WeightsError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
     except Exception as exc:
-        raise CheckpointError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
+        raise WeightsError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise CheckpointError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
+        raise WeightsError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
     cfg = data.get("cfg")
     model_cfg, where = (cfg.get("model"), "cfg.model") if isinstance(cfg, dict) else (data.get("args"), "args")
 
     def field(name: str, default: Any = None) -> Any:
         value = model_cfg.get(name) if isinstance(model_cfg, dict) else getattr(model_cfg, name, None)
         if value is None and default is None:
-            raise CheckpointError(f"{file}: {where} has no {name}: not a fair-esm ESM-2 checkpoint")
+            raise WeightsError(f"{file}: {where} has no {name}: not a fair-esm ESM-2 checkpoint")
         return default if value is None else value
 
     sizes = dict(
@@ -197,7 +197,7 @@ def _rename(name: str, table: dict[str, str]) -> str | None:
 def _hf_name(name: str) -> str:
     hf = _rename(name, _OURS_TO_HF_MODULES)
     if hf is None:
-        raise CheckpointError(f"{name}: no Hugging Face ESM name for this parameter")
+        raise WeightsError(f"{name}: no Hugging Face ESM name for this parameter")
     return hf if hf.startswith("lm_head") else f"esm.{hf}"
 
 
@@ -219,12 +219,12 @@ def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: cannot read: {_first_line(exc)}") from None
+        raise WeightsError(f"{config_file}: cannot read: {_first_line(exc)}") from None
     for key, expected in _HF_REQUIRED.items():
         value = config.get(key)
         value = _HF_DEFAULTS.get(key) if value is None else value
         if value != expected:
-            raise CheckpointError(f"{config_file}: {key} is {value!r}; ESM-2 needs {expected!r}")
+            raise WeightsError(f"{config_file}: {key} is {value!r}; ESM-2 needs {expected!r}")
     try:
         sizes = dict(
             num_layers=int(config["num_hidden_layers"]),
@@ -233,9 +233,9 @@ def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
             token_dropout=bool(config.get("token_dropout", False)),
         )
     except KeyError as exc:
-        raise CheckpointError(f"{config_file}: missing {exc.args[0]}") from None
+        raise WeightsError(f"{config_file}: missing {exc.args[0]}") from None
     if config.get("intermediate_size") != 4 * sizes["embed_dim"]:
-        raise CheckpointError(
+        raise WeightsError(
             f"{config_file}: intermediate_size is {config.get('intermediate_size')!r}; ESM-2 needs 4 x hidden_size"
         )
     weights_file, raw = _read_hf_weights(directory)
@@ -260,8 +260,8 @@ def _read_hf_weights(directory: Path) -> tuple[Path, dict[str, Tensor]]:
         try:
             return legacy, torch.load(legacy, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{legacy}: cannot read: {_first_line(exc)}") from None
-    raise CheckpointError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
+            raise WeightsError(f"{legacy}: cannot read: {_first_line(exc)}") from None
+    raise WeightsError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
 
 
 def _hf_config(encoder: ESM2) -> dict[str, Any]:
@@ -312,15 +312,15 @@ def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> Non
         if name not in state:
             if name in optional:
                 continue
-            raise CheckpointError(f"{source}: missing {name} (shape {tuple(ref.shape)}) for {type(encoder).__name__}")
+            raise WeightsError(f"{source}: missing {name} (shape {tuple(ref.shape)}) for {type(encoder).__name__}")
         if state[name].shape != ref.shape:
-            raise CheckpointError(
+            raise WeightsError(
                 f"{source}: {name} has shape {tuple(state[name].shape)} in the checkpoint "
                 f"but {tuple(ref.shape)} in the encoder"
             )
     for name in state:
         if name not in expected:
-            raise CheckpointError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
+            raise WeightsError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
 
 
 def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
@@ -328,7 +328,7 @@ def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
     try:
         return EncoderSpec.model_validate(yaml.safe_load(text)), text
     except yaml.YAMLError as exc:
-        raise CheckpointError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
+        raise WeightsError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
     except ValidationError as exc:
         raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 

@@ -37,10 +37,10 @@ def build_model(recipe: Recipe, encoder: Encoder | None = None) -> ProtJEPA:
     momenta: dict[tuple[float, float], str] = {}
     for spec, config in zip(recipe.objectives, recipe.objective_configs):
         cls = OBJECTIVES.get(spec.name).builder
-        objective = cls(config, encoder, spec.key)
-        objectives.append((spec.key, spec.weight, objective))
+        objective = cls(config, encoder, spec.id)
+        objectives.append((spec.id, spec.weight, objective))
         if objective.ema_momentum is not None:
-            momenta.setdefault(tuple(objective.ema_momentum), spec.key)
+            momenta.setdefault(tuple(objective.ema_momentum), spec.id)
     if len(momenta) > 1:
         raise RecipeError(
             "objectives: EMA teachers with different momentum schedules: "

@@ -19,7 +19,7 @@ from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import (
     NATIVE_SPEC,
     WEIGHTS,
-    CheckpointError,
+    WeightsError,
     esm2_from_checkpoint,
     is_native,
     load_weights,
@@ -59,4 +59,4 @@ def _build_native(spec_file: Path) -> Encoder:
     except ValidationError as exc:
         raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
     except UserError as exc:
-        raise CheckpointError(f"{spec_file}: {exc}") from None
+        raise WeightsError(f"{spec_file}: {exc}") from None

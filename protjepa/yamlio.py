@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Strict(BaseModel):
+    """Base of the models read from YAML (recipes, task specs, experiment files): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def read_yaml(path: Path, error: type[Exception], what: str) -> tuple[Any, str]:

@@ -12,7 +12,7 @@ from protjepa.cli import main
 from protjepa.encoders.weights import export_hf
 from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder
-from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
+from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
 from protjepa.evaluation.tasks import TaskRegistry
 from test_eval_embed import OneHotWindow
 
@@ -85,7 +85,7 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
     registry.load(specs)
     embedder = Embedder(OneHotWindow(0), cache_dir=tmp_path / "cache", progress=False)
     lines = []
-    results = run_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
+    results = run_probe_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
     tasks = results["tasks"]
     assert tasks["reg"]["value"] > 0.95 and tasks["reg_cv"]["value"] > 0.95  # label = a composition entry
     assert tasks["reg_cv"]["n_test"] == 60
@@ -101,7 +101,7 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
     assert "| reg | regression | spearman |" in md_path.read_text()
     assert "Leakage was not checked" in md_path.read_text()
     hits = embedder.cache_hits
-    run_suite(registry.select(["reg"]), embedder, root, SuiteSettings(fast=True), log=lines.append)
+    run_probe_suite(registry.select(["reg"]), embedder, root, SuiteSettings(fast=True), log=lines.append)
     assert embedder.cache_hits == hits + 1
 
 

@@ -40,11 +40,11 @@ def configure(parser) -> None:
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
     or newest labelled sub-folder."""
-    from protjepa.encoders.weights import CheckpointError
+    from protjepa.encoders.weights import WeightsError
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+        raise WeightsError(f"{path}: no such checkpoint file or folder")
     export = path / "export"
     if not ((path / "recipe.yaml").is_file() and export.is_dir()):
         return path, None
@@ -52,7 +52,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         return export, path
     labels = [d for d in export.iterdir() if d.is_dir()]
     if not labels:
-        raise CheckpointError(f"{export}: the run has no exported encoder yet")
+        raise WeightsError(f"{export}: the run has no exported encoder yet")
     final = export / "final"
     return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
 
@@ -77,7 +77,7 @@ def run(args) -> int:
     from protjepa.export import load_encoder
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
     from protjepa.evaluation.leakage import Corpus, run_corpus
-    from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
+    from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
     from protjepa.paths import data_root, resolve
 
     root = data_root(args.data_root)
@@ -101,7 +101,7 @@ def run(args) -> int:
     print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}"
           + (", fast caps" if args.fast else "") + (f"; leakage against {len(corpus.paths)} corpus file(s)"
                                                     if corpus else "; no corpus: leakage not checked"))
-    results = run_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
+    results = run_probe_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
     results["checkpoint"] = str(encoder_path)
     json_path, md_path = write_results(results, out)
     print(f"wrote {json_path} and {md_path}")

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protjepa.alphabet import ESM_ALPHABET
 from protjepa.data.fasta import clean_letters, open_text, residue_pattern
 from protjepa.errors import UserError
 from protjepa.paths import resolve
-from protjepa.yamlio import YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import Strict, YamlLines, first_error, located, read_yaml
 
 TaskType = Literal[
     "regression",
@@ -65,10 +65,6 @@ class TaskSpecError(UserError, ValueError):
 
 class TaskDataError(UserError, ValueError):
     """A data file that does not match its spec; the message names the data file and line."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TableSpec(Strict):

@@ -21,7 +21,7 @@ import yaml
 
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
-from protjepa.evaluation.suite import run_suite, write_results
+from protjepa.evaluation.suite import run_probe_suite, write_results
 from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
@@ -147,7 +147,7 @@ class Prober:
                 return False
         self.log(f"== probing {plan.label} ({len(self.experiment.tasks)} tasks)")
         (folder / CACHE_KEY).unlink(missing_ok=True)
-        results = run_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
+        results = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
                             log=lambda line: self.log(f"   {line}"))
         results["checkpoint"] = str(export)
         write_results(results, folder)
@@ -173,7 +173,7 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
         for plan in experiment.runs_of(variant.name):
             if plan.label in chosen:
                 enc = plan.recipe.encoder
-                objectives = ", ".join(f"{s.key}x{s.weight:g}" for s in plan.recipe.objectives)
+                objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
                 lines.append(f"  seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  "
                              f"[{enc.name or enc.component}; {objectives}]")
     return "\n".join(lines)
