@@ -41,7 +41,8 @@ class OneHotWindow(Encoder):
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         padded = F.pad(x, (0, 0, self.window, self.window))
         hidden = torch.cat([padded[:, k:k + tokens.shape[1]] for k in range(2 * self.window + 1)], dim=-1)
-        return EncoderOutput(hidden, {d: hidden for d in layers})
+        # Depth 0 (the embeddings) is half the last layer: a cache not keyed by layer would show.
+        return EncoderOutput(hidden, {d: hidden if d == self.num_layers else hidden / 2 for d in layers})
 
 
 class PositionalLM(Encoder):
@@ -116,7 +117,10 @@ def test_second_embed_is_a_cache_hit_keyed_by_weights_layer_and_sequences(tmp_pa
     embedder.pooled(["MKV", "GG"])
     embedder.pooled(["MKV", "GG", "W"])
     assert embedder.cache_misses == 3
-    assert Embedder(encoder, layer=0, cache_dir=tmp_path, progress=False).pooled(["MKV"]) is not None
+    at_depth_0 = Embedder(encoder, layer=0, cache_dir=tmp_path, progress=False)
+    embeddings = at_depth_0.pooled(["MKV", "GG"])  # the set cached above at the last layer: its own file
+    assert at_depth_0.cache_misses == 1
+    np.testing.assert_allclose(embeddings, embedder.pooled(["MKV", "GG"]) / 2)
     before, unscaled = weights_digest(encoder), embedder.pooled(["GG"])
     with torch.no_grad():
         encoder.scale.mul_(2)

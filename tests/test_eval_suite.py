@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -127,7 +128,8 @@ def test_probe_and_compare_commands(tiny, tmp_path, capsys):
     assert results["checkpoint"] == str(run_a / "export")
     leaked = results["tasks"]["reg"]["leakage"]["exact"]
     assert sum(leaked.values()) == 1  # the corpus holds one probe sequence
-    assert results["tasks"]["variants"]["value"] is not None
+    variants = results["tasks"]["variants"]
+    assert variants["metric"] == "spearman" and math.isfinite(variants["value"]) and -1 <= variants["value"] <= 1
     assert main(["probe", str(run_b), *args, "--drop-leaked"]) == 0
     capsys.readouterr()
 
