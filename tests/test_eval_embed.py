@@ -17,7 +17,8 @@ from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder, length_batches, weights_digest, windows
 from protjepa.evaluation.leakage import Corpus
 from protjepa.evaluation.suite import SuiteSettings, check_leakage, run_task
-from protjepa.evaluation.tasks import TEST, TRAIN, parse_spec, task_registry
+from protjepa.evaluation.task_data import TEST, TRAIN
+from protjepa.evaluation.tasks import parse_spec, task_registry
 from protjepa.evaluation.variant_effect import VariantError, consensus, masked_marginal_scores
 
 VOCAB = len(ESM_ALPHABET)
@@ -154,7 +155,7 @@ def test_leakage_counts_and_drops_only_scored_sequences(tmp_path, monkeypatch):
     (tmp_path / "d.csv").write_text("seq,y\nMKVLAG,1\nWWWW,2\nMKVLAG,3\nAAAA,4\n")
     spec = parse_spec({"name": "t", "description": "d", "type": "regression", "metric": "spearman",
                        "fields": {"sequence": "seq", "label": "y"}, "train": "d.csv", "test": "d.csv"})
-    from protjepa.evaluation.tasks import load_task
+    from protjepa.evaluation.task_data import load_task
 
     data = load_task(spec, tmp_path)  # records 0-3 train, 4-7 test (the same file twice)
     report = check_leakage(data, Corpus([corpus_file]), SuiteSettings(drop_leaked=True))

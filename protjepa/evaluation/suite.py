@@ -28,7 +28,8 @@ from protjepa.evaluation.probes import (
     ridge_predict,
 )
 from protjepa.evaluation.retrieval import retrieval_metrics
-from protjepa.evaluation.tasks import Caps, TaskData, TaskSpec, load_task
+from protjepa.evaluation.task_data import TaskData, load_task
+from protjepa.evaluation.tasks import Caps, TaskSpec
 from protjepa.evaluation.variant_effect import consensus, masked_marginal_scores
 
 RESULTS_FORMAT = 1
