@@ -28,6 +28,8 @@ from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
 from protjepa.export import load_encoder
 from protjepa.paths import data_root as resolve_data_root
 from protjepa.recipe import dump_recipe
+from protjepa.training.checkpoints import latest_checkpoint
+from protjepa.training.trainer import train
 
 
 @dataclass
@@ -54,8 +56,6 @@ def run_status(plan: RunPlan) -> str:
     """``done``, ``resume`` (an unfinished run with a checkpoint) or ``new``."""
     if read_done(plan.run_dir) is not None:
         return "done"
-    from protjepa.training.checkpoints import latest_checkpoint  # Composer: imported only when needed
-
     return "resume" if latest_checkpoint(plan.run_dir / "checkpoints") is not None else "new"
 
 
@@ -90,9 +90,6 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     status = run_status(plan)
     if status == "done":
         return status
-    from protjepa.training.checkpoints import latest_checkpoint
-    from protjepa.training.trainer import train
-
     resume = latest_checkpoint(plan.run_dir / "checkpoints")
     log(f"== {plan.label}: {'resuming from ' + resume.name if resume else 'training'} -> {plan.run_dir}")
     started = time.perf_counter()
