@@ -1,4 +1,4 @@
-"""Built-in encoders: importing a module registers it."""
-from protjepa.encoders import esm2  # noqa: F401
-from protjepa.encoders import modern  # noqa: F401
-from protjepa.encoders import adapter  # noqa: F401
+"""The built-in encoders: every module of this folder is imported, so each registers itself."""
+from protjepa.registry import import_package_modules
+
+import_package_modules(__name__, __path__)

@@ -3,7 +3,7 @@
 Pre-LayerNorm transformer blocks (LayerNorm eps 1e-5), rotary position embeddings of
 the rotate-half kind on q and k, an erf GELU feed-forward of 4x width, a final
 LayerNorm, and an LM head tied to the token embeddings. Module names are fair-esm's,
-so its state dicts load by name (see :mod:`protjepa.encoders.checkpoints`).
+so its state dicts load by name (see :mod:`protjepa.encoders.weights`).
 
 Two additions for training: packed rows (rotary positions restart at every packed
 sequence, attention stays inside it, token dropout counts masks per sequence) and a

@@ -1,2 +1,4 @@
-"""The built-in objectives; importing this package registers them."""
-from protjepa.objectives import jepa, mlm, sigreg, vicreg  # noqa: F401
+"""The built-in objectives: every module of this folder is imported, so each registers itself."""
+from protjepa.registry import import_package_modules
+
+import_package_modules(__name__, __path__)

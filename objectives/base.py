@@ -52,19 +52,29 @@ class TargetRequest(NamedTuple):
 
 
 class Objective(nn.Module):
-    """Subclass, set ``config_cls``, implement ``forward(ctx) -> ObjectiveOutput``."""
+    """Subclass, implement ``forward(ctx) -> ObjectiveOutput``, and register the class with
+    its config (``@register_objective(name, config=...)``).
 
-    def __init__(self, config: ObjectiveConfig, encoder: Encoder, key: str):
+    What the model asks of an objective, besides ``forward``: the depths it reads
+    (``student_layers``, ``target_requests``), the shared names it publishes and reads, and
+    ``ema_momentum``.
+    """
+
+    # The (start, end) momentum schedule of the EMA teacher it reads; None: it reads none.
+    # The model keeps one teacher, so every objective that sets this must agree.
+    ema_momentum: tuple[float, float] | None = None
+
+    def __init__(self, config: ObjectiveConfig, encoder: Encoder, id: str):
         super().__init__()
         self.config = config
-        self.key = key  # the recipe entry's id (default: its name); prefixes what it publishes
+        self.id = id  # the recipe entry's id (default: its name); prefixes its metrics and what it publishes
 
     def resolve_layer(self, encoder: Encoder, layer: int | str, field: str) -> int:
         """``encoder.resolve_layer`` with an error that names this objective's config field."""
         try:
             return encoder.resolve_layer(layer)
         except ValueError as exc:
-            raise ObjectiveError(f"objectives: {self.key}.{field}: {exc}") from None
+            raise ObjectiveError(f"objectives: {self.id}.{field}: {exc}") from None
 
     def student_layers(self) -> set[int]:
         """Depths of the student forward this objective reads (besides the final output)."""
@@ -75,7 +85,7 @@ class Objective(nn.Module):
         return set()
 
     @classmethod
-    def publishes(cls, config: ObjectiveConfig, key: str) -> set[str]:
+    def publishes(cls, config: ObjectiveConfig, id: str) -> set[str]:
         """Names this objective puts on ``ctx.shared`` (e.g. ``jepa.pred``), known from its config."""
         return set()
 

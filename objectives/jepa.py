@@ -167,12 +167,11 @@ PREDICTORS = {"mlp": MLPPredictor, "transformer": TransformerPredictor}
 class JEPA(Objective):
     """Predict stop-gradient target hidden states (student or EMA) at masked or all positions."""
 
-    def __init__(self, config: JEPAConfig, encoder: Encoder, key: str):
-        super().__init__(config, encoder, key)
+    def __init__(self, config: JEPAConfig, encoder: Encoder, id: str):
+        super().__init__(config, encoder, id)
         self.student_depth = self.resolve_layer(encoder, config.student_layer, "student_layer")
         self.target_depth = self.resolve_layer(encoder, config.target.layer, "target.layer")
         self.predictor = PREDICTORS[config.predictor.kind](encoder.embed_dim, config.predictor)
-        # Read by build_model: the schedule of the model's one EMA teacher.
         self.ema_momentum = (
             (config.target.momentum, config.target.momentum_end) if config.target.source == "ema" else None
         )
@@ -184,8 +183,8 @@ class JEPA(Objective):
         return {TargetRequest(self.config.target.source, self.target_depth)}
 
     @classmethod
-    def publishes(cls, config: JEPAConfig, key: str) -> set[str]:
-        return {f"{key}.pred", f"{key}.target"}
+    def publishes(cls, config: JEPAConfig, id: str) -> set[str]:
+        return {f"{id}.pred", f"{id}.target"}
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         cfg = self.config
@@ -193,8 +192,8 @@ class JEPA(Objective):
         index = batch.masked_index if cfg.positions == "masked" else batch.residue_index
         pred = self.predictor(ctx.student_layer(self.student_depth), index, batch, ctx.layout)
         target = gather_positions(ctx.target(cfg.target.source, self.target_depth), index)
-        ctx.shared[f"{self.key}.pred"] = pred
-        ctx.shared[f"{self.key}.target"] = target
+        ctx.shared[f"{self.id}.pred"] = pred
+        ctx.shared[f"{self.id}.target"] = target
         pred, target = pred.float(), target.float()
         if cfg.normalize:
             pred = F.layer_norm(pred, pred.shape[-1:])

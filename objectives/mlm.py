@@ -17,10 +17,10 @@ class MLMConfig(ObjectiveConfig):
 class MLM(Objective):
     """Masked-token cross-entropy of the encoder's LM head at the selected positions."""
 
-    def __init__(self, config: MLMConfig, encoder: Encoder, key: str):
-        super().__init__(config, encoder, key)
+    def __init__(self, config: MLMConfig, encoder: Encoder, id: str):
+        super().__init__(config, encoder, id)
         if not encoder.has_lm_head:
-            raise ObjectiveError(f"objectives: {key}: {type(encoder).__name__} has no LM head to train with MLM")
+            raise ObjectiveError(f"objectives: {id}: {type(encoder).__name__} has no LM head to train with MLM")
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         batch = ctx.batch

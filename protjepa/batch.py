@@ -42,12 +42,6 @@ class Batch:
     def shape(self) -> tuple[int, int]:
         return tuple(self.tokens.shape)  # type: ignore[return-value]
 
-    @property
-    def padding_fraction(self) -> float:
-        """Share of the B*L tokens that are padding, from host-side counts (no sync)."""
-        rows, length = self.shape
-        return self.num_padding / (rows * length)
-
     def __len__(self) -> int:  # Composer counts samples with len()
         return self.num_sequences or self.tokens.shape[0]
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from protjepa.encoders.adapter import ModuleAdapter
 from protjepa.encoders.base import Encoder
+from protjepa.encoders.weights import load_weights
 from protjepa.model import ProtJEPA
 from protjepa.recipe import EncoderSpec, Recipe, RecipeError
 from protjepa.registry import ENCODERS, OBJECTIVES, import_component
@@ -12,8 +14,6 @@ from protjepa.registry import ENCODERS, OBJECTIVES, import_component
 def encoder_from_spec(spec: EncoderSpec, config: BaseModel | None = None) -> Encoder:
     """An encoder from a recipe's ``encoder:`` section; ``config``: its options, if already validated."""
     if spec.component is not None:
-        from protjepa.encoders.adapter import ModuleAdapter
-
         return ModuleAdapter.wrap(import_component(spec.component)(**spec.options))
     entry = ENCODERS.get(spec.name)
     if entry.config_cls is None:
@@ -27,8 +27,6 @@ def build_encoder(recipe: Recipe) -> Encoder:
     if spec.component is not None and recipe.data.packing and not getattr(encoder, "accepts_segments", True):
         raise RecipeError(f"data.packing: {spec.component} takes no segment_ids/positions: set packing to false")
     if spec.checkpoint:
-        from protjepa.encoders.checkpoints import load_weights
-
         load_weights(encoder, spec.checkpoint)
     return encoder
 
@@ -39,11 +37,10 @@ def build_model(recipe: Recipe, encoder: Encoder | None = None) -> ProtJEPA:
     momenta: dict[tuple[float, float], str] = {}
     for spec, config in zip(recipe.objectives, recipe.objective_configs):
         cls = OBJECTIVES.get(spec.name).builder
-        objective = cls(config, encoder, spec.key)
-        objectives.append((spec.key, spec.weight, objective))
-        schedule = getattr(objective, "ema_momentum", None)
-        if schedule is not None:
-            momenta.setdefault(tuple(schedule), spec.key)
+        objective = cls(config, encoder, spec.id)
+        objectives.append((spec.id, spec.weight, objective))
+        if objective.ema_momentum is not None:
+            momenta.setdefault(tuple(objective.ema_momentum), spec.id)
     if len(momenta) > 1:
         raise RecipeError(
             "objectives: EMA teachers with different momentum schedules: "

@@ -30,19 +30,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, help_text in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if wanted in (None, name):  # configure only what runs (keeps start-up light)
-            try:
-                _module(name).configure(p)
-            except ModuleNotFoundError:
-                p.set_defaults(_missing=name)
+            _module(name).configure(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"protjepa: error: '{args.command}' is not available in this build yet", file=sys.stderr)
-        return 2
     try:
         return int(_module(args.command).run(args) or 0)
     except UserError as exc:

@@ -33,7 +33,7 @@ class ProtJEPA(nn.Module):
     ):
         super().__init__()
         self.encoder = encoder
-        self.objective_ids = [oid for oid, _, _ in objectives]
+        self.ids = [id for id, _, _ in objectives]
         self.weights = [float(w) for _, w, _ in objectives]
         self.objectives = nn.ModuleList([obj for _, _, obj in objectives])
         self.ema_momentum = ema_momentum
@@ -63,13 +63,13 @@ class ProtJEPA(nn.Module):
         ctx = self.context(batch)
         total = None
         metrics: dict[str, Tensor] = {}
-        for oid, weight, objective in zip(self.objective_ids, self.weights, self.objectives):
+        for id, weight, objective in zip(self.ids, self.weights, self.objectives):
             out = objective(ctx)
             term = out.loss * weight
             total = term if total is None else total + term
-            metrics[f"{oid}/loss"] = out.loss.detach()
+            metrics[f"{id}/loss"] = out.loss.detach()
             for key, value in out.metrics.items():
-                metrics[f"{oid}/{key}"] = value
+                metrics[f"{id}/{key}"] = value
         metrics["loss"] = total.detach()
         return StepOutput(total, metrics)
 

@@ -4,15 +4,17 @@ line and the key path (``recipe.yaml:14: objectives[1].loss: expected cosine|mse
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Union
+from typing import Any, Literal, NoReturn, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
+from protjepa.durations import parse_duration
 from protjepa.errors import UserError
-from protjepa.yamlio import YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
@@ -20,10 +22,6 @@ Number = Union[int, float]
 
 class RecipeError(UserError, ValueError):
     """A recipe that cannot be used; the message is one line naming file, line and key path."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class MaskingConfig(Strict):
@@ -75,6 +73,7 @@ class BudgetConfig(Strict):
     wall_clock: str | None = Field(None, description="e.g. 90s, 30min, 8h, 1h30m")
     tokens: Number | None = Field(None, gt=0, description="non-padding residues")
     steps: int | None = Field(None, gt=0)
+    _seconds: float | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -82,10 +81,13 @@ class BudgetConfig(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of wall_clock, tokens, steps (got {', '.join(given) or 'none'})")
         if self.wall_clock is not None:
-            from protjepa.budget import parse_duration
-
-            parse_duration(self.wall_clock)
+            self._seconds = parse_duration(self.wall_clock)
         return self
+
+    @property
+    def seconds(self) -> float | None:
+        """``wall_clock`` in seconds, parsed once when validated; None for a token or step budget."""
+        return self._seconds
 
 
 class TrainConfig(Strict):
@@ -131,12 +133,21 @@ class EncoderSpec(BaseModel):
 class ObjectiveSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
-    id: str | None = None
+    id: str | None = Field(None, description="prefixes its metrics and published names; default: its name")
     weight: float = 1.0
 
-    @property
-    def key(self) -> str:
-        return self.id or self.name
+    @model_validator(mode="after")
+    def _id_defaults_to_name(self):
+        if self.id is None:
+            self.id = self.name
+        return self
+
+    @model_serializer(mode="wrap")
+    def _id_when_given(self, handler):
+        data = handler(self)
+        if data.get("id") == self.name:
+            del data["id"]  # a dumped recipe reads as it was written
+        return data
 
     @property
     def options(self) -> dict[str, Any]:
@@ -176,25 +187,24 @@ def _raise(source: str, lines: YamlLines | None, loc: tuple, message: str) -> No
     raise RecipeError(located(source, lines, loc, message))
 
 
-def _raise_invalid(exc: ValidationError, source: str, lines: YamlLines | None, prefix: tuple = ()) -> NoReturn:
-    """pydantic's first error in the section at ``prefix`` (its paths are relative to the model validated)."""
-    loc, message = first_error(exc)
-    _raise(source, lines, prefix + loc, message)
-
-
 # --------------------------------------------------------------------------- overrides
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """``objectives.1.weight=0.3`` -> raw["objectives"][1]["weight"] = 0.3 (value parsed as YAML)."""
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """``--set objectives.1.weight=0.3`` -> ("objectives.1.weight", 0.3): the value parsed as YAML."""
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
     path, text = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(text)
+        return path.strip(), yaml.safe_load(text)
     except yaml.YAMLError:
         raise RecipeError(f"--set {path}: {text!r} is not a YAML value") from None
-    keys = path.strip().split(".")
+
+
+def apply_override(raw: dict, path: str, value: Any) -> None:
+    """("objectives.1.weight", 0.3) -> raw["objectives"][1]["weight"] = 0.3."""
+    value = copy.deepcopy(value)  # one value may go into many recipes, and later overrides edit it in place
+    keys = path.split(".")
     node: Any = raw
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
@@ -224,7 +234,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        _raise_invalid(exc, source, lines)
+        raise RecipeError(located_first_error(exc, source, lines)) from None
     for i, module in enumerate(recipe.plugins):
         try:
             load_plugins([module])
@@ -240,11 +250,11 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
         try:
             configs.append(cfg_cls.model_validate(spec.options) if cfg_cls else None)
         except ValidationError as exc:
-            _raise_invalid(exc, source, lines, ("objectives", i))
-    keys = [s.key for s in recipe.objectives]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
+            raise RecipeError(located_first_error(exc, source, lines, ("objectives", i))) from None
+    ids = [s.id for s in recipe.objectives]
+    dupes = sorted({k for k in ids if ids.count(k) > 1})
     if dupes:
-        i = keys.index(dupes[0], keys.index(dupes[0]) + 1)
+        i = ids.index(dupes[0], ids.index(dupes[0]) + 1)
         _raise(source, lines, ("objectives", i, "id"), f"objective id {dupes[0]!r} is used twice: give each an id")
     recipe._objective_configs = configs
     if recipe.encoder.name is not None:
@@ -256,7 +266,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
             try:
                 recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
             except ValidationError as exc:
-                _raise_invalid(exc, source, lines, ("encoder",))
+                raise RecipeError(located_first_error(exc, source, lines, ("encoder",))) from None
     else:
         _check_component(recipe.encoder, source, lines)
     _check_consumers(recipe, source, lines)
@@ -287,17 +297,18 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
                 continue
             _raise(source, lines, ("objectives", i, field), f"{name!r} is not published by any earlier objective "
                    f"(published so far: {', '.join(sorted(published)) or 'none'})")
-        published |= cls.publishes(cfg, spec.key)
+        published |= cls.publishes(cfg, spec.id)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
+    """A recipe file with ``overrides`` (key path, value) applied in order."""
     path = Path(path)
     raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
-    for assignment in overrides:
+    for key_path, value in overrides:
         try:
-            apply_override(raw, assignment)
+            apply_override(raw, key_path, value)
         except RecipeError as exc:
             raise RecipeError(f"{path}: {exc}") from None
     return parse_recipe(raw, str(path), text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -129,6 +130,13 @@ def _import_plugin(load: Callable[[], Any], what: str) -> None:
         raise RegistryError(f"{what}: cannot import: {exc}") from exc
     except Exception as exc:  # a broken third-party plugin must say who it is
         raise RegistryError(f"{what}: failed while importing: {type(exc).__name__}: {exc}") from exc
+
+
+def import_package_modules(package: str, path: list[str]) -> None:
+    """Import every module of a package folder (fairseq's criterions/__init__.py): a new
+    built-in objective or encoder is one file, registered by being there."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 def import_component(path: str) -> Any:

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Strict(BaseModel):
+    """Base of the models read from YAML (recipes, task specs, experiment files): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def read_yaml(path: Path, error: type[Exception], what: str) -> tuple[Any, str]:
@@ -32,6 +38,13 @@ def read_yaml(path: Path, error: type[Exception], what: str) -> tuple[Any, str]:
 def located(source: str, lines: "YamlLines | None", loc: tuple, message: str) -> str:
     line = lines.line(loc) if lines else None
     return f"{source}:{line}: {format_loc(loc)}: {message}" if line else f"{source}: {format_loc(loc)}: {message}"
+
+
+def located_first_error(exc: ValidationError, source: str, lines: "YamlLines | None", prefix: tuple = ()) -> str:
+    """pydantic's first error as ``file:line: key.path: message``; ``prefix``: the key path of
+    the section validated (pydantic's paths are relative to it)."""
+    loc, message = first_error(exc)
+    return located(source, lines, prefix + loc, message)
 
 
 def format_loc(loc: tuple) -> str:

@@ -11,7 +11,8 @@ import yaml
 
 from esm_reference import padded_tokens, real_sequences, tiny_hf_esm
 from protjepa.build import build_encoder
-from protjepa.encoders.checkpoints import CheckpointError, export_hf, load_encoder, load_weights, save_encoder
+from protjepa.encoders.weights import WeightsError, export_hf, load_weights
+from protjepa.export import load_encoder, save_encoder
 from protjepa.encoders.esm2 import ESM2
 from protjepa.errors import UserError
 from protjepa.recipe import Recipe
@@ -138,7 +139,7 @@ def test_native_round_trip(batch, tmp_path):
 
 
 def one_line_error(call, *args) -> str:
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(WeightsError) as info:
         call(*args)
     assert isinstance(info.value, UserError)
     message = str(info.value)

@@ -21,7 +21,6 @@ from protjepa.data import (
     fixed_batch,
     holdout_score,
     in_split,
-    length_sample,
     make_corpus,
     split_sequences,
     write_fasta,
@@ -43,6 +42,11 @@ def residues(n: int, seed: int) -> str:
 
 def small_fasta(tmp_path, lengths, name="small.fasta"):
     return write_fasta(tmp_path / name, [(f"seq{i}", residues(n, i)) for i, n in enumerate(lengths)])
+
+
+def padding_fraction(batch) -> float:
+    """Share of the B*L tokens that are padding."""
+    return batch.num_padding / batch.tokens.numel()
 
 
 def check_consistent(batch, lengths_in_order):
@@ -79,7 +83,7 @@ def test_padded_batch_by_hand():
     assert batch.residue_sequence.tolist() == [0] * 5 + [1] * 3
     assert batch.block_seqlens == (7, 1, 5, 3)
     assert (batch.num_residues, batch.num_sequences, batch.num_padding) == (8, 2, 4)
-    assert batch.padding_fraction == 0.25
+    assert padding_fraction(batch) == 0.25
     assert batch.masked_index.numel() == 0 and torch.equal(batch.inputs, batch.tokens)
     assert batch.segment_ids is None and batch.positions is None
 
@@ -118,7 +122,7 @@ def test_masked_batches_stay_consistent(packing):
     if packing:
         placement = first_fit_decreasing([n + 2 for n in lengths], 128)
         in_order = [n for _, _, n in sorted(zip(placement.row, placement.offset, lengths))]
-        assert batch.padding_fraction < 0.1
+        assert padding_fraction(batch) < 0.1
     else:
         in_order = lengths
     check_consistent(batch, in_order)
@@ -179,7 +183,7 @@ def test_token_budget_crop_and_sequence_cap(data_root, packing):
         assert per_sequence.max() <= 126 and per_sequence.min() >= 1
         check_consistent(batch, per_sequence.tolist())
         if packing:  # rows are filled: less than one short sequence of slack per row on average
-            assert batch.padding_fraction < 0.1 or batch.num_sequences == 24
+            assert padding_fraction(batch) < 0.1 or batch.num_sequences == 24
 
 
 def test_crop_is_a_random_window_of_the_record(tmp_path):
@@ -241,7 +245,7 @@ def test_streams_without_reading_the_whole_file(tmp_path, data_root):
     assert time.perf_counter() - start < 5.0
 
 
-def test_fixed_batch_and_length_sample(data_root, tmp_path):
+def test_fixed_batch(data_root, tmp_path):
     path = data_root / VALID
     first = fixed_batch(path, 8, crop=64)
     assert first.num_sequences == 8 and first.masked_index.numel() == 0
@@ -249,8 +253,6 @@ def test_fixed_batch_and_length_sample(data_root, tmp_path):
     masked = fixed_batch(path, 8, crop=64, masking=MaskingConfig())
     assert torch.equal(masked.tokens, first.tokens) and masked.masked_index.numel() > 0
     assert torch.equal(masked.masked_index, fixed_batch(path, 8, crop=64, masking=MaskingConfig()).masked_index)
-    lengths = length_sample(path, 100)
-    assert len(lengths) == 100 and lengths[:8] == [len(s) for s in itertools.islice(split_sequences(path), 8)]
     with pytest.raises(CorpusError, match="only 1 records in split 'all', a fixed batch needs 2"):
         fixed_batch(write_fasta(tmp_path / "one.fa", [("a", "MK")]), 2)
 

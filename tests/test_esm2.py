@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from esm_reference import padded_tokens, real_sequences, tiny_hf_esm
 from protjepa.alphabet import ESM_ALPHABET
 from protjepa.attention import AttentionLayout
-from protjepa.encoders.checkpoints import load_encoder
+from protjepa.export import load_encoder
 from protjepa.encoders.esm2 import ESM2, ESM2Config, build_esm2
 from protjepa.registry import ENCODERS
 

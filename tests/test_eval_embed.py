@@ -17,7 +17,8 @@ from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder, length_batches, weights_digest, windows
 from protjepa.evaluation.leakage import Corpus
 from protjepa.evaluation.suite import SuiteSettings, check_leakage, run_task
-from protjepa.evaluation.tasks import TEST, TRAIN, parse_spec, task_registry
+from protjepa.evaluation.task_data import TEST, TRAIN
+from protjepa.evaluation.tasks import parse_spec, task_registry
 from protjepa.evaluation.variant_effect import VariantError, consensus, masked_marginal_scores
 
 VOCAB = len(ESM_ALPHABET)
@@ -41,7 +42,8 @@ class OneHotWindow(Encoder):
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         padded = F.pad(x, (0, 0, self.window, self.window))
         hidden = torch.cat([padded[:, k:k + tokens.shape[1]] for k in range(2 * self.window + 1)], dim=-1)
-        return EncoderOutput(hidden, {d: hidden for d in layers})
+        # Depth 0 (the embeddings) is half the last layer: a cache not keyed by layer would show.
+        return EncoderOutput(hidden, {d: hidden if d == self.num_layers else hidden / 2 for d in layers})
 
 
 class PositionalLM(Encoder):
@@ -116,7 +118,10 @@ def test_second_embed_is_a_cache_hit_keyed_by_weights_layer_and_sequences(tmp_pa
     embedder.pooled(["MKV", "GG"])
     embedder.pooled(["MKV", "GG", "W"])
     assert embedder.cache_misses == 3
-    assert Embedder(encoder, layer=0, cache_dir=tmp_path, progress=False).pooled(["MKV"]) is not None
+    at_depth_0 = Embedder(encoder, layer=0, cache_dir=tmp_path, progress=False)
+    embeddings = at_depth_0.pooled(["MKV", "GG"])  # the set cached above at the last layer: its own file
+    assert at_depth_0.cache_misses == 1
+    np.testing.assert_allclose(embeddings, embedder.pooled(["MKV", "GG"]) / 2)
     before, unscaled = weights_digest(encoder), embedder.pooled(["GG"])
     with torch.no_grad():
         encoder.scale.mul_(2)
@@ -150,7 +155,7 @@ def test_leakage_counts_and_drops_only_scored_sequences(tmp_path, monkeypatch):
     (tmp_path / "d.csv").write_text("seq,y\nMKVLAG,1\nWWWW,2\nMKVLAG,3\nAAAA,4\n")
     spec = parse_spec({"name": "t", "description": "d", "type": "regression", "metric": "spearman",
                        "fields": {"sequence": "seq", "label": "y"}, "train": "d.csv", "test": "d.csv"})
-    from protjepa.evaluation.tasks import load_task
+    from protjepa.evaluation.task_data import load_task
 
     data = load_task(spec, tmp_path)  # records 0-3 train, 4-7 test (the same file twice)
     report = check_leakage(data, Corpus([corpus_file]), SuiteSettings(drop_leaked=True))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -9,10 +10,10 @@ import torch
 import yaml
 
 from protjepa.cli import main
-from protjepa.encoders.checkpoints import export_hf
+from protjepa.encoders.weights import export_hf
 from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder
-from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
+from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
 from protjepa.evaluation.tasks import TaskRegistry
 from test_eval_embed import OneHotWindow
 
@@ -85,7 +86,7 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
     registry.load(specs)
     embedder = Embedder(OneHotWindow(0), cache_dir=tmp_path / "cache", progress=False)
     lines = []
-    results = run_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
+    results = run_probe_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
     tasks = results["tasks"]
     assert tasks["reg"]["value"] > 0.95 and tasks["reg_cv"]["value"] > 0.95  # label = a composition entry
     assert tasks["reg_cv"]["n_test"] == 60
@@ -101,7 +102,7 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
     assert "| reg | regression | spearman |" in md_path.read_text()
     assert "Leakage was not checked" in md_path.read_text()
     hits = embedder.cache_hits
-    run_suite(registry.select(["reg"]), embedder, root, SuiteSettings(fast=True), log=lines.append)
+    run_probe_suite(registry.select(["reg"]), embedder, root, SuiteSettings(fast=True), log=lines.append)
     assert embedder.cache_hits == hits + 1
 
 
@@ -127,7 +128,8 @@ def test_probe_and_compare_commands(tiny, tmp_path, capsys):
     assert results["checkpoint"] == str(run_a / "export")
     leaked = results["tasks"]["reg"]["leakage"]["exact"]
     assert sum(leaked.values()) == 1  # the corpus holds one probe sequence
-    assert results["tasks"]["variants"]["value"] is not None
+    variants = results["tasks"]["variants"]
+    assert variants["metric"] == "spearman" and math.isfinite(variants["value"]) and -1 <= variants["value"] <= 1
     assert main(["probe", str(run_b), *args, "--drop-leaked"]) == 0
     capsys.readouterr()
 

@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from protjepa.evaluation.tasks import (
-    LEFT_OUT,
-    TEST,
-    TRAIN,
-    Caps,
-    TaskDataError,
-    TaskRegistry,
-    TaskSpecError,
-    load_spec,
-    load_task,
-    parse_spec,
-    task_registry,
-)
+from protjepa.evaluation.tables import TaskDataError
+from protjepa.evaluation.task_data import LEFT_OUT, TEST, TRAIN, load_task
+from protjepa.evaluation.tasks import Caps, TaskRegistry, TaskSpecError, load_spec, parse_spec, task_registry
 
 GOOD = """\
 name: toy

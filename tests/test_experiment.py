@@ -10,7 +10,7 @@ import yaml
 
 from protjepa.cli import main
 from protjepa.evaluation.compare import sign_test
-from protjepa.experiment.report import mean_results, read_metrics, seed_spread
+from protjepa.experiment.records import mean_results, read_metrics, seed_spread
 from protjepa.experiment.runner import run_experiment
 from protjepa.experiment.spec import ExperimentError, load_experiment
 

@@ -13,7 +13,7 @@ from protjepa.recipe import load_recipe
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 RECIPES = ["mlm", "mlm_jepa_masked", "mlm_jepa_all", "jepa_only", "mlm_jepa_ema_half", "mlm_jepa_vicreg"]
-TINY = ["encoder.preset=null", "encoder.num_layers=2", "encoder.embed_dim=32", "encoder.attention_heads=4"]
+TINY = [("encoder.preset", None), ("encoder.num_layers", 2), ("encoder.embed_dim", 32), ("encoder.attention_heads", 4)]
 LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 
 

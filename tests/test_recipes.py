@@ -22,7 +22,7 @@ def recipe_path(name: str) -> Path:
 
 def objectives(recipe) -> dict:
     """key -> (weight, config) of every objective."""
-    return {s.key: (s.weight, c) for s, c in zip(recipe.objectives, recipe.objective_configs)}
+    return {s.id: (s.weight, c) for s, c in zip(recipe.objectives, recipe.objective_configs)}
 
 
 def test_every_paper_variant_has_a_recipe():
@@ -140,7 +140,8 @@ def test_regulariser_before_its_input(tmp_path):
 def test_set_overrides_values():
     recipe = load_recipe(
         recipe_path("mlm_jepa_masked"),
-        ["objectives.1.weight=0.3", "objectives.1.target.layer=half", "objectives.1.loss=mse", "budget.wall_clock=2h"],
+        [("objectives.1.weight", 0.3), ("objectives.1.target.layer", "half"), ("objectives.1.loss", "mse"),
+         ("budget.wall_clock", "2h")],
     )
     weight, jepa = objectives(recipe)["jepa"]
     assert (weight, jepa.target.layer, jepa.loss, recipe.budget.wall_clock) == (0.3, "half", "mse", "2h")
@@ -149,9 +150,9 @@ def test_set_overrides_values():
 def test_bad_override_names_the_key_path():
     path = recipe_path("mlm_jepa_masked")
     with pytest.raises(RecipeError, match=r"objectives\[1\]\.loss: expected cosine\|mse\|smooth_l1$"):
-        load_recipe(path, ["objectives.1.loss=l3"])
+        load_recipe(path, [("objectives.1.loss", "l3")])
     with pytest.raises(RecipeError, match=r"--set objectives.7.weight: objectives has no item 7"):
-        load_recipe(path, ["objectives.7.weight=1"])
+        load_recipe(path, [("objectives.7.weight", 1)])
 
 
 def test_validate_command(capsys):

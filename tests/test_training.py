@@ -16,7 +16,7 @@ from protjepa.training import checkpoints as checkpoints_module
 from protjepa.training.budget import TrainingClock
 from protjepa.training.checkpoints import CheckpointError
 from protjepa.training.composer_model import ComposerProtJEPA, unwrap
-from protjepa.training.report import read_records
+from protjepa.training.summary import read_records
 from protjepa.training.schedule import LRSchedule
 from protjepa.training.trainer import TrainingError, build_run, fit, train
 

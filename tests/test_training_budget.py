@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from protjepa.budget import BudgetError, parse_budget
+from protjepa.durations import BudgetError, parse_budget
 from protjepa.recipe import BudgetConfig, OptimConfig
 from protjepa.training.budget import UNREACHABLE_STEPS, Budget, TrainingClock
 from protjepa.training.monitors import effective_rank, embedding_std

@@ -13,10 +13,10 @@ import yaml
 
 from protjepa.cli import main
 from protjepa.commands.train import main_job_settings, unused_run_dir
-from protjepa.encoders.checkpoints import load_encoder
+from protjepa.export import load_encoder
 from protjepa.recipe import load_recipe
 from protjepa.training.checkpoints import latest_checkpoint
-from protjepa.training.report import read_records
+from protjepa.training.summary import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 

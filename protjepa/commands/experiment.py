@@ -16,7 +16,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from protjepa.budget import parse_budget
+    from protjepa.durations import parse_budget
     from protjepa.experiment.runner import run_experiment
     from protjepa.experiment.spec import load_experiment
 

@@ -40,11 +40,11 @@ def configure(parser) -> None:
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
     or newest labelled sub-folder."""
-    from protjepa.encoders.checkpoints import CheckpointError
+    from protjepa.encoders.weights import WeightsError
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+        raise WeightsError(f"{path}: no such checkpoint file or folder")
     export = path / "export"
     if not ((path / "recipe.yaml").is_file() and export.is_dir()):
         return path, None
@@ -52,22 +52,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
         return export, path
     labels = [d for d in export.iterdir() if d.is_dir()]
     if not labels:
-        raise CheckpointError(f"{export}: the run has no exported encoder yet")
+        raise WeightsError(f"{export}: the run has no exported encoder yet")
     final = export / "final"
     return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
-
-
-def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
-    """The pretraining FASTA files a run's recipe names (train, and valid when given)."""
-    import yaml
-
-    from protjepa.paths import resolve
-    from protjepa.recipe import DataConfig
-
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    data = DataConfig.model_validate(raw.get("data") or {})
-    root = Path(data.root) if data.root else data_root
-    return [resolve(root, f) for f in (data.train, data.valid) if f]
 
 
 def run(args) -> int:
@@ -87,10 +74,10 @@ def run(args) -> int:
 
     import torch
 
-    from protjepa.encoders.checkpoints import load_encoder
+    from protjepa.export import load_encoder
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
-    from protjepa.evaluation.leakage import Corpus
-    from protjepa.evaluation.suite import SuiteSettings, run_suite, write_results
+    from protjepa.evaluation.leakage import Corpus, run_corpus
+    from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
     from protjepa.paths import data_root, resolve
 
     root = data_root(args.data_root)
@@ -114,7 +101,7 @@ def run(args) -> int:
     print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}"
           + (", fast caps" if args.fast else "") + (f"; leakage against {len(corpus.paths)} corpus file(s)"
                                                     if corpus else "; no corpus: leakage not checked"))
-    results = run_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
+    results = run_probe_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
     results["checkpoint"] = str(encoder_path)
     json_path, md_path = write_results(results, out)
     print(f"wrote {json_path} and {md_path}")

@@ -6,8 +6,8 @@ crop and the batch so that a few minutes hold some dozens of steps, and says so.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 MAIN_JOB_BUDGET = "3min"
 # esm2_8m on a laptop-class CPU: a few seconds per step at these sizes.
@@ -28,26 +28,23 @@ def configure(parser) -> None:
                         help=f"the README's demo: a {MAIN_JOB_BUDGET} budget, and CPU-sized batches without a GPU")
 
 
-def budget_override(budget: dict) -> str:
-    return f"budget={json.dumps(budget)}"
-
-
 def describe_budget(budget: dict | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in (budget or {}).items()) or "default"
 
 
-def main_job_settings(recipe_raw: dict, has_gpu: bool, budget: dict | None = None) -> tuple[list[str], list[str]]:
-    """``--set`` assignments fitting the main job to this machine, and lines saying what changed."""
+def main_job_settings(recipe_raw: dict, has_gpu: bool,
+                      budget: dict | None = None) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Overrides (key path, value) fitting the main job to this machine, and lines saying what changed."""
     budget = budget or {"wall_clock": MAIN_JOB_BUDGET}
-    overrides = [budget_override(budget)]
+    overrides: list[tuple[str, Any]] = [("budget", budget)]
     notes = [f"main job: budget {describe_budget(budget)} (the recipe's: {describe_budget(recipe_raw.get('budget'))})"]
     if not has_gpu:
         changed = []
         for key, value in MAIN_JOB_CPU.items():
             section, name = key.split(".")
-            overrides.append(f"{key}={value}")
+            overrides.append((key, value))
             changed.append(f"{key} {(recipe_raw.get(section) or {}).get(name, 'default')} -> {value}")
-        overrides += ["train.device=cpu", "train.precision=fp32"]
+        overrides += [("train.device", "cpu"), ("train.precision", "fp32")]
         notes.append("main job on CPU (no GPU found), sized for a few minutes: " + ", ".join(changed))
     return overrides, notes
 
@@ -65,18 +62,18 @@ def run(args) -> int:
     import torch
     import yaml
 
-    from protjepa.budget import parse_budget
-    from protjepa.recipe import load_recipe
+    from protjepa.durations import parse_budget
+    from protjepa.recipe import load_recipe, parse_assignment
 
     budget = parse_budget(args.budget) if args.budget else None
-    overrides, notes = ([budget_override(budget)] if budget else []), []
+    overrides, notes = ([("budget", budget)] if budget else []), []
     if args.main_job:
         try:
             raw = yaml.safe_load(Path(args.recipe).read_text())
         except (OSError, yaml.YAMLError):
             raw = None  # load_recipe below reports the problem with its file and line
         overrides, notes = main_job_settings(raw if isinstance(raw, dict) else {}, torch.cuda.is_available(), budget)
-    recipe = load_recipe(args.recipe, overrides + args.overrides)  # the user's --set wins
+    recipe = load_recipe(args.recipe, overrides + [parse_assignment(a) for a in args.overrides])  # --set wins
     run_dir = Path(args.run_dir or recipe.train.run_dir.format(name=recipe.name))
     if args.main_job and not args.run_dir and not args.resume:
         run_dir = unused_run_dir(run_dir)  # running the demo twice makes a second run

@@ -11,17 +11,23 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from protjepa.errors import UserError
-    from protjepa.recipe import dump_recipe, load_recipe
+    from protjepa.recipe import RecipeError, dump_recipe, load_recipe, parse_assignment
 
+    try:
+        overrides = [parse_assignment(a) for a in args.overrides]
+    except RecipeError as exc:  # reported against each recipe, like any other --set error
+        for path in args.recipes:
+            print(f"FAIL {path}: {exc}")
+        return 1
     failed = 0
     for path in args.recipes:
         try:
-            recipe = load_recipe(path, args.overrides)
+            recipe = load_recipe(path, overrides)
         except UserError as exc:
             print(f"FAIL {exc}")
             failed += 1
             continue
-        objectives = ", ".join(f"{s.key}x{s.weight:g}" for s in recipe.objectives)
+        objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
         print(f"ok   {path}: {recipe.name} [{objectives}]")
         if args.print_recipe:
             print(dump_recipe(recipe))

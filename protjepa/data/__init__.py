@@ -6,7 +6,6 @@ from protjepa.data.corpus import (
     fixed_batch,
     holdout_score,
     in_split,
-    length_sample,
     make_corpus,
     split_sequences,
 )
@@ -15,7 +14,7 @@ from protjepa.data.masking import mask_tokens
 
 __all__ = [
     "Collator", "batch_of_sequences", "encode_sequences", "first_fit_decreasing",
-    "CorpusError", "FastaCorpus", "fixed_batch", "holdout_score", "in_split", "length_sample", "make_corpus",
+    "CorpusError", "FastaCorpus", "fixed_batch", "holdout_score", "in_split", "make_corpus",
     "split_sequences",
     "FastaError", "FastaReader", "FastaRecord", "write_fasta",
     "mask_tokens",

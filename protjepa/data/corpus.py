@@ -241,12 +241,3 @@ def fixed_batch(path: str | os.PathLike, n: int, *, crop: int = 512, masking: Ma
             return Collator(alphabet, masking, seed=seed)(sequences)
     raise CorpusError(f"{path}: only {len(sequences)} records in split {split!r}, a fixed batch needs {n}")
 
-
-def length_sample(path: str | os.PathLike, n: int) -> list[int]:
-    """Residue counts of the first ``n`` records (unknown letters allowed): a real length distribution."""
-    lengths = []
-    for record in FastaReader(path, unknown_letters="x"):
-        lengths.append(len(record.sequence))
-        if len(lengths) == n:
-            break
-    return lengths

@@ -75,6 +75,34 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
 
 
+def fasta_entries(path: str | os.PathLike) -> Iterator[tuple[str, list[tuple[int, str]], int]]:
+    """(header after '>', its body lines as (line number, text without whitespace), header line)
+    per record. Letters are not checked: FastaReader checks residues, and probe tasks read
+    label files (digits, class letters) in FASTA form through here too."""
+    path = Path(path)
+    lineno = 0
+    try:
+        with open_text(path) as lines:
+            header: str | None = None
+            start, body = 0, []
+            for lineno, line in enumerate(lines, 1):
+                if line.startswith(">"):
+                    if header is not None:
+                        yield header, body, start
+                    header, start, body = line[1:].strip(), lineno, []
+                    continue
+                text = "".join(line.split())
+                if not text:
+                    continue
+                if header is None:
+                    raise FastaError(f"{path}:{lineno}: sequence data before the first '>' header")
+                body.append((lineno, text))
+            if header is not None:
+                yield header, body, start
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise FastaError(f"{path}:{lineno + 1}: corrupt or truncated gzip data ({exc})") from None
+
+
 class FastaReader:
     """Iterate ``FastaRecord``s from ``path``; each iteration re-reads the file from the start.
 
@@ -96,41 +124,22 @@ class FastaReader:
 
     def __iter__(self) -> Iterator[FastaRecord]:
         self.records, self.residues, self.replaced = 0, 0, Counter()
-        lineno = 0
-        try:
-            with open_text(self.path) as lines:
-                header: tuple[str, str, int] | None = None
-                parts: list[str] = []
-                for lineno, line in enumerate(lines, 1):
-                    if line.startswith(">"):
-                        if header is not None:
-                            yield self._record(header, parts)
-                        header, parts = self._header(line, lineno), []
-                        continue
-                    text = "".join(line.split())
-                    if not text:
-                        continue
-                    if header is None:
-                        raise FastaError(f"{self.path}:{lineno}: sequence data before the first '>' header")
-                    text, replaced = clean_letters(text, self.unknown_letters, f"{self.path}:{lineno}", self._pattern)
-                    if replaced:
-                        self.replaced.update(replaced)
-                    parts.append(text)
-                if header is None:
-                    raise FastaError(f"{self.path}: no FASTA records (empty file)")
-                yield self._record(header, parts)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise FastaError(f"{self.path}:{lineno + 1}: corrupt or truncated gzip data ({exc})") from None
+        for header, body, lineno in fasta_entries(self.path):
+            words = header.split(maxsplit=1)
+            if not words:
+                raise FastaError(f"{self.path}:{lineno}: header with no id")
+            parts = []
+            for line, text in body:
+                text, replaced = clean_letters(text, self.unknown_letters, f"{self.path}:{line}", self._pattern)
+                self.replaced.update(replaced)
+                parts.append(text)
+            yield self._record((words[0], words[1].strip() if len(words) > 1 else "", lineno), parts)
+        if not self.records:
+            raise FastaError(f"{self.path}: no FASTA records (empty file)")
         if self.replaced:
             total = sum(self.replaced.values())
             letters = ", ".join(f"{k!r} x{v}" for k, v in self.replaced.most_common())
             log.warning("%s: %d unknown residue letters mapped to X (%s)", self.path, total, letters)
-
-    def _header(self, line: str, lineno: int) -> tuple[str, str, int]:
-        words = line[1:].split(maxsplit=1)
-        if not words:
-            raise FastaError(f"{self.path}:{lineno}: header with no id")
-        return words[0], words[1].strip() if len(words) > 1 else "", lineno
 
     def _record(self, header: tuple[str, str, int], parts: list[str]) -> FastaRecord:
         seq_id, description, lineno = header

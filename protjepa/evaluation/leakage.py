@@ -14,15 +14,26 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from protjepa.data.fasta import FastaReader, write_fasta
 from protjepa.errors import UserError
+from protjepa.paths import resolve
+from protjepa.recipe import DataConfig
 
 MMSEQS_COVERAGE = 0.8
 
 
 class LeakageError(UserError, RuntimeError):
     """The corpus or the identity search failed."""
+
+
+def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
+    """The pretraining FASTA files a run's recipe names (train, and valid when given)."""
+    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
+    data = DataConfig.model_validate(raw.get("data") or {})
+    root = Path(data.root) if data.root else data_root
+    return [resolve(root, f) for f in (data.train, data.valid) if f]
 
 
 def _digest(sequence: str) -> bytes:

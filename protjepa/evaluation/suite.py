@@ -28,7 +28,8 @@ from protjepa.evaluation.probes import (
     ridge_predict,
 )
 from protjepa.evaluation.retrieval import retrieval_metrics
-from protjepa.evaluation.tasks import Caps, TaskData, TaskSpec, load_task
+from protjepa.evaluation.task_data import TaskData, load_task
+from protjepa.evaluation.tasks import Caps, TaskSpec
 from protjepa.evaluation.variant_effect import consensus, masked_marginal_scores
 
 RESULTS_FORMAT = 1
@@ -204,7 +205,7 @@ def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: Sui
     }
 
 
-def run_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path, settings: SuiteSettings,
+def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path, settings: SuiteSettings,
               corpus: Corpus | None = None, log: Callable[[str], None] = print) -> dict:
     results = {
         "format": RESULTS_FORMAT,

@@ -3,7 +3,8 @@ seed list, probe every final encoder, and write a Markdown report with W/L/T aga
 baseline, the budget each run used, the collapse monitors, seed noise and plots.
 
 :mod:`.spec` reads the experiment file, :mod:`.runner` trains and probes (resumable, cached),
-:mod:`.report` and :mod:`.plots` write ``report.md`` and its PNGs.
+:mod:`.records` reads back what the runs left on disk, and :mod:`.report` and :mod:`.plots`
+write ``report.md`` and its PNGs from those records.
 """
 from protjepa.experiment.spec import Experiment, ExperimentError, load_experiment
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from protjepa.evaluation.compare import Comparison  # noqa: E402
-from protjepa.experiment.report import HELD_OUT_MLM, RunData, VariantScores, seed_spread  # noqa: E402
+from protjepa.experiment.records import HELD_OUT_MLM, RunData, VariantScores, seed_spread  # noqa: E402
 from protjepa.experiment.spec import Experiment  # noqa: E402
 
 SEED_STYLES = ("-", "--", ":", "-.")

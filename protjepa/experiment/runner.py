@@ -19,13 +19,17 @@ from typing import Callable
 
 import yaml
 
+from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.leakage import Corpus, run_corpus
+from protjepa.evaluation.suite import run_probe_suite, write_results
+from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
+from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
+from protjepa.export import load_encoder
+from protjepa.paths import data_root as resolve_data_root
 from protjepa.recipe import dump_recipe
-
-DONE = "done"
-PROBE_DIR = "probe"
-RESULTS = "results.json"
-CACHE_KEY = "experiment_key.json"
+from protjepa.training.checkpoints import latest_checkpoint
+from protjepa.training.trainer import train
 
 
 @dataclass
@@ -42,12 +46,6 @@ class Outcome:
 # --------------------------------------------------------------------------- run state
 
 
-def read_done(run_dir: Path) -> dict | None:
-    """The ``done`` marker of a finished run (its summary and export folder), or None."""
-    marker = run_dir / DONE
-    return json.loads(marker.read_text()) if marker.is_file() else None
-
-
 def _write_atomic(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
@@ -58,8 +56,6 @@ def run_status(plan: RunPlan) -> str:
     """``done``, ``resume`` (an unfinished run with a checkpoint) or ``new``."""
     if read_done(plan.run_dir) is not None:
         return "done"
-    from protjepa.training.checkpoints import latest_checkpoint  # Composer: imported only when needed
-
     return "resume" if latest_checkpoint(plan.run_dir / "checkpoints") is not None else "new"
 
 
@@ -94,9 +90,6 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     status = run_status(plan)
     if status == "done":
         return status
-    from protjepa.training.checkpoints import latest_checkpoint
-    from protjepa.training.trainer import train
-
     resume = latest_checkpoint(plan.run_dir / "checkpoints")
     log(f"== {plan.label}: {'resuming from ' + resume.name if resume else 'training'} -> {plan.run_dir}")
     started = time.perf_counter()
@@ -119,21 +112,16 @@ class Prober:
     """Probes final encoders on the experiment's tasks; one corpus digest set shared by every run."""
 
     def __init__(self, experiment: Experiment, data_root: str | None, log: Callable[[str], None]):
-        from protjepa.paths import data_root as resolve_root
-
         self.experiment = experiment
         self.options = experiment.spec.probe
         self.settings = self.options.settings()
-        self.root = resolve_root(data_root)
+        self.root = resolve_data_root(data_root)
         self.log = log
         self._corpus = None
 
     @property
     def corpus(self):
         """The runs' pretraining FASTA files (for the leakage counts), read on first use."""
-        from protjepa.commands.probe import run_corpus
-        from protjepa.evaluation.leakage import Corpus
-
         if self._corpus is None and self.options.check_leakage:
             files = {f for r in self.experiment.runs if (r.run_dir / "recipe.yaml").is_file()
                      for f in run_corpus(r.run_dir, self.root)}
@@ -147,10 +135,6 @@ class Prober:
 
     def probe(self, plan: RunPlan, done: dict) -> bool:
         """Probe ``plan``'s final encoder unless its cached results fit; True when it probed."""
-        from protjepa.encoders.checkpoints import load_encoder
-        from protjepa.evaluation.embed import Embedder
-        from protjepa.evaluation.suite import run_suite, write_results
-
         export = plan.run_dir / done["export"]
         embedder = Embedder(load_encoder(export), self.options.layer, cache_dir=None, progress=False)
         folder = plan.run_dir / PROBE_DIR
@@ -160,7 +144,7 @@ class Prober:
                 return False
         self.log(f"== probing {plan.label} ({len(self.experiment.tasks)} tasks)")
         (folder / CACHE_KEY).unlink(missing_ok=True)
-        results = run_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
+        results = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
                             log=lambda line: self.log(f"   {line}"))
         results["checkpoint"] = str(export)
         write_results(results, folder)
@@ -186,7 +170,7 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
         for plan in experiment.runs_of(variant.name):
             if plan.label in chosen:
                 enc = plan.recipe.encoder
-                objectives = ", ".join(f"{s.key}x{s.weight:g}" for s in plan.recipe.objectives)
+                objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
                 lines.append(f"  seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  "
                              f"[{enc.name or enc.component}; {objectives}]")
     return "\n".join(lines)
@@ -221,8 +205,6 @@ def run_experiment(
             outcome.probed.append(plan.label)
             if plan.label in outcome.skipped:
                 outcome.skipped.remove(plan.label)
-
-    from protjepa.experiment.report import write_report
 
     outcome.report = write_report(experiment)
     log(f"report: {outcome.report}")

@@ -26,13 +26,12 @@ Errors name the experiment file, the line and the key path.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
@@ -46,17 +45,13 @@ from protjepa.recipe import (
     load_recipe,
     parse_recipe,
 )
-from protjepa.yamlio import YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
 
 NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 class ExperimentError(UserError, ValueError):
     """An experiment file that cannot be run; the message names the file, the line and the key path."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class VariantSpec(Strict):
@@ -171,25 +166,25 @@ def _error(path: Path, lines: YamlLines, loc: tuple, message: str) -> Experiment
     return ExperimentError(located(str(path), lines, loc, message))
 
 
-def _assignments(spec: ExperimentSpec, variant: VariantSpec) -> list[str]:
-    """The experiment's and then the variant's settings as ``--set`` assignments (values as JSON)."""
-    out = []
+def _overrides(spec: ExperimentSpec, variant: VariantSpec) -> list[tuple[str, Any]]:
+    """The experiment's and then the variant's settings as (key path, value) overrides."""
+    out: list[tuple[str, Any]] = []
     if spec.encoder is not None:
-        out.append(f"encoder={json.dumps(spec.encoder)}")
-    out += [f"data.{key}={json.dumps(value)}" for key, value in spec.data.items()]
-    out.append(f"budget={json.dumps(spec.budget.model_dump(exclude_none=True))}")
-    out += [f"{key}={json.dumps(value)}" for key, value in {**spec.set, **variant.set}.items()]
+        out.append(("encoder", spec.encoder))
+    out += [(f"data.{key}", value) for key, value in spec.data.items()]
+    out.append(("budget", spec.budget.model_dump(exclude_none=True)))
+    out += list({**spec.set, **variant.set}.items())
     return out
 
 
-def _resolve_recipe(path: Path, variant: VariantSpec, assignments: list[str], where: str) -> Recipe:
+def _resolve_recipe(path: Path, variant: VariantSpec, overrides: list[tuple[str, Any]], where: str) -> Recipe:
     """The variant's recipe with the experiment's settings (seed and name still the recipe's)."""
     try:
         if isinstance(variant.recipe, str):
-            return load_recipe(path.parent / variant.recipe, assignments)
+            return load_recipe(path.parent / variant.recipe, overrides)
         raw = copy.deepcopy(variant.recipe)
-        for assignment in assignments:
-            apply_override(raw, assignment)
+        for key_path, value in overrides:
+            apply_override(raw, key_path, value)
         return parse_recipe(raw, "inline recipe")
     except UserError as exc:
         raise ExperimentError(f"{where}: {exc}") from None
@@ -208,7 +203,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
-        raise _error(path, lines, *first_error(exc)) from None
+        raise ExperimentError(located_first_error(exc, str(path), lines)) from None
 
     variants: list[Variant] = []
     runs: list[RunPlan] = []
@@ -216,7 +211,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     for i, vspec in enumerate(spec.variants):
         line = lines.line(("variants", i))
         where = f"{path}:{line}: variants[{i}]"
-        recipe = _resolve_recipe(path, vspec, _assignments(spec, vspec), where)
+        recipe = _resolve_recipe(path, vspec, _overrides(spec, vspec), where)
         name = vspec.name or recipe.name
         if not re.fullmatch(NAME, name):
             raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . -")

@@ -15,7 +15,6 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from protjepa.budget import parse_duration
 from protjepa.recipe import BudgetConfig
 
 Unit = Literal["wall_clock", "tokens", "steps"]
@@ -29,8 +28,8 @@ class Budget:
 
     @classmethod
     def from_config(cls, config: BudgetConfig) -> "Budget":
-        if config.wall_clock is not None:
-            return cls("wall_clock", parse_duration(config.wall_clock))
+        if config.seconds is not None:
+            return cls("wall_clock", config.seconds)
         if config.tokens is not None:
             return cls("tokens", float(config.tokens))
         return cls("steps", float(config.steps))

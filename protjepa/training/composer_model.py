@@ -12,7 +12,7 @@ class ComposerProtJEPA(ComposerModel):
     """``forward`` runs the encoder and every objective once; ``loss`` is their weighted total.
 
     The per-objective losses and metrics stay on the device in ``StepOutput.metrics``;
-    :class:`protjepa.training.logging.MetricsLog` averages them between log intervals.
+    :class:`protjepa.training.runlog.MetricsLog` averages them between log intervals.
     """
 
     def __init__(self, model: ProtJEPA):

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from protjepa.batch import Batch
 from protjepa.build import build_model
 from protjepa.data.corpus import fixed_batch, make_corpus
-from protjepa.encoders.checkpoints import export_hf, save_encoder
+from protjepa.encoders.weights import export_hf
+from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.recipe import OptimConfig, Recipe, TrainConfig, dump_recipe
@@ -31,7 +32,7 @@ from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
-from protjepa.training.report import format_summary, plot_curves, read_records, summarize
+from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
 from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
 
@@ -42,7 +43,7 @@ class TrainingError(UserError, RuntimeError):
     """A run that cannot start or go on: bad settings for this machine, out of memory."""
 
 
-def resolve_device(train: TrainConfig) -> str:
+def composer_device(train: TrainConfig) -> str:
     """Composer's device name: ``gpu`` or ``cpu``."""
     if train.device == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
@@ -158,7 +159,7 @@ def build_run(
         raise TrainingError("train.fsdp.state_dict_type: only full checkpoints are written (one file, renamed whole)")
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    device = resolve_device(recipe.train)
+    device = composer_device(recipe.train)
     precision = resolve_precision(recipe.train, device)
 
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
@@ -278,7 +279,7 @@ def train(
     export_dir = export_encoder(run)
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
-    summary = summarize(records)
+    summary = summarize_run(records)
     lines = list(notes) + run.notes + [f"checkpoints: {', '.join(p.name for p in run.checkpointer.saved) or 'none'}",
                                        f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)

@@ -1,5 +1,5 @@
 """Encoder weights on local disk: fair-esm ``.pt`` files, Hugging Face ESM directories,
-and a native format for any encoder.
+and the native format for any encoder (built and written whole by :mod:`protjepa.export`).
 
 * fair-esm: ``{"model": state dict with "encoder.sentence_encoder." / "encoder." prefixes,
   "cfg": {"model": <encoder_layers, encoder_embed_dim, encoder_attention_heads,
@@ -32,30 +32,26 @@ from torch import Tensor
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
-from protjepa.recipe import EncoderSpec, _raise_invalid
-from protjepa.yamlio import YamlLines
+from protjepa.recipe import EncoderSpec, RecipeError
+from protjepa.yamlio import YamlLines, located_first_error
 
 NATIVE_SPEC = "encoder.yaml"
 WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 
 
-class CheckpointError(UserError, ValueError):
+class WeightsError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or does not fit the encoder; one line naming the file."""
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def load_encoder(path: str | os.PathLike) -> Encoder:
-    """An encoder built and loaded from a native directory, a Hugging Face ESM directory or a fair-esm .pt."""
-    path = _existing(path)
-    sizes, state, source = _read(path)
-    if _is_native(path):
-        encoder = _build_native(path / NATIVE_SPEC)
-    else:
-        encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
-                       token_dropout=sizes["token_dropout"])
+def esm2_from_checkpoint(path: str | os.PathLike) -> ESM2:
+    """An ESM-2 built to the sizes of a Hugging Face ESM directory or a fair-esm .pt, and loaded from it."""
+    sizes, state, source = _read(_existing(path))
+    encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
+                   token_dropout=sizes["token_dropout"])
     _load_state(encoder, state, source)
     return encoder
 
@@ -66,7 +62,7 @@ def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
     _check_state(encoder, state, source)
     if isinstance(encoder, ESM2) and sizes is not None and sizes["attention_heads"] != encoder.attention_heads:
         # Every shape fits, yet the heads split the width differently.
-        raise CheckpointError(
+        raise WeightsError(
             f"{source}: the checkpoint has {sizes['attention_heads']} attention heads, "
             f"the encoder {encoder.attention_heads}"
         )
@@ -74,30 +70,19 @@ def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
     return encoder
 
 
-def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any]) -> Path:
-    """Write ``encoder.yaml`` (``encoder_spec``: the recipe's encoder section) and ``model.safetensors``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    spec = {k: v for k, v in encoder_spec.items() if k != "checkpoint"}  # the weights are here now
-    tensors = {name: t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)}
-    _write_safetensors(directory / WEIGHTS, tensors)
-    _write_text(directory / NATIVE_SPEC, yaml.safe_dump(spec, sort_keys=False))
-    return directory
-
-
 def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` that ``transformers.EsmForMaskedLM`` loads."""
     if not isinstance(encoder, ESM2):
-        raise CheckpointError(
+        raise WeightsError(
             f"{directory}: only ESM-2 encoders export to Hugging Face ESM, not {type(encoder).__name__}"
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
-        _hf_name(name): t for name, t in encoder.state_dict().items() if name not in _tied_aliases(encoder)
+        _hf_name(name): t for name, t in encoder.state_dict().items() if name not in tied_aliases(encoder)
     }
-    _write_safetensors(directory / WEIGHTS, tensors)
-    _write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
+    write_safetensors(directory / WEIGHTS, tensors)
+    write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
     return directory
 
 
@@ -107,21 +92,21 @@ def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+        raise WeightsError(f"{path}: no such checkpoint file or directory")
     return path
 
 
-def _is_native(path: Path) -> bool:
+def is_native(path: Path) -> bool:
     return path.is_dir() and (path / NATIVE_SPEC).is_file()
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
     """(ESM-2 sizes or None, state dict in our names, the file to name in errors)."""
-    if _is_native(path):
+    if is_native(path):
         return _native_esm2_sizes(path / NATIVE_SPEC), _read_safetensors(path / WEIGHTS), str(path / WEIGHTS)
     if path.is_dir():
         if not (path / HF_CONFIG).is_file():
-            raise CheckpointError(
+            raise WeightsError(
                 f"{path}: not a checkpoint directory "
                 f"(expected {NATIVE_SPEC} + {WEIGHTS}, or a Hugging Face {HF_CONFIG})"
             )
@@ -131,11 +116,11 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
 
 def _read_safetensors(file: Path) -> dict[str, Tensor]:
     if not file.is_file():
-        raise CheckpointError(f"{file}: no such weights file")
+        raise WeightsError(f"{file}: no such weights file")
     try:
         return load_file(file)
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{file}: cannot read safetensors: {_first_line(exc)}") from None
+        raise WeightsError(f"{file}: cannot read safetensors: {_first_line(exc)}") from None
 
 
 _FAIR_ESM_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
@@ -149,18 +134,18 @@ def _read_fair_esm(file: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
             data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler" in line), _first_line(exc))
-        raise CheckpointError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
+        raise WeightsError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
     except Exception as exc:
-        raise CheckpointError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
+        raise WeightsError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise CheckpointError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
+        raise WeightsError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
     cfg = data.get("cfg")
     model_cfg, where = (cfg.get("model"), "cfg.model") if isinstance(cfg, dict) else (data.get("args"), "args")
 
     def field(name: str, default: Any = None) -> Any:
         value = model_cfg.get(name) if isinstance(model_cfg, dict) else getattr(model_cfg, name, None)
         if value is None and default is None:
-            raise CheckpointError(f"{file}: {where} has no {name}: not a fair-esm ESM-2 checkpoint")
+            raise WeightsError(f"{file}: {where} has no {name}: not a fair-esm ESM-2 checkpoint")
         return default if value is None else value
 
     sizes = dict(
@@ -212,7 +197,7 @@ def _rename(name: str, table: dict[str, str]) -> str | None:
 def _hf_name(name: str) -> str:
     hf = _rename(name, _OURS_TO_HF_MODULES)
     if hf is None:
-        raise CheckpointError(f"{name}: no Hugging Face ESM name for this parameter")
+        raise WeightsError(f"{name}: no Hugging Face ESM name for this parameter")
     return hf if hf.startswith("lm_head") else f"esm.{hf}"
 
 
@@ -234,12 +219,12 @@ def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: cannot read: {_first_line(exc)}") from None
+        raise WeightsError(f"{config_file}: cannot read: {_first_line(exc)}") from None
     for key, expected in _HF_REQUIRED.items():
         value = config.get(key)
         value = _HF_DEFAULTS.get(key) if value is None else value
         if value != expected:
-            raise CheckpointError(f"{config_file}: {key} is {value!r}; ESM-2 needs {expected!r}")
+            raise WeightsError(f"{config_file}: {key} is {value!r}; ESM-2 needs {expected!r}")
     try:
         sizes = dict(
             num_layers=int(config["num_hidden_layers"]),
@@ -248,9 +233,9 @@ def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
             token_dropout=bool(config.get("token_dropout", False)),
         )
     except KeyError as exc:
-        raise CheckpointError(f"{config_file}: missing {exc.args[0]}") from None
+        raise WeightsError(f"{config_file}: missing {exc.args[0]}") from None
     if config.get("intermediate_size") != 4 * sizes["embed_dim"]:
-        raise CheckpointError(
+        raise WeightsError(
             f"{config_file}: intermediate_size is {config.get('intermediate_size')!r}; ESM-2 needs 4 x hidden_size"
         )
     weights_file, raw = _read_hf_weights(directory)
@@ -275,8 +260,8 @@ def _read_hf_weights(directory: Path) -> tuple[Path, dict[str, Tensor]]:
         try:
             return legacy, torch.load(legacy, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{legacy}: cannot read: {_first_line(exc)}") from None
-    raise CheckpointError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
+            raise WeightsError(f"{legacy}: cannot read: {_first_line(exc)}") from None
+    raise WeightsError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
 
 
 def _hf_config(encoder: ESM2) -> dict[str, Any]:
@@ -308,7 +293,7 @@ def _hf_config(encoder: ESM2) -> dict[str, Any]:
 # --------------------------------------------------------------------------- loading
 
 
-def _tied_aliases(module: torch.nn.Module) -> set[str]:
+def tied_aliases(module: torch.nn.Module) -> set[str]:
     """State-dict names that repeat a tensor already named (the LM head's tied embeddings)."""
     unique = {name for name, _ in module.named_parameters()} | {name for name, _ in module.named_buffers()}
     return set(module.state_dict()) - unique
@@ -322,52 +307,40 @@ def _load_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None
 def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
     """A one-line error at the first missing, misshapen or unexpected key."""
     expected = encoder.state_dict()
-    optional = _tied_aliases(encoder)
+    optional = tied_aliases(encoder)
     for name, ref in expected.items():
         if name not in state:
             if name in optional:
                 continue
-            raise CheckpointError(f"{source}: missing {name} (shape {tuple(ref.shape)}) for {type(encoder).__name__}")
+            raise WeightsError(f"{source}: missing {name} (shape {tuple(ref.shape)}) for {type(encoder).__name__}")
         if state[name].shape != ref.shape:
-            raise CheckpointError(
+            raise WeightsError(
                 f"{source}: {name} has shape {tuple(state[name].shape)} in the checkpoint "
                 f"but {tuple(ref.shape)} in the encoder"
             )
     for name in state:
         if name not in expected:
-            raise CheckpointError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
+            raise WeightsError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
 
 
-def _read_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
+def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
     text = spec_file.read_text()
     try:
         return EncoderSpec.model_validate(yaml.safe_load(text)), text
     except yaml.YAMLError as exc:
-        raise CheckpointError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
+        raise WeightsError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
     except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
-
-
-def _build_native(spec_file: Path) -> Encoder:
-    from protjepa.build import encoder_from_spec  # build imports the model and objectives: not at import time
-
-    spec, text = _read_spec(spec_file)
-    try:
-        return encoder_from_spec(spec)
-    except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
-    except UserError as exc:
-        raise CheckpointError(f"{spec_file}: {exc}") from None
+        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
-    spec, text = _read_spec(spec_file)
+    spec, text = read_encoder_spec(spec_file)
     if spec.name != "esm2":
         return None
     try:
         return ESM2Config.model_validate(spec.options).model_dump()
     except ValidationError as exc:
-        _raise_invalid(exc, str(spec_file), YamlLines(text))
+        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 # --------------------------------------------------------------------------- writing
@@ -386,11 +359,11 @@ def _write_atomic(file: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_text(file: Path, text: str) -> None:
+def write_text(file: Path, text: str) -> None:
     _write_atomic(file, lambda tmp: Path(tmp).write_text(text))
 
 
-def _write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
+def write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     _write_atomic(file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 

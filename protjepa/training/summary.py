@@ -87,7 +87,7 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def summarize(records: list[dict]) -> dict:
+def summarize_run(records: list[dict]) -> dict:
     """Steps, tokens, training-clock seconds, the run's tokens/s, and the last logged values."""
     last = records[-1]
     train = [r for r in records if r["kind"] == "train"]

@@ -1,0 +1,96 @@
+"""What an experiment leaves on disk, read back: each run's ``done`` marker, metrics and probe
+results, and the per-variant scores over seeds. The runner writes these files; the report
+and its plots read them through here.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from protjepa.experiment.spec import Experiment, RunPlan
+
+DONE = "done"
+PROBE_DIR = "probe"
+RESULTS = "results.json"
+CACHE_KEY = "experiment_key.json"
+REPORT = "report.md"
+PLOTS = "plots"
+HELD_OUT_MLM = "val/mlm/loss"
+
+
+def read_done(run_dir: Path) -> dict | None:
+    """The ``done`` marker of a finished run (its summary and export folder), or None."""
+    marker = run_dir / DONE
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+@dataclass
+class RunData:
+    plan: RunPlan
+    done: dict | None  # None: not finished
+    records: list[dict]  # metrics.jsonl, without the records of an interrupted stretch that was redone
+    probe: dict | None  # probe/results.json, None: not probed
+
+    @property
+    def summary(self) -> dict:
+        return self.done["summary"] if self.done else {}
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """``metrics.jsonl`` in order; after a resume, the records the interrupted run wrote past the
+    checkpoint it resumed from are dropped (the resumed run logs those steps again)."""
+    if not path.is_file():
+        return []
+    kept: list[dict] = []
+    with path.open() as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            kept = [r for r in kept if r["kind"] != record["kind"] or r["step"] < record["step"]]
+            kept.append(record)
+    return kept
+
+
+def collect(experiment: Experiment) -> list[RunData]:
+    out = []
+    for plan in experiment.runs:
+        done = read_done(plan.run_dir)
+        results = plan.run_dir / PROBE_DIR / RESULTS
+        probe = json.loads(results.read_text()) if done and results.is_file() else None
+        out.append(RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe))
+    return out
+
+
+def mean_results(probed: list[dict]) -> dict:
+    """Per task, the mean over seeds of the main metric (None when a seed has no score)."""
+    tasks = {}
+    for name, first in probed[0]["tasks"].items():
+        values = [p["tasks"].get(name, {}).get("value") for p in probed]
+        mean = statistics.fmean(values) if all(v is not None for v in values) else None
+        tasks[name] = {"metric": first["metric"], "value": mean}
+    return {"tasks": tasks, "settings": probed[0].get("settings", {})}
+
+
+def seed_spread(probed: list[dict]) -> dict[str, float]:
+    """Per task, max - min of the main metric over seeds (tasks every seed scored)."""
+    spread = {}
+    for name in probed[0]["tasks"]:
+        values = [p["tasks"].get(name, {}).get("value") for p in probed]
+        if all(v is not None for v in values):
+            spread[name] = max(values) - min(values)
+    return spread
+
+
+@dataclass
+class VariantScores:
+    name: str
+    baseline: str | None
+    probed: list[dict]  # results of its probed seeds
+    seeds: list[int]
+
+    @property
+    def mean(self) -> dict:
+        return mean_results(self.probed)
