@@ -316,7 +316,7 @@ def recipe_for(config: BenchConfig, variant: str, attention: str = "auto") -> Re
     if not path.is_file():
         raise BenchError(f"{path}: no such recipe (the bench reads recipes/{VARIANTS[variant]}; pass --recipes DIR)")
     sizes = SIZES[config.size]
-    overrides = [f"encoder.{k}={v}" for k, v in sizes.items()] + [f"encoder.attention={attention}"]
+    overrides = [(f"encoder.{k}", v) for k, v in sizes.items()] + [("encoder.attention", attention)]
     return load_recipe(path, overrides)
 
 

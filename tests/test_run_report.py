@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import matplotlib.image
 
-from protjepa.training.report import _regularizer_ids, format_summary, plot_curves, rank_warning, summarize
+from protjepa.training.summary import _regularizer_ids, format_summary, plot_curves, rank_warning, summarize_run
 
 
 def records(rank_end: float) -> list[dict]:
@@ -21,11 +21,11 @@ def records(rank_end: float) -> list[dict]:
 
 
 def test_a_rank_below_half_its_start_is_flagged_in_the_summary(tmp_path):
-    fallen = summarize(records(rank_end=4.9))
+    fallen = summarize_run(records(rank_end=4.9))
     assert rank_warning(fallen) == ("warning: held-out effective rank fell below half its start (10.00 -> 4.90): "
                                     "possible collapse; compare with an MLM-only run under the same budget")
     assert format_summary(fallen, tmp_path).splitlines()[-1] == rank_warning(fallen)
-    held = summarize(records(rank_end=5.0))
+    held = summarize_run(records(rank_end=5.0))
     assert rank_warning(held) is None and "warning" not in format_summary(held, tmp_path)
 
 
