@@ -50,7 +50,9 @@ def test_masked_position_recipe_is_paper_v1():
     assert (jepa.positions, jepa.loss, jepa.normalize) == ("masked", "cosine", True)
     assert (jepa.target.source, jepa.target.layer, jepa.predictor.kind) == ("student", "last", "mlp")
     weight, sigreg = by_key["sigreg"]
-    assert (weight, sigreg.input, sigreg.num_directions, sigreg.knots, sigreg.t_max) == (1.0, "jepa.pred", 256, 17, 3.0)
+    assert (sigreg.input, sigreg.num_directions, sigreg.knots, sigreg.t_max) == ("jepa.pred", 256, 17, 3.0)
+    # LeJEPA's N-scaled statistic at LeJEPA's weight, not the paper's unqualified 1.0 (docs/results.md)
+    assert (weight, sigreg.scale) == (0.05, "samples")
 
 
 def test_all_position_control_uses_mse_over_every_residue():

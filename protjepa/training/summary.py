@@ -42,7 +42,7 @@ def _plot_regularizer(ax, train: list[dict], monitor: list[dict], rid: str) -> N
     std_axis.axhline(1.0, color="C2", lw=0.5, ls=":")
     std_axis.set_ylabel("per-dim std of its input")
     handles = ax.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, fontsize="small")
+    ax.legend(handles=handles, fontsize="x-small", loc="center right")
 
 
 def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
