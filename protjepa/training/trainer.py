@@ -211,7 +211,7 @@ def build_run(
     if dist.get_world_size() > 1:
         algorithms.append(AllowUnusedParameters())
 
-    corpus_check.result()  # before the Trainer: Composer's DataLoader threads are not started yet
+    corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
     trainer = Trainer(
         model=composer_model,
         train_dataloader=data,
