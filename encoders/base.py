@@ -14,6 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from protjepa.alphabet import Alphabet
+from protjepa.errors import UserError
+
+
+class LayerError(UserError, ValueError):
+    """A layer the encoder does not have."""
 
 
 class EncoderOutput(NamedTuple):
@@ -72,7 +77,8 @@ class Encoder(nn.Module):
             depth = layer if layer >= 0 else self.num_layers + 1 + layer
             if 0 <= depth <= self.num_layers:
                 return depth
-        raise ValueError(f"layer {layer!r} is outside 0..{self.num_layers} (or 'last' / 'half')")
+        raise LayerError(f"layer {layer!r} is not 'last', 'half' or a depth in 0..{self.num_layers} "
+                         f"(-1..-{self.num_layers + 1} from the top)")
 
     @property
     def device(self) -> torch.device:

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"protjepa: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("protjepa: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a run says where it stopped and how to go on
+        print(f"protjepa: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -54,3 +54,23 @@ def resolve(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     if not path.exists():
         raise DataPathError(f"{path}: no such data file (data root {root})")
     return path
+
+
+class OutputPathError(UserError, OSError):
+    """An output folder that cannot be created or written."""
+
+
+def writable_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` created if needed and checked writable, before any work whose output goes there.
+    ``what`` names it in the error (``--out``, ``run directory``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{path}: the {what} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"{path}: cannot write the {what} there: {exc.strerror} ({exc.filename})") from None
+    return path

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Sequence, Union
+from typing import Annotated, Any, Literal, NoReturn, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
+from torch import nn
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from protjepa.durations import parse_duration
 from protjepa.errors import UserError
@@ -18,6 +21,7 @@ from protjepa.yamlio import Strict, YamlLines, located, located_first_error, rea
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class RecipeError(UserError, ValueError):
@@ -60,8 +64,8 @@ class DataConfig(Strict):
 
 class OptimConfig(Strict):
     lr: float = Field(3e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
+    betas: tuple[Beta, Beta] = (0.9, 0.98)
+    eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup: Number = Field(0.02, ge=0, description="fraction of the budget (<1) or optimizer steps (>=1)")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -70,7 +74,8 @@ class OptimConfig(Strict):
 
 
 class BudgetConfig(Strict):
-    wall_clock: str | None = Field(None, description="e.g. 90s, 30min, 8h, 1h30m")
+    wall_clock: Union[str, StrictInt, StrictFloat, None] = Field(
+        None, description="e.g. 90s, 30min, 8h, 1h30m; a bare number is seconds, as in --budget 90")
     tokens: Number | None = Field(None, gt=0, description="non-padding residues")
     steps: int | None = Field(None, gt=0)
     _seconds: float | None = PrivateAttr(None)
@@ -227,10 +232,25 @@ def apply_override(raw: dict, path: str, value: Any) -> None:
 # --------------------------------------------------------------------------- loading
 
 
+def non_finite(node: Any, loc: tuple = ()) -> tuple[tuple, float] | None:
+    """(key path, value) of the first NaN or infinity in a parsed YAML tree, or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return loc, node
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        found = non_finite(child, loc + (key,))
+        if found is not None:
+            return found
+    return None
+
+
 def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
     lines = YamlLines(text) if text is not None else None
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: the recipe must be a mapping, got {type(raw).__name__}")
+    found = non_finite(raw)  # every number of a recipe, plugin options included: no schema needs NaN or inf
+    if found is not None:
+        _raise(source, lines, found[0], f"{found[1]} is not a finite number")
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
@@ -274,11 +294,16 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
 
 
 def _check_component(spec: EncoderSpec, source: str, lines: YamlLines | None) -> None:
-    """``_component_`` must import, and the other keys must fit the factory's arguments."""
+    """``_component_`` must import to a callable (a class: an ``nn.Module``), and the other keys must
+    fit its arguments. It is not called: what a function returns is checked when a run builds it."""
     try:
         factory = import_component(spec.component)
     except RegistryError as exc:
         _raise(source, lines, ("encoder", "_component_"), str(exc))
+    if not callable(factory) or (inspect.isclass(factory) and not issubclass(factory, nn.Module)):
+        _raise(source, lines, ("encoder", "_component_"),
+               f"{spec.component} is a {type(factory).__name__}, not an encoder factory (an nn.Module class, "
+               "or a function returning one)")
     try:
         inspect.signature(factory).bind(**spec.options)
     except TypeError as exc:

@@ -128,6 +128,8 @@ def _import_plugin(load: Callable[[], Any], what: str) -> None:
         raise  # a duplicate name already says where both definitions are
     except ImportError as exc:
         raise RegistryError(f"{what}: cannot import: {exc}") from exc
+    except SystemExit as exc:  # it would end protjepa with its own status and no word of why
+        raise RegistryError(f"{what}: called sys.exit({exc.code!r}) while importing") from None
     except Exception as exc:  # a broken third-party plugin must say who it is
         raise RegistryError(f"{what}: failed while importing: {type(exc).__name__}: {exc}") from exc
 

@@ -26,6 +26,8 @@ def read_yaml(path: Path, error: type[Exception], what: str) -> tuple[Any, str]:
         raise error(f"{path}: no such {what} file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a text file (byte {exc.start} is not UTF-8); a {what} file is YAML text") from None
     try:
         return yaml.safe_load(text), text
     except yaml.YAMLError as exc:

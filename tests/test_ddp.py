@@ -77,5 +77,6 @@ def test_two_cpu_ranks_end_with_identical_weights(tmp_path, data_root):
     (weights0, batch0), (weights1, batch1) = ((tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1))
     assert batch0 != batch1  # each rank read its own shard of the corpus
     assert weights0 == weights1  # gradients averaged every step: one model
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["ckpt-0.500.pt", "ckpt-1.000.pt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "ckpt-0.500.pt", "ckpt-0.500.pt.sha256", "ckpt-1.000.pt", "ckpt-1.000.pt.sha256"]
     assert (tmp_path / "run" / "export" / "config.json").is_file()

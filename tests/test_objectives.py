@@ -217,7 +217,7 @@ def test_student_layer_feeds_the_predictor():
 
 
 def test_layer_outside_the_encoder_names_the_field():
-    with pytest.raises(ObjectiveError, match=r"objectives: jepa\.target\.layer: layer 9 is outside 0\.\.4"):
+    with pytest.raises(ObjectiveError, match=r"objectives: jepa\.target\.layer: layer 9 is not 'last', 'half' or a depth in 0\.\.4"):
         model_of({"name": "jepa", "target": {"layer": 9}})
 
 

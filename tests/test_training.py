@@ -93,7 +93,8 @@ def test_steps_budget_checkpoints_and_exact_resume(tmp_path, data_root):
     checkpoints = tmp_path / "checkpoints"
     full = train(recipe(), tmp_path, data_root=str(data_root), console=False)
     assert full.summary["steps"] == 6
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-0.500.pt", "ckpt-1.000.pt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "ckpt-0.500.pt", "ckpt-0.500.pt.sha256", "ckpt-1.000.pt", "ckpt-1.000.pt.sha256"]
     uninterrupted = model_state(checkpoints / "ckpt-1.000.pt")
 
     spy = Spy()  # resume the same run from half-way, as after a crash at step 5

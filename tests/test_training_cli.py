@@ -50,7 +50,7 @@ def test_train_command_writes_the_run_directory_and_learns(tmp_path, data_root):
     resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert resolved["budget"] == {"steps": 30} and resolved["data"]["crop"] == 64
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == [
         "ckpt-0.125.pt", "ckpt-0.500.pt", "ckpt-1.000.pt"]
 
     train = [r for r in read_records(run_dir / "metrics.jsonl") if r["kind"] == "train"]

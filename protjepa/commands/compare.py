@@ -27,16 +27,20 @@ def _name(path: str) -> str:
 
 
 def run(args) -> int:
-    from protjepa.evaluation.compare import compare, load_results, plot, to_markdown
+    from protjepa.evaluation.compare import CompareError, compare, load_results, plot, to_markdown
+    from protjepa.paths import writable_folder
 
     name_a, name_b = args.name_a or _name(args.run_a), args.name_b or _name(args.run_b)
     if name_a == name_b:
         name_a, name_b = f"A ({name_a})", f"B ({name_b})"
-    result = compare(load_results(args.run_a), load_results(args.run_b), args.tie, name_a, name_b)
+    a, b = load_results(args.run_a), load_results(args.run_b)
+    result = compare(a, b, args.tie, name_a, name_b)
+    if not result.rows:  # a sign test of nothing would read "0/0/0, p = 1"
+        raise CompareError(f"{a['path']} and {b['path']}: no task is scored in both, nothing to compare")
+    out = Path(args.out) if args.out else Path("compare") / f"{_name(args.run_a)}_vs_{_name(args.run_b)}"
+    writable_folder(out, "comparison output (--out)")
     text = to_markdown(result)
     print(text, end="")
-    out = Path(args.out) if args.out else Path("compare") / f"{_name(args.run_a)}_vs_{_name(args.run_b)}"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(text)
     plot(result, out / "compare.png")
     print(f"\nwrote {out / 'compare.md'} and {out / 'compare.png'}")

@@ -20,7 +20,7 @@ def run(args) -> int:
     from protjepa.experiment.runner import run_experiment
     from protjepa.experiment.spec import load_experiment
 
-    budget = parse_budget(args.budget) if args.budget else None
+    budget = parse_budget(args.budget) if args.budget is not None else None
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
     outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
     if not args.dry_run:

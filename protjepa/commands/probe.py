@@ -78,11 +78,12 @@ def run(args) -> int:
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
     from protjepa.evaluation.leakage import Corpus, run_corpus
     from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
-    from protjepa.paths import data_root, resolve
+    from protjepa.paths import data_root, resolve, writable_folder
 
     root = data_root(args.data_root)
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else run_dir / "probe" if run_dir else Path("probe") / Path(args.checkpoint).stem
+    writable_folder(out, "probe output (--out)")  # now, not after the tasks have run
     if args.corpus:
         corpus = Corpus([resolve(root, p) for p in args.corpus])
     else:

@@ -65,7 +65,7 @@ def run(args) -> int:
     from protjepa.durations import parse_budget
     from protjepa.recipe import load_recipe, parse_assignment
 
-    budget = parse_budget(args.budget) if args.budget else None
+    budget = parse_budget(args.budget) if args.budget is not None else None
     overrides, notes = ([("budget", budget)] if budget else []), []
     if args.main_job:
         try:
@@ -79,7 +79,7 @@ def run(args) -> int:
         run_dir = unused_run_dir(run_dir)  # running the demo twice makes a second run
 
     from protjepa.training.checkpoints import CheckpointError, latest_checkpoint
-    from protjepa.training.trainer import train
+    from protjepa.training.trainer import RunInterrupted, train
 
     resume = None
     if args.resume == "latest":
@@ -88,5 +88,23 @@ def run(args) -> int:
             raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from")
     elif args.resume:
         resume = Path(args.resume)
-    train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
+    try:
+        train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
+    except RunInterrupted as exc:
+        again = "continue with" if exc.newest else "no checkpoint yet; start again with"
+        raise KeyboardInterrupt(f"{exc}; {again}: {rerun_command(args, run_dir, resume=exc.newest is not None)}") \
+            from None
     return 0
+
+
+def rerun_command(args, run_dir: Path, resume: bool) -> str:
+    """The command line that runs this training again in ``run_dir`` (continuing it with ``resume``)."""
+    import shlex
+
+    words = ["protjepa", "train", args.recipe, "--run-dir", str(run_dir)]
+    words += ["--budget", args.budget] if args.budget is not None else []
+    words += ["--data-root", args.data_root] if args.data_root else []
+    words += ["--main-job"] if args.main_job else []
+    for assignment in args.overrides:
+        words += ["--set", assignment]
+    return shlex.join(words + (["--resume"] if resume else []))

@@ -28,7 +28,10 @@ def run(args) -> int:
             failed += 1
             continue
         objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
-        print(f"ok   {path}: {recipe.name} [{objectives}]")
+        unbuilt = recipe.encoder.component
+        print(f"ok   {path}: {recipe.name} [{objectives}]" + (
+            f" (encoder {unbuilt} imported, its arguments checked, not called: "
+            "train checks that it returns an encoder; a recipe is trusted code)" if unbuilt else ""))
         if args.print_recipe:
             print(dump_recipe(recipe))
     return 1 if failed else 0

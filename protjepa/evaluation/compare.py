@@ -8,6 +8,7 @@ otherwise. Ties are left out of the sign test: with ``w`` wins and ``l`` losses,
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,17 @@ def load_results(path: str | Path) -> dict:
     raise CompareError(f"{path}: no {RESULTS_FILE} there, nor in {path / 'probe'} (run protjepa probe first)")
 
 
+def _score(results: dict, task: str) -> float:
+    value = results["tasks"][task]["value"]
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        score = math.nan
+    if isinstance(value, bool) or not math.isfinite(score):
+        raise CompareError(f"{results.get('path', 'results')}: tasks.{task}.value: {value!r} is not a finite number")
+    return score
+
+
 def compare(a: dict, b: dict, tie: float = DEFAULT_TIE, name_a: str = "A", name_b: str = "B") -> Comparison:
     out = Comparison(name_a, name_b, tie, [])
     for task in sorted(set(a["tasks"]) | set(b["tasks"])):
@@ -89,7 +101,7 @@ def compare(a: dict, b: dict, tie: float = DEFAULT_TIE, name_a: str = "A", name_
             missing = name_a if ra.get("value") is None else name_b
             out.unmatched.append(f"{task}: no score in {missing}")
         else:
-            out.rows.append(Row(task, ra["metric"], float(ra["value"]), float(rb["value"])))
+            out.rows.append(Row(task, ra["metric"], _score(a, task), _score(b, task)))
     for key in sorted(set(a.get("settings", {})) | set(b.get("settings", {}))):
         va, vb = a.get("settings", {}).get(key), b.get("settings", {}).get(key)
         if va != vb:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch, gather_positions, mean_pool
 from protjepa.encoders.base import Encoder
+from protjepa.errors import UserError
 
 DEFAULT_CACHE = Path(os.environ.get("PROTJEPA_CACHE", "~/.cache/protjepa")).expanduser() / "embeddings"
 
@@ -93,9 +94,11 @@ class Embedder:
         cache_dir: str | Path | None = DEFAULT_CACHE,
         progress: bool = True,
     ):
+        if max_length < 1 or batch_tokens < 1:
+            raise UserError(f"max_length {max_length}, batch_tokens {batch_tokens}: both must be at least 1")
+        self.depth = encoder.resolve_layer(layer)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder = encoder.eval().to(self.device)
-        self.depth = encoder.resolve_layer(layer)
         self.batch_tokens = batch_tokens
         self.max_length = max_length
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -3,8 +3,9 @@
 Results are plain dicts (written as ``results.json`` and ``results.md``): per task its main
 metric and value, every metric, the train/test sizes, the notes that qualify the number
 (subsampled, trained on a validation file, cross-validated, leaked sequences dropped)
-and the seconds it took. A task that cannot run (missing data, no LM head) is recorded
-with its error and the suite goes on.
+and the seconds it took. A task that cannot run (missing data, no LM head, a bad label) is
+recorded with its error and the suite goes on; so is one that fails in a way we did not foresee
+(its exception type is recorded), so that a long suite never loses the tasks already done.
 """
 from __future__ import annotations
 
@@ -219,10 +220,11 @@ def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path,
         log(f"[{i}/{len(specs)}] {spec.name} ({spec.type}, {spec.metric})")
         try:
             result = run_task(spec, root, embedder, settings, corpus)
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not cost the others
+            error = str(exc) if isinstance(exc, UserError) else f"failed: {type(exc).__name__}: {exc}"
             result = {"description": spec.description, "type": spec.type, "metric": spec.metric, "value": None,
-                      "error": str(exc)}
-            log(f"    skipped: {exc}")
+                      "error": error}
+            log(f"    skipped: {error}")
         else:
             value = result["value"]
             log(f"    {spec.metric} = {'n/a' if value is None else f'{value:.4f}'}  (train {result['n_train']}, "

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,10 +128,14 @@ def _clean_sequences(spec: TaskSpec, raw: list[str], where: list[str]) -> list[s
 
 
 def _number(text: str, place: str, name: str) -> float:
+    """A finite number (a missing per-residue value is the spec's ``missing``, never NaN)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise TaskDataError(f"{place}: {name} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise TaskDataError(f"{place}: {name} {text.strip()!r} is not a finite number")
+    return value
 
 
 def _targets(spec: TaskSpec, values: dict[str, list[str]], sequences: list[str], places: dict[str, list]) -> list:

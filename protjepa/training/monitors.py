@@ -22,6 +22,7 @@ from protjepa.batch import Batch, mean_pool
 from protjepa.model import ProtJEPA
 from protjepa.training.budget import BudgetTracker
 from protjepa.training.composer_model import unwrap
+from protjepa.training.finite import FirstNonFinite
 from protjepa.training.runlog import RunLog
 
 
@@ -59,7 +60,8 @@ class CollapseMonitor(Callback):
     It runs between batches, so the training clock (stopped at ``BATCH_END``) does not count it.
     """
 
-    def __init__(self, batch: Batch, every: int, tracker: BudgetTracker, log: RunLog):
+    def __init__(self, batch: Batch, every: int, tracker: BudgetTracker, log: RunLog, non_finite: FirstNonFinite):
+        self.non_finite = non_finite  # checked first: the SVD of non-finite embeddings fails
         self.batch = batch
         self.every = every
         self.tracker = tracker
@@ -80,6 +82,7 @@ class CollapseMonitor(Callback):
 
     def _measure(self, state: State, logger: Logger) -> None:
         model = unwrap(state.model)
+        self.non_finite.check(model, int(state.timestamp.batch))
         self.batch = self.batch.to(model.encoder.device)
         with get_precision_context(state.precision, state.precision_config):
             metrics = collapse_metrics(model, self.batch)

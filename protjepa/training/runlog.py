@@ -1,7 +1,8 @@
 """What a run reports while it trains: a JSONL metrics log, the console, Composer's loggers.
 
 Per-step metrics stay on the device and are summed there; the host reads them (one
-sync) only every ``train.log_every`` steps, when their means over the interval are logged.
+sync) only every ``train.log_every`` steps, when their means over the interval are logged,
+together with the first step at which a loss went non-finite (protjepa/training/finite.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from composer.utils import dist
 from tqdm import tqdm
 
 from protjepa.training.budget import Budget, BudgetTracker
+from protjepa.training.finite import FirstNonFinite
 
 def format_value(key: str, value: float) -> str:
     if key == "tokens_per_s":
@@ -118,6 +120,7 @@ class MetricsLog(Callback):
         self.tracker = tracker
         self.log = log
         self._keys: list[str] | None = None
+        self.non_finite = FirstNonFinite()
         self._reset(0, 0.0)
 
     def _reset(self, tokens: int, seconds: float) -> None:
@@ -137,6 +140,7 @@ class MetricsLog(Callback):
         step_values = torch.stack([metrics[k].detach().float() for k in self._keys])
         self._sum = step_values if self._sum is None else self._sum + step_values
         self._steps += 1
+        self.non_finite.update(self._keys, step_values, int(state.timestamp.batch))
         rows, length = state.batch.shape
         self._padding += state.batch.num_padding
         self._slots += rows * length
@@ -149,7 +153,9 @@ class MetricsLog(Callback):
 
     def _flush(self, state: State, logger: Logger) -> None:
         assert self._sum is not None and self._keys is not None
-        means = (self._sum / self._steps).tolist()  # the interval's one host sync
+        assert self.non_finite.first is not None
+        read = torch.cat([(self._sum / self._steps).double(), self.non_finite.first]).tolist()  # the one host sync
+        means, first = read[:len(self._keys)], read[len(self._keys):]
         tokens, seconds = int(state.timestamp.token), self.tracker.clock.elapsed
         values = {
             "lr": state.optimizers[0].param_groups[0]["lr"],
@@ -159,3 +165,4 @@ class MetricsLog(Callback):
         }
         self.log.write("train", state, self.tracker, values, logger)
         self._reset(tokens, seconds)
+        self.non_finite.raise_if_seen(first)  # after the record: metrics.jsonl shows the non-finite means

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +26,20 @@ from torch.utils.data import DataLoader
 from protjepa.batch import Batch
 from protjepa.build import build_model
 from protjepa.data.corpus import fixed_batch, make_corpus
+from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.weights import export_hf
 from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.recipe import OptimConfig, Recipe, TrainConfig, dump_recipe
 from protjepa.training.budget import Budget, BudgetTracker, TrainingClock
-from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible
+from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible, clean_partials, latest_checkpoint
+from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
 from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
+from protjepa.training.runlock import locked_run_dir
 from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
 
@@ -41,6 +48,15 @@ OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memo
 
 class TrainingError(UserError, RuntimeError):
     """A run that cannot start or go on: bad settings for this machine, out of memory."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: where it stopped and the newest checkpoint (the command adds how to resume)."""
+
+    def __init__(self, step: int, newest: Path | None):
+        super().__init__(f"stopped after step {step}; newest checkpoint: {newest or 'none'}")
+        self.step = step
+        self.newest = newest
 
 
 def composer_device(train: TrainConfig) -> str:
@@ -69,6 +85,17 @@ def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.o
         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device == "gpu")
+
+
+def check_corpus_in_background(recipe: Recipe, data_root: str | None) -> Future:
+    """Read each corpus file to its end in a thread (a gzip file cut short is found at start-up,
+    not hours in); ``.result()`` raises its one-line error."""
+    corpora = (make_corpus(recipe.data, None, split, root=data_root) for split in ("train", "valid"))
+    paths = sorted({str(c.path) for c in corpora if c is not None})
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-check")
+    future = pool.submit(lambda: [check_gzip_complete(p) for p in paths])
+    pool.shutdown(wait=False)  # the check goes on while the caller builds the model
+    return future
 
 
 def train_data(recipe: Recipe, data_root: str | None) -> DataSpec:
@@ -161,6 +188,7 @@ def build_run(
         torch.set_num_threads(recipe.train.threads)
     device = composer_device(recipe.train)
     precision = resolve_precision(recipe.train, device)
+    corpus_check = check_corpus_in_background(recipe, data_root)
 
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
     model = build_model(recipe)
@@ -173,7 +201,8 @@ def build_run(
     budget = Budget.from_config(recipe.budget)
     tracker = BudgetTracker(budget, clock)
     log = RunLog(run_dir / "metrics.jsonl", Console(budget) if console else None)
-    checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker)
+    metrics_log = MetricsLog(recipe.train.log_every, tracker, log)
+    checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker, metrics_log.non_finite)
     algorithms: list[Algorithm] = []
     if recipe.optim.grad_clip is not None:
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=recipe.optim.grad_clip))
@@ -182,6 +211,7 @@ def build_run(
     if dist.get_world_size() > 1:
         algorithms.append(AllowUnusedParameters())
 
+    corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
     trainer = Trainer(
         model=composer_model,
         train_dataloader=data,
@@ -193,8 +223,8 @@ def build_run(
         callbacks=[
             tracker,
             ScheduledLR(LRSchedule.from_config(recipe.optim), tracker),
-            MetricsLog(recipe.train.log_every, tracker, log),
-            CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log),
+            metrics_log,
+            CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log, metrics_log.non_finite),
             checkpointer,
             *callbacks,
         ],
@@ -260,10 +290,33 @@ def train(
     console: bool = True,
     notes: tuple[str, ...] = (),
 ) -> RunResult:
-    """Train ``recipe`` under its budget; on global rank 0, write the run directory and print a summary."""
+    """Train ``recipe`` under its budget; on global rank 0, lock and write the run directory and print a summary."""
+    main_rank = dist.get_global_rank() == 0
+    with locked_run_dir(Path(run_dir)) if main_rank else nullcontext(), interrupts_raise():
+        return _train_locked(recipe, Path(run_dir), main_rank, data_root=data_root, resume=resume,
+                             callbacks=callbacks, clock=clock, console=console, notes=notes)
+
+
+@contextmanager
+def interrupts_raise():
+    """Ctrl-C raises KeyboardInterrupt again: importing Composer installs a SIGINT handler that
+    exits 130 at once, silently, from wherever the run was (a checkpoint write included)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, resume, callbacks, clock, console,
+                  notes) -> RunResult:
+    if main_rank and clean_partials(run_dir / "checkpoints"):
+        notes = (*notes, "removed the partial checkpoint files a killed run left")
     run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, clock=clock,
                     console=console)
-    main_rank = dist.get_global_rank() == 0
     if main_rank:
         (run.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
         for line in notes:
@@ -271,6 +324,13 @@ def train(
     try:
         if not run.finished:  # a finished run resumed (e.g. after a crash in the export) only reports
             fit(run)
+    except KeyboardInterrupt:
+        raise RunInterrupted(int(run.trainer.state.timestamp.batch), latest_checkpoint(run_dir / "checkpoints")) \
+            from None
+    except NonFiniteError as exc:
+        newest = latest_checkpoint(run_dir / "checkpoints")
+        raise TrainingError(f"{exc}; training stopped, no checkpoint written after it (newest: {newest or 'none'}); "
+                            "try a lower optim.lr or a smaller optim.grad_clip") from None
     finally:
         run.log.close()
         run.trainer.close()

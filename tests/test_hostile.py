@@ -1,0 +1,348 @@
+"""Hostile and careless input (issue 12): no code runs from a checkpoint, no run is lost, no
+traceback reaches the user. Each class of error goes through the real CLI in a subprocess at
+least once; the rest call ``protjepa.cli.main`` in-process (the same code, without the ~4 s
+start-up) or the one library function that enforces the rule."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from protjepa.cli import main
+from protjepa.encoders.esm2 import ESM2
+from protjepa.encoders.weights import export_hf
+from protjepa.recipe import load_recipe
+from protjepa.training import checkpoints as checkpoints_module
+from protjepa.training.checkpoints import CheckpointError, read_checkpoint, save_atomic
+from protjepa.training.runlock import locked_run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny_hostile",
+    "encoder": {"name": "esm2", "num_layers": 1, "embed_dim": 16, "attention_heads": 2},
+    "objectives": [{"name": "mlm"}, {"name": "jepa", "weight": 0.5}],
+    "data": {"crop": 32, "batch_tokens": 512, "shuffle_buffer": 8},
+    "budget": {"steps": 3},
+    "train": {"device": "cpu", "threads": 1, "log_every": 1, "monitor_every": 100, "monitor_sequences": 4},
+}
+
+
+def write_recipe(path: Path, **changes) -> Path:
+    recipe = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            recipe.setdefault(section, {})[name] = value
+        else:
+            recipe[section] = value
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def cli(*args: str, cwd: Path, data_root: Path, env: dict | None = None, timeout: int = 120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "protjepa.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+PROGRESS = re.compile(r"step \d+ \| ")  # a run's records on stderr (no terminal), before it stopped
+
+
+def one_line(stderr: str, *needles: str) -> str:
+    """The one stderr line of a refused command (besides a run's progress records); it names what it must."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not PROGRESS.match(line)]
+    assert len(lines) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def refused(done, *needles: str, status: int = 2) -> str:
+    assert done.returncode == status, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stdout + done.stderr
+    return one_line(done.stderr, *needles)
+
+
+def main_refuses(capsys, argv: list[str], *needles: str, status: int = 2) -> str:
+    assert main(argv) == status
+    return one_line(capsys.readouterr().err, *needles)
+
+
+class Booby:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """One finished tiny run, started over a 0-byte partial checkpoint a SIGKILL would leave."""
+    folder = tmp_path_factory.mktemp("trained")
+    recipe = write_recipe(folder / "tiny.yaml")
+    (folder / "run" / "checkpoints").mkdir(parents=True)
+    (folder / "run" / "checkpoints" / ".partial-ckpt-0.500.pt").write_bytes(b"")
+    done = cli("train", str(recipe), "--run-dir", str(folder / "run"), cwd=folder, data_root=data_root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "removed the partial checkpoint files" in done.stdout
+    return folder
+
+
+# --------------------------------------------------------------------------- 1, 2: code execution
+
+
+def test_a_booby_trapped_checkpoint_is_refused_and_runs_nothing(trained, tmp_path, data_root):
+    marker = tmp_path / "PWNED"
+    good = torch.load(trained / "run" / "checkpoints" / "ckpt-1.000.pt", weights_only=False)  # our own file
+    good["state"]["callbacks"]["x"] = Booby(marker)
+    torch.save(good, tmp_path / "evil.pt")
+    done = cli("train", str(trained / "tiny.yaml"), "--run-dir", str(tmp_path / "run"), "--resume",
+               str(tmp_path / "evil.pt"), cwd=tmp_path, data_root=data_root)
+    refused(done, "evil.pt", "refused", "posix.system")
+    assert not marker.exists() and not (tmp_path / "run" / "recipe.yaml").exists()
+    # Composer's own restore path reads through the same reader.
+    from composer.utils import checkpoint as composer_checkpoint
+
+    with pytest.raises(CheckpointError, match="refused"):
+        composer_checkpoint.safe_torch_load(str(tmp_path / "evil.pt"))
+    assert not marker.exists()
+
+
+def test_a_recipe_is_trusted_code_and_validate_says_what_it_checked(tmp_path, capsys):
+    marker = tmp_path / "RAN"
+    shell = write_recipe(tmp_path / "shell.yaml", encoder={"_component_": "os.system", "command": f"touch {marker}"})
+    module = write_recipe(tmp_path / "module.yaml", encoder={"_component_": "os.path"})
+    assert main(["validate", str(shell), str(module)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ok") and "not called" in out[0] and "trusted code" in out[0]
+    assert out[1].startswith("FAIL") and "encoder._component_: os.path is a module, not an encoder factory" in out[1]
+    assert not marker.exists()
+    for doc in ("README.md", "docs/recipes.md", "docs/extending.md"):
+        assert "a recipe is trusted code" in (REPO / doc).read_text().lower(), doc
+
+
+# --------------------------------------------------------------------------- 3: two processes, one run
+
+
+def test_a_second_train_on_a_locked_run_directory_is_refused(trained, tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    with locked_run_dir(run):
+        done = cli("train", str(trained / "tiny.yaml"), "--run-dir", str(run), cwd=tmp_path, data_root=data_root)
+    refused(done, str(run), "another protjepa train", f"pid {os.getpid()}")
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written by the refused one
+    (run / ".lock").write_text("pid 999999999 since yesterday\n")  # its owner is gone
+    with locked_run_dir(run):
+        assert (run / ".lock").read_text().startswith(f"pid {os.getpid()} ")
+    assert "took over the lock of pid 999999999 (no longer running)" in capsys.readouterr().err
+    assert (run / ".lock").read_text() == ""  # released
+
+
+# --------------------------------------------------------------------------- 4: non-finite training
+
+
+def test_non_finite_settings_are_refused_by_the_schema(tmp_path, capsys):
+    bad = {"lr": "optim__lr", "weight": "objectives", "warmup": "optim__warmup", "betas": "optim__betas",
+           "eps": "optim__eps"}
+    files = [
+        write_recipe(tmp_path / "lr.yaml", optim__lr=float("inf")),
+        write_recipe(tmp_path / "weight.yaml", objectives=[{"name": "mlm", "weight": float("nan")}]),
+        write_recipe(tmp_path / "warmup.yaml", optim__warmup=float("inf")),
+        write_recipe(tmp_path / "betas.yaml", optim__betas=[2, 3]),
+        write_recipe(tmp_path / "eps.yaml", optim__eps=-1),
+    ]
+    assert len(files) == len(bad)
+    assert main(["validate", *map(str, files)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [f"FAIL {f}" for f in files]
+    for line, key in zip(out, ("optim.lr: inf is not a finite", "objectives[0].weight: nan is not a finite",
+                               "optim.warmup: inf is not a finite", "optim.betas[0]", "optim.eps")):
+        assert key in line, line
+    main_refuses(capsys, ["train", str(files[0])], "optim.lr", "not a finite number")
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_root):
+    recipe = write_recipe(tmp_path / "explode.yaml", optim={"lr": 1e30, "warmup": 0, "grad_clip": None},
+                          budget={"steps": 8}, train={**TINY["train"], "log_every": 4})
+    done = cli("train", str(recipe), "--run-dir", str(tmp_path / "run"), cwd=tmp_path, data_root=data_root)
+    line = refused(done, "step 2: the mlm, jepa loss terms went non-finite", "newest: ", "ckpt-0.125.pt")
+    assert "no checkpoint written after it" in line
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["ckpt-0.125.pt"]
+    weights = read_checkpoint(checkpoints / "ckpt-0.125.pt")["state"]["model"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert not (tmp_path / "run" / "export").exists()
+
+
+# --------------------------------------------------------------------------- 5: integrity
+
+
+def test_a_corrupt_checkpoint_is_refused_and_stale_partials_are_gone(trained, tmp_path, data_root, capsys):
+    checkpoints = trained / "run" / "checkpoints"
+    assert not list(checkpoints.glob(".partial-*"))  # the fixture's 0-byte partial was cleaned
+    assert {p.name for p in checkpoints.glob("*.sha256")} == {"ckpt-0.125.pt.sha256", "ckpt-0.500.pt.sha256",
+                                                              "ckpt-1.000.pt.sha256"}
+    corrupt = tmp_path / "ckpt-0.500.pt"
+    data = bytearray((checkpoints / "ckpt-0.500.pt").read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(range(64))  # finite garbage inside a tensor
+    corrupt.write_bytes(bytes(data))
+    (tmp_path / "ckpt-0.500.pt.sha256").write_bytes((checkpoints / "ckpt-0.500.pt.sha256").read_bytes())
+    main_refuses(capsys, ["train", str(trained / "tiny.yaml"), "--run-dir", str(tmp_path / "run"),
+                          "--data-root", str(data_root), "--resume", str(corrupt)],
+                 "ckpt-0.500.pt", "do not match the sha256")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    def full_disk(state, filename):
+        Path(filename).write_bytes(b"part of a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints_module, "save_checkpoint", full_disk)
+    with pytest.raises(CheckpointError, match=r"ckpt-0\.500\.pt: cannot write the checkpoint: No space left") as info:
+        save_atomic(None, tmp_path / "ckpt-0.500.pt")
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- 6: Ctrl-C
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_root):
+    recipe = write_recipe(tmp_path / "long.yaml", budget={"wall_clock": "120s"},
+                          train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root)}
+    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", "train", str(recipe), "--run-dir", "run"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt"
+    deadline = time.monotonic() + 90
+    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-3000:]
+    line = one_line(err, "interrupted: stopped after step", "newest checkpoint: run/checkpoints/ckpt-0.005.pt",
+                    "continue with: protjepa train")
+    assert line.endswith(f"{recipe} --run-dir run --resume")
+    assert not list((tmp_path / "run" / "checkpoints").glob(".partial-*"))
+    assert (tmp_path / "run" / ".lock").read_text() == ""
+
+
+# --------------------------------------------------------------------------- 7: one line, not a traceback
+
+
+def test_unreadable_recipes_and_unwritable_run_directories(trained, tmp_path, data_root, capsys):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"name: x\n\xff\xfe\x00garbage")
+    done = cli("train", str(binary), cwd=tmp_path, data_root=data_root)
+    refused(done, "binary.yaml", "not a text file")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    recipe = str(trained / "tiny.yaml")
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(blocker / "run")], "a_file/run", "cannot write the run")
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(blocker)], "a_file", "is a file, not a folder")
+
+
+def _probe_fixture(folder: Path) -> tuple[Path, Path, Path]:
+    """A run folder with a tiny exported ESM-2, and a spec folder with a good task and one whose
+    label column holds a NaN."""
+    root, specs = folder / "data", folder / "specs"
+    root.mkdir()
+    specs.mkdir()
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=20)) for _ in range(24)]
+    (root / "good.csv").write_text("seq,y\n" + "".join(f"{s},{i}\n" for i, s in enumerate(sequences)))
+    (root / "bad.csv").write_text("seq,y\n" + "".join(f"{s},{'nan' if i == 5 else i}\n"
+                                                      for i, s in enumerate(sequences)))
+    (root / "corpus.fa").write_text(">c\nMKV\n")
+    for name in ("good", "bad"):
+        (specs / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "description": name, "type": "regression", "metric": "spearman",
+            "fields": {"sequence": "seq", "label": "y"}, "data": f"{name}.csv",
+            "split": {"rule": "hash", "test_fraction": 0.3}}))
+    run = folder / "run"
+    torch.manual_seed(0)
+    export_hf(ESM2(1, 16, 2), run / "export")
+    (run / "recipe.yaml").write_text(yaml.safe_dump({"name": "run"}))
+    return root, specs, run
+
+
+def test_probe_options_and_a_bad_task(tmp_path, capsys):
+    root, specs, run = _probe_fixture(tmp_path)
+    common = ["probe", str(run), "--spec", str(specs), "--tasks", "bad,good", "--data-root", str(root), "--no-cache",
+              "--corpus", str(root / "corpus.fa")]
+    done = cli(*common, "--layer", "banana", cwd=tmp_path, data_root=root)
+    refused(done, "layer 'banana'", "'last', 'half' or a depth in 0..1")
+    main_refuses(capsys, [*common, "--layer", "99"], "layer 99")
+    main_refuses(capsys, [*common, "--max-length", "0"], "max_length 0")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    main_refuses(capsys, [*common, "--out", str(blocker / "out")], "a_file/out", "cannot write the probe output")
+
+    assert main([*common, "--out", str(tmp_path / "out")]) == 1  # a task failed; the others are written
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
+    assert "error" not in results["good"] and results["good"]["n_test"] > 0, results["good"].get("error")
+    assert "bad.csv:7: label 'nan' is not a finite number" in results["bad"]["error"]
+    assert "bad: skipped:" in (tmp_path / "out" / "results.md").read_text()
+
+
+def _results(path: Path, **values) -> Path:
+    path.mkdir(parents=True)
+    tasks = {name: {"type": "regression", "metric": "spearman", "value": v} for name, v in values.items()}
+    (path / "results.json").write_text(json.dumps({"tasks": tasks, "settings": {}}))
+    return path
+
+
+def test_compare_refuses_what_it_cannot_compare(tmp_path, data_root, capsys):
+    a = _results(tmp_path / "a", t1=0.5, t2=0.4)
+    b = _results(tmp_path / "b", t1="high", t2=0.3)
+    c = _results(tmp_path / "c", other=0.1)
+    done = cli("compare", str(a), str(b), "--out", str(tmp_path / "cmp"), cwd=tmp_path, data_root=data_root)
+    refused(done, "b/results.json", "tasks.t1.value: 'high' is not a finite number")
+    main_refuses(capsys, ["compare", str(a), str(c), "--out", str(tmp_path / "cmp")], "no task is scored in both")
+    (tmp_path / "a_file").write_text("")
+    main_refuses(capsys, ["compare", str(a), str(_results(tmp_path / "d", t1=0.1)), "--out",
+                          str(tmp_path / "a_file")], "a_file", "is a file, not a folder")
+
+
+def test_a_plugin_that_exits_is_named(tmp_path, data_root):
+    (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+    done = cli("list", "--plugins", "quitter", cwd=tmp_path, data_root=data_root,
+               env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    refused(done, "plugin module 'quitter'", "sys.exit(3)")
+
+
+# --------------------------------------------------------------------------- 8: silent oddities
+
+
+def test_budgets_agree_and_an_empty_one_is_an_error(trained, tmp_path, capsys):
+    recipe = trained / "tiny.yaml"
+    main_refuses(capsys, ["train", str(recipe), "--budget", ""], "cannot parse duration ''")
+    assert load_recipe(recipe, [("budget", {"wall_clock": 90})]).budget.seconds == 90
+    assert load_recipe(recipe, [("budget.steps", None), ("budget.wall_clock", "90")]).budget.seconds == 90
+
+
+def test_a_truncated_gzip_corpus_is_found_at_start_up(tmp_path, data_root):
+    rng = np.random.default_rng(0)
+    text = "".join(f">s{i}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), size=60))}\n" for i in range(400))
+    whole = gzip.compress(text.encode())
+    (tmp_path / "cut.fasta.gz").write_bytes(whole[:len(whole) * 3 // 4])
+    recipe = write_recipe(tmp_path / "cut.yaml", data={**TINY["data"], "train": str(tmp_path / "cut.fasta.gz"),
+                                                       "valid": None, "holdout_fraction": 0.1})
+    done = cli("train", str(recipe), "--run-dir", str(tmp_path / "run"), cwd=tmp_path, data_root=data_root)
+    refused(done, "cut.fasta.gz", "corrupt or truncated gzip file")
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
