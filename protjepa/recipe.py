@@ -12,6 +12,7 @@ from typing import Any, Literal, NoReturn, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer, model_validator
 
+from protjepa import shipped
 from protjepa.durations import parse_duration
 from protjepa.errors import UserError
 from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
@@ -301,8 +302,8 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
 
 
 def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
-    """A recipe file with ``overrides`` (key path, value) applied in order."""
-    path = Path(path)
+    """A recipe file (or a shipped recipe's name) with ``overrides`` (key path, value) applied in order."""
+    path = shipped.find(path)
     raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
@@ -315,5 +316,12 @@ def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> 
 
 
 def dump_recipe(recipe: Recipe) -> str:
+    """The recipe as YAML with every default filled in, the encoder's and each objective's
+    options included (as validated); it loads back to the same recipe."""
     data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for written, config in zip(data["objectives"], recipe.objective_configs):
+        if config is not None:
+            written.update(config.model_dump(mode="json", exclude_none=True))
+    if recipe.encoder_config is not None:
+        data["encoder"].update(recipe.encoder_config.model_dump(mode="json", exclude_none=True))
     return yaml.safe_dump(data, sort_keys=False)
