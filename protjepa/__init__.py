@@ -9,3 +9,18 @@ try:
     __version__ = metadata.version("protjepa")
 except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
     __version__ = "unknown"
+
+API = ("load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:  # the first use imports torch and the library: not paid by the command line's start-up
+        from protjepa import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'protjepa' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(API))

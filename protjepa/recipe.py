@@ -91,6 +91,18 @@ class BudgetConfig(Strict):
         return self._seconds
 
 
+class ComponentSpec(BaseModel):
+    """``_component_:`` a dotted path to a class or factory (torchtune's convention); the other keys
+    are its keyword arguments. Composer's loggers and callbacks in ``train.loggers`` / ``train.callbacks``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    component: str = Field(alias="_component_")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -102,6 +114,9 @@ class TrainConfig(Strict):
     compile: bool = False
     fsdp: dict[str, Any] | None = None
     threads: int | None = Field(None, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=0, description="keep the last K before the final; None: all")
+    loggers: list[ComponentSpec] = Field(default_factory=list, description="Composer loggers: _component_ + arguments")
+    callbacks: list[ComponentSpec] = Field(default_factory=list, description="Composer callbacks, likewise")
 
     @field_validator("checkpoint_at")
     @classmethod
@@ -269,21 +284,24 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
             except ValidationError as exc:
                 raise RecipeError(located_first_error(exc, source, lines, ("encoder",))) from None
     else:
-        _check_component(recipe.encoder, source, lines)
+        _check_component(recipe.encoder, ("encoder",), source, lines)
+    for section in ("loggers", "callbacks"):
+        for i, spec in enumerate(getattr(recipe.train, section)):
+            _check_component(spec, ("train", section, i), source, lines)
     _check_consumers(recipe, source, lines)
     return recipe
 
 
-def _check_component(spec: EncoderSpec, source: str, lines: YamlLines | None) -> None:
+def _check_component(spec: EncoderSpec | ComponentSpec, loc: tuple, source: str, lines: YamlLines | None) -> None:
     """``_component_`` must import, and the other keys must fit the factory's arguments."""
     try:
         factory = import_component(spec.component)
     except RegistryError as exc:
-        _raise(source, lines, ("encoder", "_component_"), str(exc))
+        _raise(source, lines, (*loc, "_component_"), str(exc))
     try:
         inspect.signature(factory).bind(**spec.options)
     except TypeError as exc:
-        _raise(source, lines, ("encoder",), f"{spec.component}: {exc}")
+        _raise(source, lines, loc, f"{spec.component}: {exc}")
     except ValueError:  # no signature to check (a builtin or C factory): the call will tell
         pass
 

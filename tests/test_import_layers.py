@@ -22,9 +22,10 @@ LAYERS = [
     ["objectives"],
     ["model"],
     ["build"],
-    ["export"],
+    ["export", "provenance"],
+    ["card"],
     ["training", "evaluation", "bench"],
-    ["experiment"],
+    ["experiment", "api"],
     ["commands"],
     ["cli"],
 ]

@@ -15,23 +15,27 @@ import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.core import Algorithm, Callback, DataSpec, Event, State
-from composer.loggers import Logger
+from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
 from protjepa.batch import Batch
 from protjepa.build import build_model
+from protjepa.card import write_card
 from protjepa.data.corpus import fixed_batch, make_corpus
 from protjepa.encoders.weights import export_hf
 from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
-from protjepa.recipe import OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.provenance import write_provenance
+from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.registry import import_component
 from protjepa.training.budget import Budget, BudgetTracker, TrainingClock
 from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
+from protjepa.training.retention import CheckpointRetention
 from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
 from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
@@ -129,6 +133,7 @@ class Run:
     log: RunLog
     notes: list[str]  # what the summary should say about how the run was set up
     finished: bool  # resumed from a checkpoint at the end of the budget
+    retention: CheckpointRetention
 
 
 @dataclass
@@ -147,6 +152,7 @@ def build_run(
     data_root: str | None = None,
     resume: str | Path | None = None,
     callbacks: tuple[Callback, ...] = (),
+    loggers: tuple[LoggerDestination, ...] = (),
     clock: TrainingClock | None = None,
     console: bool = True,
 ) -> Run:
@@ -174,6 +180,7 @@ def build_run(
     tracker = BudgetTracker(budget, clock)
     log = RunLog(run_dir / "metrics.jsonl", Console(budget) if console else None)
     checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker)
+    retention = CheckpointRetention(checkpoints, recipe.train.keep_checkpoints)
     algorithms: list[Algorithm] = []
     if recipe.optim.grad_clip is not None:
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=recipe.optim.grad_clip))
@@ -196,9 +203,11 @@ def build_run(
             MetricsLog(recipe.train.log_every, tracker, log),
             CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log),
             checkpointer,
+            retention,
+            *components(recipe.train.callbacks),
             *callbacks,
         ],
-        loggers=[],
+        loggers=[*components(recipe.train.loggers), *loggers],
         progress_bar=False,
         log_to_console=False,
         device=device,
@@ -216,7 +225,12 @@ def build_run(
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"
                      + (": its budget was already spent, nothing left to train" if finished else ""))
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
-    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished)
+    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention)
+
+
+def components(specs: list[ComponentSpec]) -> list:
+    """The recipe's ``_component_`` entries (``train.loggers``, ``train.callbacks``), built."""
+    return [import_component(spec.component)(**spec.options) for spec in specs]
 
 
 def export_encoder(run: Run) -> Path:
@@ -256,16 +270,19 @@ def train(
     data_root: str | None = None,
     resume: str | Path | None = None,
     callbacks: tuple[Callback, ...] = (),
+    loggers: tuple[LoggerDestination, ...] = (),
     clock: TrainingClock | None = None,
     console: bool = True,
     notes: tuple[str, ...] = (),
 ) -> RunResult:
-    """Train ``recipe`` under its budget; on global rank 0, write the run directory and print a summary."""
-    run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, clock=clock,
-                    console=console)
+    """Train ``recipe`` under its budget; on global rank 0, write the run directory and print a summary.
+    ``callbacks`` and ``loggers`` are added to those the recipe names."""
+    run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, loggers=loggers,
+                    clock=clock, console=console)
     main_rank = dist.get_global_rank() == 0
     if main_rank:
         (run.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        write_provenance(run.run_dir, recipe, data_root)
         for line in notes:
             print(line, flush=True)
     try:
@@ -277,11 +294,11 @@ def train(
     if not main_rank:
         return RunResult(run.run_dir, {}, run.checkpointer.saved, None, "")
     export_dir = export_encoder(run)
+    write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
     summary = summarize_run(records)
-    lines = list(notes) + run.notes + [f"checkpoints: {', '.join(p.name for p in run.checkpointer.saved) or 'none'}",
-                                       f"encoder export: {export_dir}"]
+    lines = list(notes) + run.notes + [run.retention.describe(), f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
     return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)
