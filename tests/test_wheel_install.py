@@ -72,6 +72,8 @@ def test_a_pip_user_trains_probes_and_scripts_from_outside_the_checkout(installe
                  "--max-train", "200", "--max-test", "100", "--data-root", str(data_root))
     assert "leakage against 1 corpus file(s)" in probed.stdout
     assert (run_dir / "probe" / "results.json").is_file()
+    card = (run_dir / "export" / "README.md").read_text()
+    assert "# mlm_jepa_masked" in card and "| stability | spearman |" in card and "EsmModel.from_pretrained" in card
 
     write_fasta(home / "my_proteins.fasta", data_root)
     example = run(installed, home, data_root, "python", "-c", readme_example())

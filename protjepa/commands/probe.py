@@ -54,7 +54,7 @@ def run(args) -> int:
 
     import torch
 
-    from protjepa.card import write_card
+    from protjepa.card import CARD, write_card
     from protjepa.export import load_encoder, resolve_checkpoint
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
     from protjepa.evaluation.leakage import Corpus, run_corpus
@@ -91,6 +91,6 @@ def run(args) -> int:
     results["checkpoint"] = str(encoder_path)
     json_path, md_path = write_results(results, out)
     print(f"wrote {json_path} and {md_path}")
-    if run_dir is not None and out == run_dir / "probe" and encoder_path.is_dir():
+    if run_dir is not None and out == run_dir / "probe" and (encoder_path / CARD).is_file():
         print(f"updated {write_card(run_dir, encoder_path)}")  # the card shows the final export's probes
     return 1 if any(r.get("error") for r in results["tasks"].values()) else 0
