@@ -17,7 +17,7 @@ EXTRAS = {
                              "(Composer pins an older torch; it runs on this one)"),
     "torchtune": ("the modern encoder", "pip install 'protjepa[modern]'"),
     "xformers": ("attention: xformers", "pip install 'protjepa[xformers]'"),
-    "transformers": ("the benchmark's ESM peer and the Hugging Face tokenizer", "pip install 'protjepa[bench]'"),
+    "transformers": ("protjepa bench's ESM peer", "pip install 'protjepa[bench]'"),
 }
 
 
