@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml requirements/no-deps.txt
 	$(BIN)/pip install -q --upgrade pip
 	# torch and torchvision first, from the pinned wheels (see DEVELOPERS.md)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	# our package with every extra (pyproject.toml), then the exact Composer and torchtune
+	$(BIN)/pip install -q -e '.[test,train,loggers,modern,xformers,bench]'
 	$(BIN)/pip install -q --no-deps -r requirements/no-deps.txt
 	touch $(STAMP)
 

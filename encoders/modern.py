@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
 from protjepa.attention import AttentionLayout, Backend, attend
 from protjepa.encoders.base import Encoder, EncoderOutput
+from protjepa.extras import require
 from protjepa.registry import register_encoder
 
 # Sizes matched to ESM-2's (8M, 35M, 150M): SwiGLU at 8/3 x width has the parameters of a 4 x GELU MLP.
@@ -86,6 +87,7 @@ class ModernConfig(BaseModel):
 class ModernEncoder(Encoder):
     def __init__(self, config: ModernConfig, alphabet: Alphabet = ESM_ALPHABET):
         super().__init__()
+        require("torchtune")
         from torchtune.modules import (
             FeedForward,
             MultiHeadAttention,

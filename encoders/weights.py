@@ -49,7 +49,7 @@ class WeightsError(UserError, ValueError):
 
 def esm2_from_checkpoint(path: str | os.PathLike) -> ESM2:
     """An ESM-2 built to the sizes of a Hugging Face ESM directory or a fair-esm .pt, and loaded from it."""
-    sizes, state, source = _read(_existing(path))
+    sizes, state, source = _read(locate(path))
     encoder = ESM2(sizes["num_layers"], sizes["embed_dim"], sizes["attention_heads"],
                    token_dropout=sizes["token_dropout"])
     _load_state(encoder, state, source)
@@ -58,8 +58,8 @@ def esm2_from_checkpoint(path: str | os.PathLike) -> ESM2:
 
 def load_weights(encoder: Encoder, path: str | os.PathLike) -> Encoder:
     """Load a checkpoint's weights into ``encoder`` (the recipe's ``encoder.checkpoint``)."""
-    sizes, state, source = _read(_existing(path))
-    _check_state(encoder, state, source)
+    sizes, state, source = _read(locate(path))
+    check_state(encoder, state, source)
     if isinstance(encoder, ESM2) and sizes is not None and sizes["attention_heads"] != encoder.attention_heads:
         # Every shape fits, yet the heads split the width differently.
         raise WeightsError(
@@ -83,17 +83,44 @@ def export_hf(encoder: ESM2, directory: str | os.PathLike) -> Path:
     }
     write_safetensors(directory / WEIGHTS, tensors)
     write_text(directory / HF_CONFIG, json.dumps(_hf_config(encoder), indent=2))
+    for name, text in _hf_tokenizer_files(encoder).items():
+        write_text(directory / name, text)
     return directory
+
+
+def _hf_tokenizer_files(encoder: ESM2) -> dict[str, str]:
+    """``EsmTokenizer``'s files: AutoTokenizer.from_pretrained(folder) then gives our token ids."""
+    alphabet = encoder.alphabet
+    special = {"cls_token": "<cls>", "pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>",
+               "mask_token": "<mask>"}
+    config = {"tokenizer_class": "EsmTokenizer", "model_max_length": 1024 + 2, "do_lower_case": False, **special}
+    return {
+        "vocab.txt": "".join(f"{token}\n" for token in alphabet.tokens),
+        "special_tokens_map.json": json.dumps(special, indent=2),
+        "tokenizer_config.json": json.dumps(config, indent=2),
+    }
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _existing(path: str | os.PathLike) -> Path:
+# fair-esm's model names (esm2_t6_8M_UR50D, esm1b_t33_650M_UR50S): the files it downloads.
+FAIR_ESM_NAME = re.compile(r"esm[\w]*_t\d+_\d+[MB]_\w+")
+
+
+def locate(path: str | os.PathLike) -> Path:
+    """``path``, or for a fair-esm model name the ``.pt`` that fair-esm downloaded into the torch hub
+    cache (``$TORCH_HOME/hub/checkpoints``). Nothing is downloaded."""
     path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such checkpoint file or directory")
-    return path
+    if path.exists():
+        return path
+    if FAIR_ESM_NAME.fullmatch(str(path)):
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / f"{path}.pt"
+        if cached.is_file():
+            return cached
+        raise WeightsError(f"{path}: no such file here, nor in fair-esm's download cache ({cached}); "
+                           "protjepa downloads nothing: fetch it with fair-esm, or give the .pt's path")
+    raise WeightsError(f"{path}: no such checkpoint file or directory")
 
 
 def is_native(path: Path) -> bool:
@@ -300,11 +327,11 @@ def tied_aliases(module: torch.nn.Module) -> set[str]:
 
 
 def _load_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
-    _check_state(encoder, state, source)
+    check_state(encoder, state, source)
     encoder.load_state_dict(state, strict=False)  # strict but for the tied aliases
 
 
-def _check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
+def check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None:
     """A one-line error at the first missing, misshapen or unexpected key."""
     expected = encoder.state_dict()
     optional = tied_aliases(encoder)

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 from torch import Tensor, nn
 
 from protjepa.attention import AttentionLayout, attend
@@ -45,6 +45,9 @@ class TargetConfig(ObjectiveConfig):
         return self
 
 
+TRANSFORMER_ONLY = ("layers", "heads", "width")
+
+
 class PredictorConfig(ObjectiveConfig):
     kind: Literal["mlp", "transformer"] = "mlp"
     hidden_mult: float = Field(8 / 3, gt=0, description="SwiGLU hidden size / width")
@@ -55,12 +58,20 @@ class PredictorConfig(ObjectiveConfig):
     @model_validator(mode="after")
     def _transformer_only(self):
         if self.kind == "mlp":
-            extra = sorted({"layers", "heads", "width"} & self.model_fields_set)
+            extra = sorted(set(TRANSFORMER_ONLY) & self.model_fields_set)
             if extra:
                 raise ValueError(f"{', '.join(extra)}: only used by kind: transformer")
         elif self.width is not None and self.width % (2 * self.heads):
             raise ValueError(f"width {self.width} must be a multiple of 2 x heads ({2 * self.heads})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _mlp_without_transformer_fields(self, handler):
+        data = handler(self)
+        if self.kind == "mlp":  # a resolved recipe loads back: these are errors beside kind: mlp
+            for key in TRANSFORMER_ONLY:
+                data.pop(key, None)
+        return data
 
 
 class JEPAConfig(ObjectiveConfig):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from protjepa.batch import Batch
+from protjepa.extras import EXTRAS
 
 Backend = Literal["auto", "xformers", "sdpa", "math"]
 BACKENDS: tuple[str, ...] = ("auto", "xformers", "sdpa", "math")
@@ -185,7 +186,7 @@ def _xformers_problem(device: torch.device, dtype: torch.dtype, head_dim: int) -
         from xformers.ops import memory_efficient_attention
         from xformers.ops.fmha.attn_bias import BlockDiagonalMask
     except Exception as exc:  # a broken install must not stop training: fall back
-        return f"cannot import xformers: {exc}"
+        return f"cannot import xformers ({exc}; {EXTRAS['xformers'][1]})"
     try:
         with torch.inference_mode(False), torch.enable_grad():
             q = torch.randn(1, 4, 1, head_dim, device=device, dtype=dtype, requires_grad=True)

@@ -29,6 +29,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from protjepa import shipped
 from protjepa.attention import AttentionLayout, resolve_backend
 from protjepa.batch import Batch
 from protjepa.build import build_encoder, build_model
@@ -40,7 +41,7 @@ from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.recipe import OptimConfig, Recipe, load_recipe
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = shipped.folder()  # the repository's recipes/, installed as package data
 
 SIZES: dict[str, dict[str, int]] = {**PRESETS, "tiny": dict(num_layers=2, embed_dim=64, attention_heads=4)}
 

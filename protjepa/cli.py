@@ -1,14 +1,29 @@
 """``protjepa`` command line. Each subcommand lives in ``protjepa/commands/<name>.py``
-with ``configure(parser)`` and ``run(args) -> int``; heavy imports stay inside ``run``."""
+with ``configure(parser)`` and ``run(args) -> int``; heavy imports stay inside ``run``.
+``python -m protjepa`` runs the same."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from protjepa import __version__
 from protjepa.errors import UserError
+from protjepa.extras import missing_extra
+
+DESCRIPTION = """\
+Train protein language models with composable objectives (MLM, JEPA, VICReg, SIGReg)
+under a matched budget, and score them on frozen-embedding probes."""
+EPILOG = """\
+start here:
+  protjepa recipes                                the shipped recipes, with what each one trains
+  protjepa train mlm_jepa_masked --budget 5min    train one (a name, or your own YAML file)
+  protjepa probe runs/mlm_jepa_masked             score the trained encoder
+'protjepa COMMAND --help' gives each command's options."""
 
 SUBCOMMANDS = {
+    "recipes": "list the shipped recipes and experiments, or copy one out to edit",
     "validate": "check recipes against the schema and the registries",
     "list": "print the registered encoders and objectives",
     "train": "train a recipe on Composer under its budget",
@@ -24,7 +39,9 @@ def _module(name: str):
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="protjepa", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="protjepa", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"protjepa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in (argv or []) if a in SUBCOMMANDS), None)
     for name, help_text in SUBCOMMANDS.items():
@@ -42,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"protjepa: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        error = missing_extra(exc)
+        if error is None:
+            raise
+        print(f"protjepa: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, and keep Python's exit flush quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as exc:  # a run says where it stopped and how to go on
         print(f"protjepa: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130

@@ -1,16 +1,21 @@
 """Whole encoders on disk in the native format: ``encoder.yaml`` (the recipe's ``encoder:``
 section) beside ``model.safetensors``, for any encoder a recipe can build. Loading also takes
-the ESM-2 formats of :mod:`protjepa.encoders.weights` (Hugging Face ESM, fair-esm).
+the ESM-2 formats of :mod:`protjepa.encoders.weights` (Hugging Face ESM, fair-esm), a run
+folder of ``protjepa train`` (its export) and a training checkpoint inside one
+(``<run>/checkpoints/ckpt-0.500.pt``: the encoder built from the run's ``recipe.yaml``).
 
 It sits above :mod:`protjepa.build` because loading a native directory builds the encoder
 its ``encoder.yaml`` names.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 from pydantic import ValidationError
 
@@ -21,24 +26,73 @@ from protjepa.encoders.weights import (
     WEIGHTS,
     WeightsError,
     esm2_from_checkpoint,
+    check_state,
     is_native,
     load_weights,
+    locate,
     read_encoder_spec,
     tied_aliases,
     write_safetensors,
     write_text,
 )
 from protjepa.errors import UserError
-from protjepa.recipe import RecipeError
+from protjepa.recipe import RecipeError, load_recipe
 from protjepa.yamlio import YamlLines, located_first_error
 
 
+RUN_RECIPE = "recipe.yaml"
+# What a Composer checkpoint holds besides tensors (torch.serialization.get_unsafe_globals_in_checkpoint):
+# timedeltas in its timestamp, the torch version, numpy's RNG state (an array, rebuilt by the
+# function its __reduce__ names, numpy 1 and 2 alike); all safe to rebuild.
+CHECKPOINT_GLOBALS = [datetime.timedelta, torch.torch_version.TorchVersion, np.ndarray, np.dtype,
+                      type(np.dtype(np.uint32)), np.empty(0).__reduce__()[0]]
+_ENCODER_PREFIX = "model.encoder."  # ComposerProtJEPA.model (ProtJEPA).encoder
+
+
 def load_encoder(path: str | os.PathLike) -> Encoder:
-    """An encoder built and loaded from a native directory, a Hugging Face ESM directory or a fair-esm .pt."""
-    path = Path(path)
+    """An encoder built and loaded from a native directory, a Hugging Face ESM directory, a fair-esm .pt,
+    a run folder (its final export) or a training checkpoint of a run (``<run>/checkpoints/*.pt``)."""
+    path, run_dir = resolve_checkpoint(path)
+    if run_dir is not None and path.is_file():
+        return _from_training_checkpoint(path, run_dir)
     if not is_native(path):
         return esm2_from_checkpoint(path)
     return load_weights(_build_native(path / NATIVE_SPEC), path)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
+    or newest labelled sub-folder; a training checkpoint of a run stays as it is."""
+    path = locate(path)
+    if path.is_file() and path.parent.name == "checkpoints" and (path.parent.parent / RUN_RECIPE).is_file():
+        return path, path.parent.parent
+    export = path / "export"
+    if not ((path / RUN_RECIPE).is_file() and export.is_dir()):
+        return path, None
+    if any(export.glob("*.safetensors")) or any(export.glob("*.json")) or any(export.glob("*.yaml")):
+        return export, path
+    labels = [d for d in export.iterdir() if d.is_dir()]
+    if not labels:
+        raise WeightsError(f"{export}: the run has no exported encoder yet")
+    final = export / "final"
+    return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
+
+
+def _from_training_checkpoint(file: Path, run_dir: Path) -> Encoder:
+    """The encoder of a Composer checkpoint, built as the run's recipe says."""
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        model = data["state"]["model"]
+    except Exception as exc:  # torch.load raises many types for foreign files
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(f"{file}: not a protjepa training checkpoint: {first}") from None
+    recipe = load_recipe(run_dir / RUN_RECIPE)
+    encoder = encoder_from_spec(recipe.encoder, recipe.encoder_config)
+    state = {name[len(_ENCODER_PREFIX):]: t for name, t in model.items() if name.startswith(_ENCODER_PREFIX)}
+    check_state(encoder, state, str(file))
+    encoder.load_state_dict(state, strict=False)  # strict but for the tied aliases check_state allows
+    return encoder
 
 
 def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any]) -> Path:

@@ -15,6 +15,7 @@ from torch import nn
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator,
                       model_serializer, model_validator)
 
+from protjepa import shipped
 from protjepa.durations import parse_duration
 from protjepa.errors import UserError
 from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
@@ -95,6 +96,18 @@ class BudgetConfig(Strict):
         return self._seconds
 
 
+class ComponentSpec(BaseModel):
+    """``_component_:`` a dotted path to a class or factory (torchtune's convention); the other keys
+    are its keyword arguments. Composer's loggers and callbacks in ``train.loggers`` / ``train.callbacks``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    component: str = Field(alias="_component_")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -106,6 +119,9 @@ class TrainConfig(Strict):
     compile: bool = False
     fsdp: dict[str, Any] | None = None
     threads: int | None = Field(None, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=0, description="keep the last K before the final; None: all")
+    loggers: list[ComponentSpec] = Field(default_factory=list, description="Composer loggers: _component_ + arguments")
+    callbacks: list[ComponentSpec] = Field(default_factory=list, description="Composer callbacks, likewise")
 
     @field_validator("checkpoint_at")
     @classmethod
@@ -288,26 +304,31 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
             except ValidationError as exc:
                 raise RecipeError(located_first_error(exc, source, lines, ("encoder",))) from None
     else:
-        _check_component(recipe.encoder, source, lines)
+        _check_component(recipe.encoder, ("encoder",), source, lines, module_class=True)
+    for section in ("loggers", "callbacks"):
+        for i, spec in enumerate(getattr(recipe.train, section)):
+            _check_component(spec, ("train", section, i), source, lines)
     _check_consumers(recipe, source, lines)
     return recipe
 
 
-def _check_component(spec: EncoderSpec, source: str, lines: YamlLines | None) -> None:
-    """``_component_`` must import to a callable (a class: an ``nn.Module``), and the other keys must
-    fit its arguments. It is not called: what a function returns is checked when a run builds it."""
+def _check_component(spec: EncoderSpec | ComponentSpec, loc: tuple, source: str, lines: YamlLines | None,
+                     module_class: bool = False) -> None:
+    """``_component_`` must import to a callable, and the other keys must fit its arguments; with
+    ``module_class`` a class must be an ``nn.Module`` (an encoder factory). It is not called: what a
+    function returns is checked when a run builds it."""
     try:
         factory = import_component(spec.component)
     except RegistryError as exc:
-        _raise(source, lines, ("encoder", "_component_"), str(exc))
-    if not callable(factory) or (inspect.isclass(factory) and not issubclass(factory, nn.Module)):
-        _raise(source, lines, ("encoder", "_component_"),
-               f"{spec.component} is a {type(factory).__name__}, not an encoder factory (an nn.Module class, "
-               "or a function returning one)")
+        _raise(source, lines, (*loc, "_component_"), str(exc))
+    if not callable(factory) or (module_class and inspect.isclass(factory) and not issubclass(factory, nn.Module)):
+        _raise(source, lines, (*loc, "_component_"),
+               f"{spec.component} is a {type(factory).__name__}, not "
+               + ("an encoder factory (an nn.Module class, or a function returning one)" if module_class else "callable"))
     try:
         inspect.signature(factory).bind(**spec.options)
     except TypeError as exc:
-        _raise(source, lines, ("encoder",), f"{spec.component}: {exc}")
+        _raise(source, lines, loc, f"{spec.component}: {exc}")
     except ValueError:  # no signature to check (a builtin or C factory): the call will tell
         pass
 
@@ -326,8 +347,8 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
 
 
 def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
-    """A recipe file with ``overrides`` (key path, value) applied in order."""
-    path = Path(path)
+    """A recipe file (or a shipped recipe's name) with ``overrides`` (key path, value) applied in order."""
+    path = shipped.find(path)
     raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
@@ -340,5 +361,12 @@ def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> 
 
 
 def dump_recipe(recipe: Recipe) -> str:
+    """The recipe as YAML with every default filled in, the encoder's and each objective's
+    options included (as validated); it loads back to the same recipe."""
     data = recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for written, config in zip(data["objectives"], recipe.objective_configs):
+        if config is not None:
+            written.update(config.model_dump(mode="json", exclude_none=True))
+    if recipe.encoder_config is not None:
+        data["encoder"].update(recipe.encoder_config.model_dump(mode="json", exclude_none=True))
     return yaml.safe_dump(data, sort_keys=False)

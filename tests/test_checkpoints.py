@@ -91,8 +91,21 @@ def test_fair_esm_pt(hf_model, batch, tmp_path, config_key):
     torch.testing.assert_close(logits_of(encoder, batch), hf_logits(hf_model, batch), atol=1e-4, rtol=0)
 
 
+def test_a_fair_esm_name_resolves_from_the_torch_hub_cache(hf_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    missing = one_line_error(load_encoder, "esm2_t6_8M_UR50D")
+    assert missing == (f"esm2_t6_8M_UR50D: no such file here, nor in fair-esm's download cache "
+                       f"({tmp_path}/hub/checkpoints/esm2_t6_8M_UR50D.pt); protjepa downloads nothing: "
+                       "fetch it with fair-esm, or give the .pt's path")
+    model_cfg = argparse.Namespace(encoder_layers=3, encoder_embed_dim=64, encoder_attention_heads=4, token_dropout=True)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({"model": fair_esm_state(hf_model), "cfg": {"model": model_cfg}},
+               tmp_path / "hub" / "checkpoints" / "esm2_t6_8M_UR50D.pt")
+    assert load_encoder("esm2_t6_8M_UR50D").embed_dim == 64
+
+
 def test_export_hf_loads_in_transformers(batch, tmp_path):
-    from transformers import EsmForMaskedLM
+    from transformers import AutoTokenizer, EsmForMaskedLM
 
     torch.manual_seed(1)
     ours = ESM2(2, 32, 4)
@@ -102,7 +115,12 @@ def test_export_hf_loads_in_transformers(batch, tmp_path):
     export_hf(ours, tmp_path)
     hf = EsmForMaskedLM.from_pretrained(tmp_path)
     torch.testing.assert_close(hf_logits(hf, batch), logits_of(ours, batch), atol=1e-4, rtol=0)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temp files
+        "config.json", "model.safetensors", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt"]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    for sequence in ("MKTAYIAKQRQISFVKSHFSRQ", "ACDEFGHIKLMNPQRSTVWYXBUZO"):
+        assert tokenizer(sequence)["input_ids"] == ours.alphabet.encode(sequence).tolist()
+    assert tokenizer.mask_token_id == ours.alphabet.mask_idx and tokenizer.pad_token_id == ours.alphabet.pad_idx
 
 
 def test_hugging_face_to_ours_and_back(hf_model, hf_dir, batch, tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from protjepa.cli import main
+from wheels import build_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -141,20 +141,13 @@ def editable_module_names() -> set[str]:
 
 @pytest.mark.slow
 def test_wheel_ships_what_the_editable_install_imports(tmp_path):
-    source = tmp_path / "src"  # a copy: building in place would leave build/ and *.egg-info in the checkout
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".benchmarks", ".cache"))
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "-w", str(tmp_path / "dist"), str(source)],
-        capture_output=True, text=True,
-    )
-    assert build.returncode == 0, build.stderr
-    (wheel,) = (tmp_path / "dist").glob("protjepa-*.whl")
+    wheel = build_wheel(tmp_path)
     files = zipfile.ZipFile(wheel).namelist()
     for folder in ("objectives", "encoders"):
         expected = {f"protjepa/{folder}/{p.name}" for p in (REPO / folder).glob("*.py")}
         assert expected <= set(files), expected - set(files)
+    shipped = {f"protjepa/recipes/{p.relative_to(REPO / 'recipes')}" for p in (REPO / "recipes").rglob("*.yaml")}
+    assert shipped and shipped <= set(files), shipped - set(files)
     assert module_names(files) == editable_module_names()
     entry_points = zipfile.ZipFile(wheel).read(next(f for f in files if f.endswith("entry_points.txt"))).decode()
     assert "protjepa = protjepa.cli:main" in entry_points

@@ -144,7 +144,7 @@ def test_probe_and_compare_commands(tiny, tmp_path, capsys):
 def test_probe_command_errors_are_one_line(tmp_path, capsys):
     assert main(["probe", str(tmp_path / "missing")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == f"protjepa: error: {tmp_path / 'missing'}: no such checkpoint file or folder"
+    assert error == f"protjepa: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
     assert main(["probe", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "stability" in listing and "(not default)" in listing

@@ -15,16 +15,17 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 # units of lower layers only (and itself). Units of one layer do not import each other.
 LAYERS = [
     ["errors", "alphabet", "yamlio"],
-    ["durations", "paths", "batch", "registry"],
+    ["durations", "paths", "batch", "registry", "extras", "shipped"],
     ["recipe"],
     ["attention", "data"],
     ["encoders"],
     ["objectives"],
     ["model"],
     ["build"],
-    ["export"],
+    ["export", "provenance"],
+    ["card"],
     ["training", "evaluation", "bench"],
-    ["experiment"],
+    ["experiment", "api"],
     ["commands"],
     ["cli"],
 ]

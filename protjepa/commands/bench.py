@@ -36,7 +36,7 @@ def configure(parser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: 2 on the CPU suite)")
     parser.add_argument("--peak-tflops", type=float, help="peak TFLOP/s for MFU (default: looked up by GPU name)")
     parser.add_argument("--data-root", help="data folder (default: ../shared/data beside the repo)")
-    parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the repo's recipes/)")
+    parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the shipped recipes)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: bench.json)")
 
 

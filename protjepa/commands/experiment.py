@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def configure(parser) -> None:
-    parser.add_argument("experiment", help="experiment YAML file (see recipes/experiments/)")
+    parser.add_argument("experiment", help="experiment YAML file, or a shipped one's name (experiments/paper_small)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the runs and their state; train nothing")
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
                         help="train and probe only this variant (repeatable); the report shows every finished run")

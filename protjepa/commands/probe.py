@@ -1,8 +1,8 @@
 """``protjepa probe CHECKPOINT``: score a frozen encoder on the probe suite.
 
-CHECKPOINT is an encoder (a native or Hugging Face ESM folder, a fair-esm ``.pt``) or a
-run folder of ``protjepa train`` (its final export; its recipe names the pretraining
-corpus for the leakage check). Writes ``results.json`` and ``results.md`` to ``--out``
+CHECKPOINT is an encoder (a native or Hugging Face ESM folder, a fair-esm ``.pt``), a
+run folder of ``protjepa train`` (its final export; the run names the pretraining corpus
+for the leakage check) or one of its training checkpoints (``<run>/checkpoints/ckpt-0.500.pt``). Writes ``results.json`` and ``results.md`` to ``--out``
 (default ``<run>/probe/``, or ``./probe/<checkpoint name>``).
 """
 from __future__ import annotations
@@ -37,26 +37,6 @@ def configure(parser) -> None:
     parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
-    """(encoder path, run folder or None). A run's export is ``export/`` itself, or its ``final``
-    or newest labelled sub-folder."""
-    from protjepa.encoders.weights import WeightsError
-
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such checkpoint file or folder")
-    export = path / "export"
-    if not ((path / "recipe.yaml").is_file() and export.is_dir()):
-        return path, None
-    if any(export.glob("*.safetensors")) or any(export.glob("*.json")) or any(export.glob("*.yaml")):
-        return export, path
-    labels = [d for d in export.iterdir() if d.is_dir()]
-    if not labels:
-        raise WeightsError(f"{export}: the run has no exported encoder yet")
-    final = export / "final"
-    return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
-
-
 def run(args) -> int:
     from protjepa.errors import UserError
     from protjepa.evaluation.tasks import task_registry
@@ -74,7 +54,8 @@ def run(args) -> int:
 
     import torch
 
-    from protjepa.export import load_encoder
+    from protjepa.card import CARD, write_card
+    from protjepa.export import load_encoder, resolve_checkpoint
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
     from protjepa.evaluation.leakage import Corpus, run_corpus
     from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
@@ -82,7 +63,12 @@ def run(args) -> int:
 
     root = data_root(args.data_root)
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else run_dir / "probe" if run_dir else Path("probe") / Path(args.checkpoint).stem
+    if args.out:
+        out = Path(args.out)
+    elif run_dir:  # a training checkpoint's results beside the final export's, not over them
+        out = run_dir / "probe" / encoder_path.stem if encoder_path.is_file() else run_dir / "probe"
+    else:
+        out = Path("probe") / Path(args.checkpoint).stem
     writable_folder(out, "probe output (--out)")  # now, not after the tasks have run
     if args.corpus:
         corpus = Corpus([resolve(root, p) for p in args.corpus])
@@ -106,4 +92,6 @@ def run(args) -> int:
     results["checkpoint"] = str(encoder_path)
     json_path, md_path = write_results(results, out)
     print(f"wrote {json_path} and {md_path}")
+    if run_dir is not None and out == run_dir / "probe" and (encoder_path / CARD).is_file():
+        print(f"updated {write_card(run_dir, encoder_path)}")  # the card shows the final export's probes
     return 1 if any(r.get("error") for r in results["tasks"].values()) else 0

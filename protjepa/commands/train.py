@@ -1,8 +1,8 @@
 """``protjepa train RECIPE``: train a recipe on Composer under its budget.
 
-``--main-job`` is the README's first command: the paper's masked-position MLM+JEPA recipe
-for a few minutes of training clock. On a machine without a GPU it also shrinks the
-crop and the batch so that a few minutes hold some dozens of steps, and says so.
+``--main-job`` is a quick demonstration (``make main`` runs it on the paper's masked-position
+MLM+JEPA recipe): a few minutes of training clock and, on a machine without a GPU, a smaller
+crop and batch so that those minutes hold some dozens of steps; it says what it changed.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MAIN_JOB_CPU = {"data.crop": 128, "data.batch_tokens": 2048, "train.monitor_sequ
 
 
 def configure(parser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("recipe", help="recipe YAML file, or a shipped recipe's name (protjepa recipes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. data.batch_tokens=4096 (repeatable)")
     parser.add_argument("--budget", help="replaces the recipe's budget: 90s, 30min, 8h, 1h30m, 2e8tok, 1000steps")
@@ -25,7 +25,8 @@ def configure(parser) -> None:
     parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                         help="continue the run under the same budget: from its latest checkpoint, or the one given")
     parser.add_argument("--main-job", action="store_true",
-                        help=f"the README's demo: a {MAIN_JOB_BUDGET} budget, and CPU-sized batches without a GPU")
+                        help=f"a quick demonstration run: a {MAIN_JOB_BUDGET} budget and, without a GPU, a smaller "
+                             "crop and batch so that it still takes some dozens of steps (a new run folder each time)")
 
 
 def describe_budget(budget: dict | None) -> str:
@@ -62,6 +63,7 @@ def run(args) -> int:
     import torch
     import yaml
 
+    from protjepa import shipped
     from protjepa.durations import parse_budget
     from protjepa.recipe import load_recipe, parse_assignment
 
@@ -69,7 +71,7 @@ def run(args) -> int:
     overrides, notes = ([("budget", budget)] if budget else []), []
     if args.main_job:
         try:
-            raw = yaml.safe_load(Path(args.recipe).read_text())
+            raw = yaml.safe_load(shipped.find(args.recipe).read_text())
         except (OSError, yaml.YAMLError):
             raw = None  # load_recipe below reports the problem with its file and line
         overrides, notes = main_job_settings(raw if isinstance(raw, dict) else {}, torch.cuda.is_available(), budget)

@@ -1,17 +1,58 @@
-"""``protjepa validate RECIPE...``: schema, registries and plugin imports, no training."""
+"""``protjepa validate FILE...``: recipes against the schema, the registries and plugin imports;
+experiment files (they have ``variants:``) as experiments, every run's recipe resolved. No training."""
 from __future__ import annotations
 
 
 def configure(parser) -> None:
-    parser.add_argument("recipes", nargs="+", help="recipe YAML files")
+    parser.add_argument("recipes", nargs="+", metavar="FILE",
+                        help="recipe or experiment YAML files, or shipped ones' names (protjepa recipes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. objectives.1.weight=0.3")
-    parser.add_argument("--print", dest="print_recipe", action="store_true", help="print the resolved recipe")
+                        help="override a recipe value, e.g. objectives.1.weight=0.3 (recipes only)")
+    parser.add_argument("--print", dest="print_recipe", action="store_true",
+                        help="print the resolved recipe, every default filled in (experiments: each run's)")
+
+
+def is_experiment(name: str) -> bool:
+    import yaml
+
+    from protjepa import shipped
+
+    try:
+        raw = yaml.safe_load(shipped.find(name).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # validated as a recipe, whose loading reports the problem
+    return isinstance(raw, dict) and "variants" in raw
+
+
+def check(path: str, overrides: list, print_recipe: bool) -> None:
+    """Print ``ok`` and what the file resolves to, or raise its error."""
+    from protjepa.errors import UserError
+    from protjepa.recipe import dump_recipe, load_recipe
+
+    if is_experiment(path):
+        from protjepa.experiment.spec import load_experiment
+
+        if overrides:
+            raise UserError(f"{path}: --set applies to recipes; an experiment file has its own set:")
+        experiment = load_experiment(path)
+        print(f"ok   {path}: experiment {experiment.spec.name} "
+              f"[{', '.join(run.label for run in experiment.runs)}]")
+        recipes = [run.recipe for run in experiment.runs] if print_recipe else []
+    else:
+        recipe = load_recipe(path, overrides)
+        objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
+        unbuilt = recipe.encoder.component
+        print(f"ok   {path}: {recipe.name} [{objectives}]" + (
+            f" (encoder {unbuilt} imported, its arguments checked, not called: "
+            "train checks that it returns an encoder; a recipe is trusted code)" if unbuilt else ""))
+        recipes = [recipe] if print_recipe else []
+    for recipe in recipes:
+        print(dump_recipe(recipe) if len(recipes) == 1 else f"---\n{dump_recipe(recipe)}", end="")
 
 
 def run(args) -> int:
     from protjepa.errors import UserError
-    from protjepa.recipe import RecipeError, dump_recipe, load_recipe, parse_assignment
+    from protjepa.recipe import RecipeError, parse_assignment
 
     try:
         overrides = [parse_assignment(a) for a in args.overrides]
@@ -22,16 +63,8 @@ def run(args) -> int:
     failed = 0
     for path in args.recipes:
         try:
-            recipe = load_recipe(path, overrides)
+            check(path, overrides, args.print_recipe)
         except UserError as exc:
             print(f"FAIL {exc}")
             failed += 1
-            continue
-        objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
-        unbuilt = recipe.encoder.component
-        print(f"ok   {path}: {recipe.name} [{objectives}]" + (
-            f" (encoder {unbuilt} imported, its arguments checked, not called: "
-            "train checks that it returns an encoder; a recipe is trusted code)" if unbuilt else ""))
-        if args.print_recipe:
-            print(dump_recipe(recipe))
     return 1 if failed else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 import torch
@@ -209,23 +210,33 @@ def split_sequences(path: str | os.PathLike, split: Split = "all", holdout_fract
         kept += 1
 
 
+def data_files(data: DataConfig, root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """The recipe's data files by role (``train``; ``valid`` when given), resolved against the data
+    root: ``root`` (e.g. ``--data-root``) wins over ``data.root``."""
+    base = data_root(root or data.root)
+    files = {"train": resolve(base, data.train)}
+    if data.valid is not None:
+        files["valid"] = resolve(base, data.valid)
+    return files
+
+
 def make_corpus(data: DataConfig, masking: MaskingConfig | None, split: Literal["train", "valid"], *,
                 seed: int = 0, root: str | None = None, alphabet: Alphabet = ESM_ALPHABET) -> FastaCorpus | None:
     """The recipe's training corpus (infinite, shuffled) or validation corpus (one pass, file
     order; ``None`` when there is neither ``data.valid`` nor a ``data.holdout_fraction``).
     ``root`` (e.g. ``--data-root``) wins over ``data.root``."""
-    base = data_root(root or data.root)
+    files = data_files(data, root)
     holdout = data.valid is None and data.holdout_fraction > 0
     common = dict(masking=masking, crop=data.crop, batch_tokens=data.batch_tokens, max_sequences=data.max_sequences,
                   packing=data.packing, unknown_letters=data.unknown_letters, alphabet=alphabet, seed=seed,
                   holdout_fraction=data.holdout_fraction)
     if split == "train":
-        return FastaCorpus(resolve(base, data.train), split="train" if holdout else "all",
+        return FastaCorpus(files["train"], split="train" if holdout else "all",
                            shuffle_buffer=data.shuffle_buffer, infinite=True, **common)
     if data.valid is not None:
-        return FastaCorpus(resolve(base, data.valid), split="all", shuffle_buffer=1, infinite=False, **common)
+        return FastaCorpus(files["valid"], split="all", shuffle_buffer=1, infinite=False, **common)
     if holdout:
-        return FastaCorpus(resolve(base, data.train), split="holdout", shuffle_buffer=1, infinite=False, **common)
+        return FastaCorpus(files["train"], split="holdout", shuffle_buffer=1, infinite=False, **common)
     return None
 
 

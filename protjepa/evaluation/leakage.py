@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from protjepa.data.corpus import data_files
 from protjepa.data.fasta import FastaReader, write_fasta
 from protjepa.errors import UserError
-from protjepa.paths import resolve
+from protjepa.provenance import FILE as PROVENANCE
+from protjepa.provenance import recorded_corpus
 from protjepa.recipe import DataConfig
 
 MMSEQS_COVERAGE = 0.8
@@ -29,11 +31,18 @@ class LeakageError(UserError, RuntimeError):
 
 
 def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
-    """The pretraining FASTA files a run's recipe names (train, and valid when given)."""
+    """The pretraining FASTA files of a run (train, and valid when given): as the run recorded them
+    (absolute paths), or for a run without that record, its recipe's files under ``data_root``."""
+    recorded = recorded_corpus(run_dir)
+    if recorded is not None:
+        missing = [p for p in recorded if not p.exists()]
+        if missing:
+            raise LeakageError(f"{missing[0]}: the run's corpus ({run_dir / PROVENANCE}) is not there any more: "
+                               "pass --corpus FASTA")
+        return recorded
     raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
     data = DataConfig.model_validate(raw.get("data") or {})
-    root = Path(data.root) if data.root else data_root
-    return [resolve(root, f) for f in (data.train, data.valid) if f]
+    return list(data_files(data, data.root or data_root).values())  # the recipe's root, if it names one
 
 
 def _digest(sequence: str) -> bytes:

@@ -27,7 +27,7 @@ from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
 from protjepa.export import load_encoder
 from protjepa.paths import data_root as resolve_data_root
-from protjepa.recipe import dump_recipe
+from protjepa.recipe import dump_recipe, load_recipe
 from protjepa.training.checkpoints import latest_checkpoint
 from protjepa.training.trainer import train
 
@@ -78,7 +78,9 @@ def check_same_recipe(plan: RunPlan) -> None:
     saved = plan.run_dir / "recipe.yaml"
     if not saved.is_file():
         return
-    difference = first_difference(yaml.safe_load(saved.read_text()), yaml.safe_load(dump_recipe(plan.recipe)))
+    # Both resolved: a run written before a default was recorded compares equal.
+    difference = first_difference(yaml.safe_load(dump_recipe(load_recipe(saved))),
+                                  yaml.safe_load(dump_recipe(plan.recipe)))
     if difference:
         raise ExperimentError(f"{saved}: {plan.label} was trained from another recipe ({difference}): "
                               f"delete {plan.run_dir}, or give the experiment another output folder")

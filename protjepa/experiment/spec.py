@@ -10,9 +10,9 @@
     encoder: {name: esm2, preset: esm2_8m}   # optional: replaces each recipe's encoder
     set: {train.monitor_every: 20}    # optional: key path -> value, for every recipe
     variants:
-      - recipe: ../mlm.yaml           # relative to this file; or an inline recipe mapping
+      - recipe: mlm                   # a file relative to this one, a shipped recipe's name, or a mapping
         seeds: [0, 1]
-      - recipe: ../mlm_jepa_masked.yaml
+      - recipe: mlm_jepa_masked
         name: masked                  # default: the recipe's name
         set: {objectives.1.weight: 0.3}
     probe: {tasks: [stability, scope40], fast: true}
@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from protjepa import shipped
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
 from protjepa.evaluation.suite import SuiteSettings
@@ -55,7 +56,8 @@ class ExperimentError(UserError, ValueError):
 
 
 class VariantSpec(Strict):
-    recipe: str | dict[str, Any] = Field(description="a recipe file (relative to the experiment file) or a mapping")
+    recipe: str | dict[str, Any] = Field(
+        description="a recipe file (relative to the experiment file), a shipped recipe's name, or a mapping")
     name: str | None = Field(None, pattern=NAME, description="default: the recipe's name")
     seeds: list[int] | None = Field(None, min_length=1, description="default: the experiment's seeds")
     baseline: str | None = Field(None, description="compare with this variant instead (itself: with none)")
@@ -181,7 +183,7 @@ def _resolve_recipe(path: Path, variant: VariantSpec, overrides: list[tuple[str,
     """The variant's recipe with the experiment's settings (seed and name still the recipe's)."""
     try:
         if isinstance(variant.recipe, str):
-            return load_recipe(path.parent / variant.recipe, overrides)
+            return load_recipe(shipped.find(variant.recipe, base=path.parent), overrides)
         raw = copy.deepcopy(variant.recipe)
         for key_path, value in overrides:
             apply_override(raw, key_path, value)
@@ -193,7 +195,7 @@ def _resolve_recipe(path: Path, variant: VariantSpec, overrides: list[tuple[str,
 def load_experiment(path: str | Path, output: str | Path | None = None, budget: dict | None = None) -> Experiment:
     """Read, validate and resolve an experiment file: every run's recipe, the probe tasks, the output folder.
     ``budget`` (a ``budget:`` mapping) replaces the file's shared budget."""
-    path = Path(path)
+    path = shipped.find(path)
     raw, text = read_yaml(path, ExperimentError, "experiment")
     lines = YamlLines(text)
     if not isinstance(raw, dict):

@@ -19,25 +19,29 @@ import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.core import Algorithm, Callback, DataSpec, Event, State
-from composer.loggers import Logger
+from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
 from protjepa.batch import Batch
 from protjepa.build import build_model
+from protjepa.card import write_card
 from protjepa.data.corpus import fixed_batch, make_corpus
 from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.weights import export_hf
 from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
-from protjepa.recipe import OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.provenance import write_provenance
+from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.registry import import_component
 from protjepa.training.budget import Budget, BudgetTracker, TrainingClock
 from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible, clean_partials, latest_checkpoint
 from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
+from protjepa.training.retention import CheckpointRetention
 from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
 from protjepa.training.runlock import locked_run_dir
 from protjepa.training.runlog import Console, MetricsLog, RunLog
@@ -156,6 +160,7 @@ class Run:
     log: RunLog
     notes: list[str]  # what the summary should say about how the run was set up
     finished: bool  # resumed from a checkpoint at the end of the budget
+    retention: CheckpointRetention
 
 
 @dataclass
@@ -174,6 +179,7 @@ def build_run(
     data_root: str | None = None,
     resume: str | Path | None = None,
     callbacks: tuple[Callback, ...] = (),
+    loggers: tuple[LoggerDestination, ...] = (),
     clock: TrainingClock | None = None,
     console: bool = True,
 ) -> Run:
@@ -203,6 +209,7 @@ def build_run(
     log = RunLog(run_dir / "metrics.jsonl", Console(budget) if console else None)
     metrics_log = MetricsLog(recipe.train.log_every, tracker, log)
     checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker, metrics_log.non_finite)
+    retention = CheckpointRetention(checkpoints, recipe.train.keep_checkpoints)
     algorithms: list[Algorithm] = []
     if recipe.optim.grad_clip is not None:
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=recipe.optim.grad_clip))
@@ -226,9 +233,11 @@ def build_run(
             metrics_log,
             CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log, metrics_log.non_finite),
             checkpointer,
+            retention,
+            *components(recipe.train.callbacks),
             *callbacks,
         ],
-        loggers=[],
+        loggers=[*components(recipe.train.loggers), *loggers],
         progress_bar=False,
         log_to_console=False,
         device=device,
@@ -246,7 +255,12 @@ def build_run(
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"
                      + (": its budget was already spent, nothing left to train" if finished else ""))
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
-    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished)
+    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention)
+
+
+def components(specs: list[ComponentSpec]) -> list:
+    """The recipe's ``_component_`` entries (``train.loggers``, ``train.callbacks``), built."""
+    return [import_component(spec.component)(**spec.options) for spec in specs]
 
 
 def export_encoder(run: Run) -> Path:
@@ -286,15 +300,18 @@ def train(
     data_root: str | None = None,
     resume: str | Path | None = None,
     callbacks: tuple[Callback, ...] = (),
+    loggers: tuple[LoggerDestination, ...] = (),
     clock: TrainingClock | None = None,
     console: bool = True,
     notes: tuple[str, ...] = (),
 ) -> RunResult:
-    """Train ``recipe`` under its budget; on global rank 0, lock and write the run directory and print a summary."""
+    """Train ``recipe`` under its budget; on global rank 0, lock and write the run directory and print a summary.
+    ``callbacks`` and ``loggers`` are added to those the recipe names."""
     main_rank = dist.get_global_rank() == 0
     with locked_run_dir(Path(run_dir)) if main_rank else nullcontext(), interrupts_raise():
         return _train_locked(recipe, Path(run_dir), main_rank, data_root=data_root, resume=resume,
-                             callbacks=callbacks, clock=clock, console=console, notes=notes)
+                             callbacks=callbacks, loggers=loggers, clock=clock, console=console,
+                             notes=notes)
 
 
 @contextmanager
@@ -311,14 +328,15 @@ def interrupts_raise():
         signal.signal(signal.SIGINT, previous)
 
 
-def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, resume, callbacks, clock, console,
-                  notes) -> RunResult:
+def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, resume, callbacks, loggers, clock,
+                  console, notes) -> RunResult:
     if main_rank and clean_partials(run_dir / "checkpoints"):
         notes = (*notes, "removed the partial checkpoint files a killed run left")
-    run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, clock=clock,
-                    console=console)
+    run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, loggers=loggers,
+                    clock=clock, console=console)
     if main_rank:
         (run.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+        write_provenance(run.run_dir, recipe, data_root)
         for line in notes:
             print(line, flush=True)
     try:
@@ -337,11 +355,11 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     if not main_rank:
         return RunResult(run.run_dir, {}, run.checkpointer.saved, None, "")
     export_dir = export_encoder(run)
+    write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
     summary = summarize_run(records)
-    lines = list(notes) + run.notes + [f"checkpoints: {', '.join(p.name for p in run.checkpointer.saved) or 'none'}",
-                                       f"encoder export: {export_dir}"]
+    lines = list(notes) + run.notes + [run.retention.describe(), f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
     return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)

@@ -1,0 +1,98 @@
+"""``provenance.json`` in the run folder: what a run needs to be repeated or traced.
+
+The package versions (protjepa, torch, Composer, transformers, numpy, Python), the git commit
+when protjepa runs from a checkout, the machine (CPU and GPU names, torch threads) and the data
+files by absolute path, with their sizes and SHA-256 digests. ``protjepa probe RUN`` reads the
+pretraining corpus from here for its leakage check, wherever the task data lie.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from protjepa.data.corpus import data_files
+from protjepa.recipe import Recipe
+
+FILE = "provenance.json"
+PACKAGES = ("protjepa", "torch", "mosaicml", "transformers", "numpy", "torchtune", "xformers")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(folder: Path) -> dict | None:
+    """The commit protjepa runs from, and whether the checkout has uncommitted changes."""
+    if not (folder / ".git").exists():
+        return None  # an installed wheel
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip()), "checkout": str(folder)}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": gpus,
+            "platform": platform.platform(), "hostname": platform.node()}
+
+
+def file_record(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def provenance(recipe: Recipe, data_root: str | None) -> dict:
+    checkout = Path(__file__).resolve().parents[1]
+    return {
+        "python": sys.version.split()[0],
+        "packages": {name: _version(name) for name in PACKAGES},
+        "git": _git(checkout),
+        "machine": machine(),
+        "data": {role: file_record(path) for role, path in data_files(recipe.data, data_root).items()},
+    }
+
+
+def write_provenance(run_dir: Path, recipe: Recipe, data_root: str | None) -> Path:
+    path = run_dir / FILE
+    path.write_text(json.dumps(provenance(recipe, data_root), indent=2) + "\n")
+    return path
+
+
+def recorded_corpus(run_dir: Path) -> list[Path] | None:
+    """The pretraining files a run recorded (train, then valid), or None for a run without the record."""
+    path = run_dir / FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text()).get("data", {})
+    return [Path(data[role]["path"]) for role in ("train", "valid") if role in data]
