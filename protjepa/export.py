@@ -9,17 +9,15 @@ its ``encoder.yaml`` names.
 """
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
 from pydantic import ValidationError
 
 from protjepa.build import encoder_from_spec
+from protjepa.checkpoint_file import read_checkpoint
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import (
     NATIVE_SPEC,
@@ -41,11 +39,6 @@ from protjepa.yamlio import YamlLines, located_first_error
 
 
 RUN_RECIPE = "recipe.yaml"
-# What a Composer checkpoint holds besides tensors (torch.serialization.get_unsafe_globals_in_checkpoint):
-# timedeltas in its timestamp, the torch version, numpy's RNG state (an array, rebuilt by the
-# function its __reduce__ names, numpy 1 and 2 alike); all safe to rebuild.
-CHECKPOINT_GLOBALS = [datetime.timedelta, torch.torch_version.TorchVersion, np.ndarray, np.dtype,
-                      type(np.dtype(np.uint32)), np.empty(0).__reduce__()[0]]
 _ENCODER_PREFIX = "model.encoder."  # ComposerProtJEPA.model (ProtJEPA).encoder
 
 
@@ -80,13 +73,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path | None]:
 
 def _from_training_checkpoint(file: Path, run_dir: Path) -> Encoder:
     """The encoder of a Composer checkpoint, built as the run's recipe says."""
+    data = read_checkpoint(file, mmap=True)
     try:
-        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-            data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         model = data["state"]["model"]
-    except Exception as exc:  # torch.load raises many types for foreign files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(f"{file}: not a protjepa training checkpoint: {first}") from None
+    except (KeyError, TypeError):
+        raise WeightsError(f"{file}: not a protjepa training checkpoint (no state.model in it)") from None
     recipe = load_recipe(run_dir / RUN_RECIPE)
     encoder = encoder_from_spec(recipe.encoder, recipe.encoder_config)
     state = {name[len(_ENCODER_PREFIX):]: t for name, t in model.items() if name.startswith(_ENCODER_PREFIX)}

@@ -15,7 +15,7 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 # units of lower layers only (and itself). Units of one layer do not import each other.
 LAYERS = [
     ["errors", "alphabet", "yamlio"],
-    ["durations", "paths", "batch", "registry", "extras", "shipped"],
+    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file"],
     ["recipe"],
     ["attention", "data"],
     ["encoders"],

@@ -1,0 +1,78 @@
+"""Reading a training checkpoint file without running code from it, and checking its bytes.
+
+Beside each checkpoint, ``<name>.sha256`` (``sha256sum -c`` reads it) holds its digest, checked
+whenever the checkpoint is read. Reading unpickles with ``weights_only=True``, the few
+non-tensor types a Composer checkpoint holds allow-listed, so a booby-trapped file is refused
+instead of run. Below Composer and the model: resuming (training/checkpoints.py) and loading an
+encoder from a run's checkpoint (export.py) both read through here.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.torch_version import TorchVersion
+
+from protjepa.errors import UserError
+
+# What a Composer checkpoint pickles besides tensors and plain containers (listed by
+# torch.serialization.get_unsafe_globals_in_checkpoint): timedeltas in its timestamp, the torch
+# version in its metadata, and numpy's RNG state, an array (rebuilt by the function its
+# __reduce__ names, numpy 1 and 2 alike).
+SAFE_GLOBALS = [datetime.timedelta, TorchVersion, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+                np.zeros(1).__reduce__()[0]]
+REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+DIGEST_CHUNK = 1 << 20
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be written or resumed from; the message names the file."""
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(DIGEST_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def verify_digest(path: Path) -> None:
+    """Refuse a checkpoint whose bytes differ from the digest written beside it. A checkpoint
+    without one (written before digests were) is read unverified."""
+    sidecar = digest_path(path)
+    if not sidecar.is_file():
+        return
+    expected = sidecar.read_text().split(maxsplit=1)[0] if sidecar.read_text().strip() else ""
+    if file_digest(path) != expected:
+        raise CheckpointError(f"{path}: its bytes do not match the sha256 in {sidecar.name}: the file is corrupt "
+                              "or was changed after it was written; resume from another checkpoint")
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> dict:
+    """A training checkpoint's contents: digest checked, then unpickled with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    verify_digest(path)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        found = REFUSED_GLOBAL.search(str(exc))
+        what = found.group(1) if found else str(exc).strip().splitlines()[-1]
+        raise CheckpointError(f"{path}: refused: it pickles {what}, which no protjepa checkpoint holds "
+                              "(checkpoints are read with weights_only=True: no code runs from them)") from None
+    except Exception as exc:  # torch.load raises many types for foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a protjepa training checkpoint ({first})") from None
