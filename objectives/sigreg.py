@@ -15,9 +15,10 @@ input the statistic is flat (d cos(tx)/dx ~ t^2 x), and only the factor N makes 
 outwards strong enough to win against the other terms: ``scale: mean`` (the distance
 without N) sends each row an N-times weaker gradient and, next to MLM and the latent loss,
 left the predictions collapsed (docs/results.md, "Anti-collapse"). ``mean`` is kept to
-reproduce runs made with it. At initialisation the N-scaled statistic is large (hundreds
-on ~1,600 collapsed rows); gradient clipping bounds the first steps, and within a few
-dozen steps it falls to about 1.
+reproduce runs made with it. The N-scaled statistic is large on collapsed rows (~155 on
+~400 masked rows at initialisation); the shipped recipes weight it 0.05, LeJEPA's own
+weight, which keeps the weighted term on MLM's scale after the first steps (measured in
+docs/results.md, "Anti-collapse").
 """
 from __future__ import annotations
 

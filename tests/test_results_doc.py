@@ -1,8 +1,10 @@
-"""docs/results.md makes no claim its committed report does not back: its W/L/T, sign-test
-and step counts for paper_small are the ones in docs/results/paper_small/report.md."""
+"""docs/results.md makes no claim its committed runs do not back: its W/L/T, sign-test and
+step counts for paper_small are the ones in docs/results/paper_small/report.md, and its
+anti-collapse table is what the committed metrics.jsonl of docs/results/anti_collapse say."""
 from __future__ import annotations
 
 import re
+import json
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -51,3 +53,37 @@ def test_step_counts_match_the_report():
 def test_report_plots_are_committed():
     for name in re.findall(r"\]\((plots/[^)]+\.png)\)", REPORT.read_text()):
         assert (REPORT.parent / name).is_file(), name
+
+
+ANTI_COLLAPSE = DOCS / "results" / "anti_collapse"
+
+
+def last_mean(records: list[dict], key: str, n: int = 5) -> float:
+    """The mean of the last ``n`` training logs (2 steps each): the table's "last" values."""
+    values = [r[key] for r in records[-n:]]
+    return sum(values) / len(values)
+
+
+def anti_collapse_cells(run: Path) -> list[str]:
+    """The table's measured cells for one run, computed from its metrics.jsonl."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    train = [r for r in records if r["kind"] == "train"]
+    monitor = [r for r in records if r["kind"] == "monitor"]
+    ranks = [r["monitor/effective_rank"] for r in monitor]
+    cells = [f"{monitor[-1]['val/mlm/loss']:.3f}" if "val/mlm/loss" in monitor[-1] else "-",
+             f"{ranks[0]:.2f} -> {min(ranks):.2f} -> {ranks[-1]:.2f}"]
+    reg = next((k for k in ("sigreg", "vicreg") if f"{k}/std" in train[0]), None)
+    if reg is None:
+        return cells + ["-", "-", "-"]
+    return cells + [f"{train[0][reg + '/std']:.3f} -> {last_mean(train, reg + '/std'):.3f}",
+                    f"{train[0][reg + '/loss']:.4g} -> {last_mean(train, reg + '/loss'):.4g}",
+                    f"{last_mean(train, 'jepa/cosine'):.3f}"]
+
+
+def test_anti_collapse_table_matches_the_committed_runs():
+    rows = table_rows(RESULTS.read_text(), "## Anti-collapse")
+    runs = sorted(p.parent for p in ANTI_COLLAPSE.glob("*/metrics.jsonl"))
+    assert len(rows) == len(runs) == 9
+    measured = {tuple(anti_collapse_cells(run)) for run in runs}
+    assert {tuple(row[3:]) for row in rows} == measured
+    assert all(run.name.endswith(("-s0", "-s1")) for run in runs)  # every run names its seed
