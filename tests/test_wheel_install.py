@@ -21,9 +21,11 @@ RUNTIME = ("torch", "composer", "transformers", "tensorboard", "torchtune", "skl
 
 
 def site_folders() -> list[str]:
-    """The folders this environment imports the run-time packages from (never the checkout)."""
-    folders = {str(Path(importlib.util.find_spec(name).origin).parents[1]) for name in RUNTIME}
-    return sorted(f for f in folders if not f.startswith(str(REPO)))
+    """The folders this environment imports the run-time packages from (never the checkout's root,
+    which would import its protjepa; a .venv inside the checkout is fine: the editable install's
+    path file there is not read when its folder is only listed in another path file)."""
+    folders = {Path(importlib.util.find_spec(name).origin).parents[1] for name in RUNTIME}
+    return sorted(str(f) for f in folders if f != REPO)
 
 
 @pytest.fixture(scope="module")
