@@ -110,7 +110,7 @@ def pipeline_points(config: BenchConfig, batches: int = 8, workers: tuple[int, .
         points.append(Point("pipeline", stage, 0, tokens_per_s(corpus(masking, packing), batches)))
     for n in workers:
         loader = DataLoader(corpus(True, True), batch_size=None, num_workers=n)
-        points.append(Point("pipeline", "DataLoader, packed + masked", n, tokens_per_s(loader, batches)))
+        points.append(Point("pipeline", "DataLoader", n, tokens_per_s(loader, batches)))
     return points
 
 
@@ -120,7 +120,7 @@ def plot(points: list[Point], path: str | Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), gridspec_kw={"width_ratios": [1, 1, 1.4]})
     for ax, curve, xlabel in zip(axes[:2], ("crop", "batch"), ("crop (residues)", "batch tokens (padded)")):
         for series in dict.fromkeys(p.series for p in points if p.curve == curve):
             line = [p for p in points if p.curve == curve and p.series == series]
@@ -131,7 +131,7 @@ def plot(points: list[Point], path: str | Path, title: str) -> Path:
         ax.set_ylabel("non-padding tokens/s")
         ax.legend()
     pipeline = [p for p in points if p.curve == "pipeline"]
-    labels = [p.series + (f" ({p.x} workers)" if p.x else "") for p in pipeline]
+    labels = [p.series + (f", {p.x} worker{"s" if p.x > 1 else ""}" if p.x else "") for p in pipeline]
     axes[2].barh(labels, [p.tokens_per_s for p in pipeline])
     axes[2].axvline(PIPELINE_BUDGET, color="k", linestyle="--", label=f"{PIPELINE_BUDGET:,} tokens/s = 1 step/s")
     axes[2].set_xscale("log")
