@@ -131,7 +131,7 @@ def plot(points: list[Point], path: str | Path, title: str) -> Path:
         ax.set_ylabel("non-padding tokens/s")
         ax.legend()
     pipeline = [p for p in points if p.curve == "pipeline"]
-    labels = [p.series + (f", {p.x} worker{"s" if p.x > 1 else ""}" if p.x else "") for p in pipeline]
+    labels = [p.series + (f", {p.x} worker{'s' if p.x > 1 else ''}" if p.x else "") for p in pipeline]
     axes[2].barh(labels, [p.tokens_per_s for p in pipeline])
     axes[2].axvline(PIPELINE_BUDGET, color="k", linestyle="--", label=f"{PIPELINE_BUDGET:,} tokens/s = 1 step/s")
     axes[2].set_xscale("log")
