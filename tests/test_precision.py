@@ -9,6 +9,7 @@ import pytest
 import torch
 from composer.core import Callback
 
+from protjepa import precision
 from protjepa.precision import PrecisionError, choose_bf16, cpu_bf16_missing
 from protjepa.recipe import TrainConfig, parse_recipe
 from protjepa.training.composer_model import unwrap
@@ -28,11 +29,24 @@ def cpu_with_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True})
 
 
-def test_auto_is_bf16_on_a_cpu_with_it(cpu_with_bf16):
+def test_auto_is_bf16_on_a_cpu_where_it_is_native_and_faster(cpu_with_bf16, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 3.4)
     chosen = resolve_precision(TrainConfig(precision="auto"), "cpu")
     assert (chosen.composer, chosen.cpu_bf16) == ("fp32", True)  # Composer's amp_bf16 would not autocast here
-    assert chosen.note == "precision: bf16 autocast on the CPU (train.precision auto: native bf16 here)"
+    assert chosen.note == ("precision: bf16 autocast on the CPU (train.precision auto: its matrix products ran "
+                           "3.40x faster here)")
     assert resolve_precision(TrainConfig(precision="fp32"), "cpu").cpu_bf16 is False
+
+
+def test_auto_is_fp32_where_native_bf16_is_slower_but_bf16_can_be_asked_for(cpu_with_bf16, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.83)
+    chosen = resolve_precision(TrainConfig(precision="auto"), "cpu")
+    assert chosen.cpu_bf16 is False and "ran at 0.83x fp32's, under the 1.2x it takes" in chosen.note
+    assert resolve_precision(TrainConfig(precision="bf16"), "cpu").cpu_bf16 is True
+
+
+def test_the_speedup_is_measured_once():
+    assert precision.cpu_bf16_speedup() is precision.cpu_bf16_speedup() > 0
 
 
 def test_auto_is_fp32_on_a_cpu_without_it_and_says_why(cpu_without_bf16):
