@@ -34,7 +34,8 @@ def configure(parser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="embed under bf16 autocast; auto (default): on a GPU, and on a CPU where native bf16 is faster")
+                        help="embed under bf16 autocast; auto (default): on a GPU, and on a CPU where native "
+                             "bf16 is faster")
     parser.add_argument("--batch-tokens", type=int, default=16384, help="tokens per embedding batch (padding included)")
     parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
 
