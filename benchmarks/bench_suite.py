@@ -8,15 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from protjepa import bench
+from protjepa.bench.config import GPU_SIZES, SUITES, BenchConfig
 
 THREADS = int(os.environ.get("PROTJEPA_BENCH_THREADS", "2"))
 
 
-def suite_config() -> bench.BenchConfig:
+def suite_config() -> BenchConfig:
     name = os.environ.get("PROTJEPA_BENCH_SUITE", "cpu")
-    if name not in bench.SUITES:
-        raise pytest.UsageError(f"PROTJEPA_BENCH_SUITE={name!r}: expected {'|'.join(bench.SUITES)}")
-    config = replace(bench.BenchConfig(), **bench.SUITES[name])
-    default_size = bench.GPU_SIZES[0] if name == "gpu" else config.size
+    if name not in SUITES:
+        raise pytest.UsageError(f"PROTJEPA_BENCH_SUITE={name!r}: expected {'|'.join(SUITES)}")
+    config = replace(BenchConfig(), **SUITES[name])
+    default_size = GPU_SIZES[0] if name == "gpu" else config.size
     return replace(config, size=os.environ.get("PROTJEPA_BENCH_SIZE", default_size))

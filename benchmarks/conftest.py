@@ -11,23 +11,26 @@ import pytest
 import torch
 
 from bench_suite import THREADS, suite_config
-from protjepa import bench
+from protjepa.bench.batches import Prepared
+from protjepa.bench.config import BenchConfig
+from protjepa.bench.rows import Row, build_rows
+from protjepa.bench.suite import resolve_device
 
 torch.set_num_threads(THREADS)
 
 
 @dataclass
 class Suite:
-    config: bench.BenchConfig
+    config: BenchConfig
     device: torch.device
-    rows: dict[str, bench.Row]
-    batches: dict[str, list[bench.Prepared]]
+    rows: dict[str, Row]
+    batches: dict[str, list[Prepared]]
 
 
 @pytest.fixture(scope="session")
 def suite() -> Suite:
     config = suite_config()
-    device = bench.resolve_device(config.device)
+    device = resolve_device(config.device)
     config = replace(config, device=device.type)
-    rows, batches = bench.build_rows(config, device)
+    rows, batches = build_rows(config, device)
     return Suite(config, device, {row.name: row for row in rows}, batches)

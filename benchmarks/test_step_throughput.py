@@ -12,14 +12,17 @@ from itertools import count
 import pytest
 
 from bench_suite import suite_config
-from protjepa import bench
+from protjepa.bench.batches import Prepared
+from protjepa.bench.config import layout_suffix
+from protjepa.bench.rows import ADJACENT
+from protjepa.bench.timing import synchronize
 
 CONFIG = suite_config()
 
 
 def row_names() -> list[str]:
-    suffix = bench.layout_suffix(CONFIG)  # "": the padded-vs-packed rows are mlm and mlm_packed
-    names = list(bench.ADJACENT)
+    suffix = layout_suffix(CONFIG)  # "": the padded-vs-packed rows are mlm and mlm_packed
+    names = list(ADJACENT)
     if suffix:
         names += [f"peer_hf_mlm{suffix}", f"mlm_padded{suffix}", f"mlm_packed{suffix}"]
     names += [f"encoder_{kind}[{backend}]" for backend in CONFIG.backends for kind in ("fwd", "fwd_bwd")]
@@ -37,9 +40,9 @@ def test_row(benchmark, suite, name):
     def next_batch():
         return (pool[next(turn) % len(pool)],), {}
 
-    def step(prepared: bench.Prepared) -> None:
+    def step(prepared: Prepared) -> None:
         row.run(prepared)
-        bench.synchronize(suite.device)
+        synchronize(suite.device)
 
     benchmark.group = f"{suite.config.size} {suite.config.device} {suite.config.dtype}"
     benchmark.pedantic(step, setup=next_batch, rounds=max(3, suite.config.repeats * suite.config.steps),

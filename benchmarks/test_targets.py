@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from protjepa import bench
+from protjepa.bench.ratios import Ratio, ratios
+from protjepa.bench.timing import measure
 
 
 @pytest.fixture(scope="session")
-def measured(suite) -> list[bench.Ratio]:
-    samples = bench.measure(list(suite.rows.values()), suite.batches, suite.config, suite.device)
-    return bench.ratios(samples, suite.config, suite.device)
+def measured(suite) -> list[Ratio]:
+    samples = measure(list(suite.rows.values()), suite.batches, suite.config, suite.device)
+    return ratios(samples, suite.config, suite.device)
 
 
 def test_every_target_met(measured, record_property):

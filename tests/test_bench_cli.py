@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from protjepa import bench
+from protjepa import precision
+from protjepa.bench.batches import Prepared
+from protjepa.bench.config import BenchConfig
+from protjepa.bench.flops import encoder_flops, lm_head_flops
+from protjepa.bench.ratios import cost_over_floor, paired
+from protjepa.bench.rows import Row
+from protjepa.bench.timing import measure
 from protjepa.cli import main
 
 STEP_ROWS = ["mlm", "mlm_jepa_masked", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only", "mlm_packed",
@@ -19,6 +25,13 @@ RATIOS = ["mlm / peer", "mlm packed / peer", "mlm / peer (crop 128)", "mlm packe
           "mlm_jepa_masked / mlm", "mlm_jepa_ema_half / mlm", "mlm_jepa_all / mlm", "jepa_only / mlm",
           "target_forward_last / mlm", "packed / padded (crop 128)", "packed / padded (step batches)",
           "math / sdpa fwd", "math / sdpa fwd_bwd"]
+EMBED_ROWS = ["embed", "embed_peer"]
+EMBED_RATIOS = ["embed / peer (fp32)"]
+# Beside the fp32 rows on a CPU that multiplies bf16 natively (BenchConfig.bf16_rows).
+BF16_ROWS = ["mlm+bf16", "peer_hf_mlm+bf16", "mlm_jepa_masked+bf16", "embed+bf16", "embed_peer+bf16"]
+BF16_RATIOS = ["mlm bf16 / fp32", "mlm_jepa_masked bf16 / fp32", "mlm bf16 / peer bf16", "peer bf16 / fp32",
+               "embed / peer (bf16)", "embed bf16 / peer fp32"]
+NATIVE_BF16 = precision.cpu_bf16_missing() is None
 
 
 def test_quick_run_writes_every_row(data_root, tmp_path, capsys):
@@ -30,23 +43,37 @@ def test_quick_run_writes_every_row(data_root, tmp_path, capsys):
     assert result["machine"]["torch"] == torch.__version__
     (run,) = result["runs"]
     rows = {r["name"]: r for r in run["rows"]}
-    assert sorted(rows) == sorted(STEP_ROWS + ENCODER_ROWS)  # no xformers rows: it has no CPU kernels
+    bf16_rows, bf16_ratios = (BF16_ROWS, BF16_RATIOS) if NATIVE_BF16 else ([], [])
+    # no xformers rows: it has no CPU kernels
+    assert sorted(rows) == sorted(STEP_ROWS + ENCODER_ROWS + EMBED_ROWS + bf16_rows)
     for row in rows.values():
         assert row["tokens_per_s"] > 0 and row["tokens_per_step"] > 0
     # The same batches for every padded row; the packed rows hold more residues under the same budget.
     assert len({rows[n]["tokens_per_step"] for n in rows if rows[n]["layout"] == "padded"}) == 1
     assert rows["mlm_packed@128"]["tokens_per_step"] > rows["mlm_padded@128"]["tokens_per_step"]
     ratios = {q["name"]: q for q in run["ratios"]}
-    assert sorted(ratios) == sorted(RATIOS)
-    assert ratios["mlm / peer"]["target"] == ">= 1.3" and ratios["mlm_jepa_masked / floor"]["target"] == "<= 1.1"
+    assert sorted(ratios) == sorted(RATIOS + EMBED_RATIOS + bf16_ratios)
+    assert ratios["embed / peer (fp32)"]["target"] == ">= 1.5"
+    # Both sides embed the same 8 sequences whole, from the same weights, and agree.
+    assert rows["embed"]["tokens_per_step"] == rows["embed_peer"]["tokens_per_step"] > 8 * 30
+    (check,) = run["checks"]
+    assert check["name"] == "embeddings match transformers'" and check["passed"], check
+    assert ratios["mlm_jepa_masked / floor"]["target"] == "<= 1.1"
+    assert ratios["mlm / peer (crop 128)"]["target"] == ">= 1.3"
+    if NATIVE_BF16:  # the step crop's peer target is held in bf16; fp32's ratio is information
+        assert ratios["mlm bf16 / peer bf16"]["target"] == ">= 1.3" and ratios["mlm / peer"]["target"] is None
+        assert ratios["mlm bf16 / fp32"]["target"] == ">= 1.5"
+    else:
+        assert ratios["mlm / peer"]["target"] == ">= 1.3"
     printed = capsys.readouterr().out
     assert "mlm_jepa_masked / floor" in printed and "peer_hf_mlm" in printed
 
 
-def test_bf16_on_cpu_is_a_one_line_error(capsys):
+def test_bf16_on_a_cpu_without_it_is_a_one_line_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
     assert main(["bench", "--quick", "--size", "tiny", "--dtype", "bf16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("protjepa: error: --dtype bf16:") and "\n" not in err
+    assert err.startswith("protjepa: error: --dtype bf16:") and "AVX512-BF16" in err and "\n" not in err
 
 
 def test_unknown_size_is_a_one_line_error(capsys):
@@ -58,12 +85,12 @@ def test_rows_interleave_abba_on_the_same_batches():
     calls = []
 
     def row(name):
-        return bench.Row(name, name, "padded", lambda p: calls.append((name, p.tokens)))
+        return Row(name, name, "padded", lambda p: calls.append((name, p.tokens)))
 
-    batches = {"padded": [bench.Prepared(None, tokens=t, attention_pairs=0, masked=0, peer_inputs={})
+    batches = {"padded": [Prepared(None, tokens=t, attention_pairs=0, masked=0, peer_inputs={})
                           for t in (10, 20, 30)]}
-    config = bench.BenchConfig(repeats=3, steps=2, warmup=1)
-    samples = bench.measure([row("a"), row("b")], batches, config, torch.device("cpu"))
+    config = BenchConfig(repeats=3, steps=2, warmup=1)
+    samples = measure([row("a"), row("b")], batches, config, torch.device("cpu"))
     assert calls == [("a", 10), ("b", 10),  # warm-up
                      ("a", 10), ("a", 20), ("b", 10), ("b", 20),  # repetition 0: a then b
                      ("b", 30), ("b", 10), ("a", 30), ("a", 10),  # 1: reversed, the next batches
@@ -77,12 +104,12 @@ def test_ratios_are_medians_of_paired_repetitions():
                "mlm": [(2.0, 100, 0), (3.0, 100, 0), (2.0, 100, 0)],
                "fwd": [(1.0, 100, 0), (1.0, 100, 0), (2.0, 100, 0)]}
     # per repetition 3/3, 5/4, 4/4 -> median 1.0
-    assert bench.cost_over_floor(samples, "jepa", "mlm", "fwd") == pytest.approx(1.0)
+    assert cost_over_floor(samples, "jepa", "mlm", "fwd") == pytest.approx(1.0)
     # tokens/s ratios 2/3, 3/5, 2/4 -> median 0.6
-    assert bench.paired(samples, "jepa", "mlm") == pytest.approx(0.6)
+    assert paired(samples, "jepa", "mlm") == pytest.approx(0.6)
 
 
 def test_flop_counts_by_hand():
     # 2 blocks of width 4: 24 * 16 per token per block, 4 * 4 per attending pair per block
-    assert bench.encoder_flops(4, 2, tokens=10, attention_pairs=50) == 2 * (24 * 16 * 10 + 16 * 50)
-    assert bench.lm_head_flops(4, 33, positions=3) == 2 * 3 * (16 + 4 * 33)
+    assert encoder_flops(4, 2, tokens=10, attention_pairs=50) == 2 * (24 * 16 * 10 + 16 * 50)
+    assert lm_head_flops(4, 33, positions=3) == 2 * 3 * (16 + 4 * 33)

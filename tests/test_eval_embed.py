@@ -107,6 +107,21 @@ def test_padding_does_not_change_an_esm2_embedding():
     np.testing.assert_allclose(alone, beside_longer, atol=1e-5)
 
 
+def test_bf16_embeddings_are_close_to_fp32_and_cached_apart(tmp_path):
+    encoder = ESM2(2, 32, 4)
+    sequences = ["MKVLAGHW", "ACDEFGHIKLMNPQRSTVWY" * 3]
+    fp32 = Embedder(encoder, cache_dir=tmp_path, progress=False)
+    bf16 = Embedder(encoder, cache_dir=tmp_path, progress=False, bf16=True)
+    a, b = fp32.pooled(sequences), bf16.pooled(sequences)
+    assert a.dtype == b.dtype == np.float32 and not np.array_equal(a, b)  # bf16 did run, and fp32 comes out
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.999
+    assert (fp32.cache_misses, bf16.cache_misses) == (1, 1) and len(list(tmp_path.rglob("*.npy"))) == 2
+    assert fp32.seconds > 0 and bf16.seconds > 0
+    fp32.pooled(sequences)  # a cache hit costs no embedding time
+    assert fp32.cache_hits == 1
+
+
 def test_second_embed_is_a_cache_hit_keyed_by_weights_layer_and_sequences(tmp_path):
     encoder = OneHotWindow(1)
     embedder = Embedder(encoder, cache_dir=tmp_path, progress=False)

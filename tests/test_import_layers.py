@@ -15,7 +15,7 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 # units of lower layers only (and itself). Units of one layer do not import each other.
 LAYERS = [
     ["errors", "alphabet", "yamlio"],
-    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file"],
+    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision"],
     ["recipe"],
     ["attention", "data"],
     ["encoders"],
@@ -24,7 +24,8 @@ LAYERS = [
     ["build"],
     ["export", "provenance"],
     ["card"],
-    ["training", "evaluation", "bench"],
+    ["training", "evaluation"],
+    ["bench"],
     ["experiment", "api"],
     ["commands"],
     ["cli"],

@@ -1,9 +1,11 @@
 """``protjepa bench``: training-step throughput, our steps against each other, their floors and
 transformers' ESM, side by side in one process; prints the table and writes JSON.
 
-Suites: ``cpu`` (the default; ESM-2 8M, 8 x 256 residues, a few minutes on 2 threads),
-``gpu`` (bf16 at crop 512, ESM-2 35M and 150M, with the xformers and host-sync checks) and
-``--quick`` (a smoke run). Any setting below overrides the suite's.
+Suites: ``cpu`` (the default; ESM-2 8M, 8 x 256 residues, fp32 with bf16 rows beside where
+the CPU has native bf16, and the probe Embedder against transformers'), ``gpu`` (bf16 at crop
+512, ESM-2 35M and 150M, with the xformers and host-sync checks) and ``--quick`` (a smoke
+run). Any setting below overrides the suite's. ``--curves PNG`` measures and plots how cost
+grows (crop, batch, data pipeline) instead.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def configure(parser) -> None:
     parser.add_argument("--size", action="append", metavar="SIZE",
                         help="encoder size (esm2_8m|esm2_35m|esm2_150m|esm2_650m|tiny); repeat for several")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the suite's")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="bf16 autocast (GPU only)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="bf16 autocast (a GPU, or a CPU with native bf16)")
     parser.add_argument("--crop", type=int, help="residues per sequence in the step rows")
     parser.add_argument("--rows", type=int, help="token budget per batch, in rows of crop + 2 tokens")
     parser.add_argument("--packing-crop", type=int, help="crop of the padded-vs-packed rows (default 512)")
@@ -33,10 +35,14 @@ def configure(parser) -> None:
                         help="attention backends of the encoder rows")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows beside the eager ones")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="leave out transformers' ESM")
+    parser.add_argument("--embed-sequences", type=int,
+                        help="sequences of the Embedder-vs-transformers rows (0: leave them out)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: 2 on the CPU suite)")
     parser.add_argument("--peak-tflops", type=float, help="peak TFLOP/s for MFU (default: looked up by GPU name)")
     parser.add_argument("--data-root", help="data folder (default: ../shared/data beside the repo)")
     parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the shipped recipes)")
+    parser.add_argument("--curves", metavar="PNG", help="instead of the suite: cost curves (tokens/s against crop, "
+                        "batch tokens and data-pipeline stage), plotted to PNG")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: bench.json)")
 
 
@@ -44,14 +50,14 @@ def settings(args) -> list:
     """The BenchConfig of each size to run, from the suite, --quick and the explicit flags."""
     from dataclasses import replace
 
-    from protjepa.bench import GPU_SIZES, SUITES, BenchConfig
+    from protjepa.bench.config import GPU_SIZES, SUITES, BenchConfig
 
     base = replace(BenchConfig(), **SUITES[args.suite])
     if args.quick:
         base = replace(base, **SUITES["quick"])
     explicit = dict(device=args.device, dtype=args.dtype, crop=args.crop, rows=args.rows,
                     packing_crop=args.packing_crop, packing_tokens=args.packing_tokens, repeats=args.repeats,
-                    steps=args.steps, warmup=args.warmup,
+                    steps=args.steps, warmup=args.warmup, embed_sequences=args.embed_sequences,
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
@@ -63,20 +69,27 @@ def settings(args) -> list:
 def run(args) -> int:
     import torch
 
-    from protjepa.bench import format_report, machine, run_suite, to_json
+    from protjepa.bench.curves import run_curves
+    from protjepa.bench.report import format_report, machine, to_json
+    from protjepa.bench.suite import resolve_device, run_suite
 
     configs = settings(args)
     threads = args.threads or (2 if configs[0].device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     info = machine()
-    results = []
-    for config in configs:
-        results.append(run_suite(config))
-    info["load_average_after"] = machine()["load_average"]
-    print(format_report(results, info))
+    if args.curves:
+        out = dict(machine=info, curves=[run_curves(c, resolve_device(c.device), args.curves) for c in configs])
+        for point in out["curves"][-1]["points"]:
+            print(f"{point['curve']:<9} {point['series']:<30} {point['x']:>6} {point['tokens_per_s']:>10.0f} tokens/s")
+        print(f"plotted {args.curves}")
+    else:
+        results = [run_suite(config) for config in configs]
+        print(format_report(results, info))
+        out = to_json(results, info)
+    out["machine"]["load_average_after"] = machine()["load_average"]
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(results, info), indent=2))
+    path.write_text(json.dumps(out, indent=2))
     print(f"\nwrote {path}")
     return 0

@@ -33,6 +33,9 @@ def configure(parser) -> None:
                                             "~/.cache/protjepa/embeddings)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="embed under bf16 autocast; auto (default): on a GPU, and on a CPU where native "
+                             "bf16 is faster")
     parser.add_argument("--batch-tokens", type=int, default=16384, help="tokens per embedding batch (padding included)")
     parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
 
@@ -60,6 +63,7 @@ def run(args) -> int:
     from protjepa.evaluation.leakage import Corpus, run_corpus
     from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
     from protjepa.paths import data_root, resolve, writable_folder
+    from protjepa.precision import choose_bf16
 
     root = data_root(args.data_root)
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
@@ -80,12 +84,14 @@ def run(args) -> int:
     encoder = load_encoder(encoder_path)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
+    bf16, precision = choose_bf16(args.precision, torch.device(device).type, "--precision")
     embedder = Embedder(encoder, layer, device=device, batch_tokens=args.batch_tokens, max_length=args.max_length,
-                        cache_dir=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE)
+                        cache_dir=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE,
+                        bf16=bf16)
     settings = SuiteSettings(fast=args.fast, max_train=args.max_train, max_test=args.max_test,
                              max_records=args.max_records, seed=args.seed, drop_leaked=args.drop_leaked,
                              drop_identity=args.drop_identity)
-    print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}"
+    print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}, {precision}"
           + (", fast caps" if args.fast else "") + (f"; leakage against {len(corpus.paths)} corpus file(s)"
                                                     if corpus else "; no corpus: leakage not checked"))
     results = run_probe_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))

@@ -1,17 +1,21 @@
 """Frozen-encoder embeddings: mean over real residues, or every residue, of one layer.
 
 Sequences are embedded once each (duplicates share a row), sorted by length into batches
-under a token budget, without gradients. Sequences longer than ``max_length`` residues are
-cut into near-equal windows embedded separately; a sequence's mean is over all its residues.
+under a token budget, in inference mode, optionally under bf16 autocast (fp32 out); the
+encoder stops at the requested layer and never runs its LM head. Sequences longer than
+``max_length`` residues are cut into near-equal windows embedded separately; a sequence's
+mean is over all its residues.
 
 Results are cached on disk under ``<cache>/<weights digest>/``, one file per (layer, kind,
 window length, set of sequences): a second request for the same sequences (by any task:
-the GB1 splits share one) is a cache hit. Per-residue embeddings are stored as float16.
+the GB1 splits share one) is a cache hit; bf16 embeddings are cached apart. Per-residue
+embeddings are stored as float16.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +28,7 @@ from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch, gather_positions, mean_pool
 from protjepa.encoders.base import Encoder
 from protjepa.errors import UserError
+from protjepa.precision import bf16_autocast
 
 DEFAULT_CACHE = Path(os.environ.get("PROTJEPA_CACHE", "~/.cache/protjepa")).expanduser() / "embeddings"
 
@@ -80,7 +85,8 @@ class Embedder:
     """Embeds sequences with a frozen encoder at one layer (``last``, ``half`` or a depth).
 
     The encoder is put in eval mode and its weights digest (the cache key) is taken once:
-    an encoder that changes afterwards needs a new Embedder.
+    an encoder that changes afterwards needs a new Embedder. ``bf16`` runs the encoder under
+    bf16 autocast (on a CPU, worth it where bf16 is native: see :mod:`protjepa.precision`).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Embedder:
         max_length: int = 1022,
         cache_dir: str | Path | None = DEFAULT_CACHE,
         progress: bool = True,
+        bf16: bool = False,
     ):
         if max_length < 1 or batch_tokens < 1:
             raise UserError(f"max_length {max_length}, batch_tokens {batch_tokens}: both must be at least 1")
@@ -103,9 +110,11 @@ class Embedder:
         self.max_length = max_length
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
+        self.bf16 = bf16
         self.weights = weights_digest(encoder)
         self.cache_hits = 0
         self.cache_misses = 0
+        self.seconds = 0.0  # spent embedding (cache misses), so that a probe run can report it apart
 
     def pooled(self, sequences: Sequence[str], desc: str = "") -> np.ndarray:
         """[N, D] float32 mean embeddings, in the order given."""
@@ -123,7 +132,8 @@ class Embedder:
         if self.cache_dir is None:
             return self._embed(unique, kind, desc)
         content = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:24]
-        path = self.cache_dir / self.weights[:24] / f"layer{self.depth}-{kind}-w{self.max_length}-{content}.npy"
+        name = f"layer{self.depth}-{kind}-w{self.max_length}{'-bf16' if self.bf16 else ''}-{content}.npy"
+        path = self.cache_dir / self.weights[:24] / name
         if path.exists():
             self.cache_hits += 1
             return np.load(path, mmap_mode="r" if kind == "residues" else None)
@@ -136,8 +146,9 @@ class Embedder:
         partial.replace(path)
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _embed(self, sequences: list[str], kind: str, desc: str) -> np.ndarray:
+        began = time.perf_counter()
         alphabet = self.encoder.alphabet
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         owner, start, end = windows(lengths, self.max_length)
@@ -153,10 +164,11 @@ class Embedder:
         for rows in length_batches(end - start, self.batch_tokens):
             tokens = [alphabet.encode(sequences[owner[w]][start[w]:end[w]]) for w in rows]
             batch = inference_batch(tokens, alphabet.pad_idx).to(self.device)
-            hidden = self.encoder(
-                batch.inputs, batch.padding_mask, layout=AttentionLayout.from_batch(batch),
-                layers=(self.depth,), stop_at=self.depth,
-            ).layers[self.depth].float()
+            with bf16_autocast(self.device, self.bf16):
+                hidden = self.encoder(
+                    batch.inputs, batch.padding_mask, layout=AttentionLayout.from_batch(batch),
+                    layers=(self.depth,), stop_at=self.depth,
+                ).layers[self.depth].float()
             sizes = torch.as_tensor(end[rows] - start[rows])
             if kind == "mean":
                 sums = mean_pool(hidden, batch).cpu().double() * sizes.unsqueeze(1)
@@ -168,7 +180,8 @@ class Embedder:
             bar.update(int(sizes.sum()))
         bar.close()
         if kind == "mean":
-            return (out / torch.as_tensor(lengths).unsqueeze(1)).float().numpy()
+            out = (out / torch.as_tensor(lengths).unsqueeze(1)).float()
+        self.seconds += time.perf_counter() - began
         return out.numpy()
 
 

@@ -187,7 +187,7 @@ def check_leakage(data: TaskData, corpus: Corpus, settings: SuiteSettings) -> di
 
 def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: SuiteSettings,
              corpus: Corpus | None = None) -> dict:
-    start = time.perf_counter()
+    start, embedding = time.perf_counter(), embedder.seconds
     data = load_task(spec, root)
     leakage = check_leakage(data, corpus, settings) if corpus is not None else None
     data.subsample(settings.caps(spec), settings.seed)
@@ -203,6 +203,7 @@ def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: Sui
         "notes": data.notes,
         "leakage": leakage,
         "seconds": round(time.perf_counter() - start, 2),
+        "embed_seconds": round(embedder.seconds - embedding, 2),  # the rest: loading, fitting, scoring
     }
 
 
@@ -212,7 +213,8 @@ def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path,
         "format": RESULTS_FORMAT,
         "encoder": type(embedder.encoder).__name__,
         "weights": embedder.weights,
-        "settings": {**asdict(settings), "layer": embedder.depth, "max_length": embedder.max_length},
+        "settings": {**asdict(settings), "layer": embedder.depth, "max_length": embedder.max_length,
+                     "bf16": embedder.bf16},
         "corpus": [str(p) for p in corpus.paths] if corpus is not None else None,
         "tasks": {},
     }
@@ -228,10 +230,15 @@ def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path,
         else:
             value = result["value"]
             log(f"    {spec.metric} = {'n/a' if value is None else f'{value:.4f}'}  (train {result['n_train']}, "
-                f"test {result['n_test']}, {result['seconds']:.1f} s)")
+                f"test {result['n_test']}, {result['seconds']:.1f} s, embedding {result['embed_seconds']:.1f} s)")
             for note in result["notes"]:
                 log(f"    note: {note}")
         results["tasks"][spec.name] = result
+    done = [r for r in results["tasks"].values() if "seconds" in r]
+    total, embedding = sum(r["seconds"] for r in done), sum(r["embed_seconds"] for r in done)
+    results["seconds"] = {"total": round(total, 2), "embedding": round(embedding, 2),
+                          "rest": round(total - embedding, 2)}
+    log(f"{total:.1f} s in all: embedding {embedding:.1f} s, loading, fitting and scoring {total - embedding:.1f} s")
     return results
 
 

@@ -6,6 +6,7 @@ from composer.models import ComposerModel
 
 from protjepa.batch import Batch
 from protjepa.model import ProtJEPA, StepOutput
+from protjepa.precision import bf16_autocast
 
 
 class ComposerProtJEPA(ComposerModel):
@@ -15,13 +16,19 @@ class ComposerProtJEPA(ComposerModel):
     :class:`protjepa.training.runlog.MetricsLog` averages them between log intervals.
     """
 
-    def __init__(self, model: ProtJEPA):
+    def __init__(self, model: ProtJEPA, cpu_bf16: bool = False):
         super().__init__()
         self.model = model
+        # Composer's amp_bf16 does not autocast on a CPU: where bf16 is wanted there, we do.
+        # Only the forward: the objectives compute their losses in fp32, and the backward,
+        # the optimizer step and the EMA update run outside the autocast on fp32 weights.
+        self.cpu_bf16 = cpu_bf16
 
     def forward(self, batch: Batch) -> StepOutput:
         # Composer moves tensors, not dataclasses, to the device: the batch moves itself.
-        return self.model(batch.to(self.model.encoder.device))
+        batch = batch.to(self.model.encoder.device)
+        with bf16_autocast("cpu", enabled=self.cpu_bf16):
+            return self.model(batch)
 
     def loss(self, outputs: StepOutput, batch: Batch) -> torch.Tensor:
         # A copy: Composer rescales the loss in place, which would also rescale the logged

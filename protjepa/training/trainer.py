@@ -32,6 +32,7 @@ from protjepa.encoders.weights import export_hf
 from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
+from protjepa.precision import choose_bf16
 from protjepa.provenance import write_provenance
 from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
 from protjepa.registry import import_component
@@ -72,13 +73,19 @@ def composer_device(train: TrainConfig) -> str:
     return "gpu" if train.device == "cuda" else "cpu"
 
 
-def resolve_precision(train: TrainConfig, device: str) -> str:
-    """bf16 autocast on GPU (Composer's ``amp_bf16``), fp32 on CPU."""
-    if train.precision == "bf16" and device == "cpu":
-        raise TrainingError("train.precision: bf16 autocasts only on a GPU here; use fp32 or auto on the CPU")
-    if train.precision == "fp32" or (train.precision == "auto" and device == "cpu"):
-        return "fp32"
-    return "amp_bf16"
+@dataclass(frozen=True)
+class Precision:
+    composer: str  # Composer's precision: amp_bf16 autocasts on a GPU only
+    cpu_bf16: bool  # our Composer model autocasts the forward to bf16 on the CPU itself
+    note: str  # what the run summary says about it
+
+
+def resolve_precision(train: TrainConfig, device: str) -> Precision:
+    """bf16 autocast on a GPU (Composer's ``amp_bf16``) and on a CPU with native bf16 (ours);
+    ``auto`` picks fp32 on other CPUs. Losses, optimizer state and the EMA teacher stay fp32."""
+    bf16, why = choose_bf16(train.precision, "cuda" if device == "gpu" else "cpu", "train.precision")
+    on_gpu = bf16 and device == "gpu"
+    return Precision("amp_bf16" if on_gpu else "fp32", bf16 and not on_gpu, f"precision: {why}")
 
 
 def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.optim.AdamW:
@@ -198,7 +205,7 @@ def build_run(
 
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
     model = build_model(recipe)
-    composer_model = ComposerProtJEPA(model)
+    composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     if resume is not None:
         check_compatible(Path(resume), composer_model)
     data = train_data(recipe, data_root)
@@ -241,7 +248,7 @@ def build_run(
         progress_bar=False,
         log_to_console=False,
         device=device,
-        precision=precision,
+        precision=precision.composer,
         device_train_microbatch_size=1,  # unused: batches are never split (see train_data)
         seed=recipe.seed,
         load_path=str(resume) if resume is not None else None,
@@ -249,7 +256,7 @@ def build_run(
         compile_config={} if recipe.train.compile else None,
         run_name=recipe.name,
     )
-    notes = [f"collapse monitors on {monitor_source}"]
+    notes = [precision.note, f"collapse monitors on {monitor_source}"]
     finished = resume is not None and tracker.fraction(trainer.state) >= 1
     if resume is not None:
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"

@@ -1,0 +1,47 @@
+"""The fixed batches rows read: drawn from the real corpus, moved to the device before any clock starts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+
+import torch
+from torch import Tensor
+
+from protjepa.batch import Batch
+from protjepa.data.corpus import make_corpus
+from protjepa.recipe import Recipe
+
+
+@dataclass
+class Prepared:
+    """A batch on the device, with what the clocks and FLOP counts need, computed on the host."""
+
+    batch: Batch
+    tokens: int  # non-padding tokens
+    attention_pairs: int  # sum over sequences of length^2: the attention work a perfect kernel does
+    masked: int  # selected positions
+    peer_inputs: dict[str, Tensor]  # transformers' input_ids, attention_mask, labels (-100 off the selection)
+
+
+def prepare(batch: Batch, device: torch.device) -> Prepared:
+    lengths = torch.bincount(batch.residue_sequence, minlength=batch.num_sequences) + 2  # + <cls>, <eos>
+    labels = torch.full((batch.tokens.numel(),), -100, dtype=torch.long)
+    labels[batch.masked_index] = batch.tokens.flatten()[batch.masked_index]
+    peer_inputs = dict(input_ids=batch.inputs, attention_mask=(~batch.padding_mask).long(),
+                       labels=labels.view_as(batch.tokens))
+    return Prepared(
+        batch=batch.to(device, non_blocking=False),
+        tokens=batch.tokens.numel() - batch.num_padding,
+        attention_pairs=int(lengths.square().sum()),
+        masked=batch.masked_index.numel(),
+        peer_inputs={k: v.to(device) for k, v in peer_inputs.items()},
+    )
+
+
+def corpus_batches(recipe: Recipe, crop: int, budget: int, packing: bool, count: int, device: torch.device,
+                   data_root: str | None) -> list[Prepared]:
+    """The first ``count`` batches of the recipe's training corpus at ``crop``, under a budget of
+    ``budget`` tokens (padding included), padded or packed, as the trainer's data would be."""
+    data = recipe.data.model_copy(update=dict(crop=crop, batch_tokens=budget, packing=packing, num_workers=0))
+    corpus = make_corpus(data, recipe.masking, "train", seed=recipe.seed, root=data_root)
+    return [prepare(b, device) for b in islice(corpus, count)]

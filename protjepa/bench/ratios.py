@@ -1,0 +1,114 @@
+"""The ratios a suite reports, each the median over repetitions of a ratio within one
+repetition, with the issue's target where it has one."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from protjepa.bench.config import BenchConfig, layout_budget, layout_suffix
+from protjepa.bench.timing import Samples
+
+
+@dataclass
+class Ratio:
+    name: str
+    what: str
+    value: float
+    target: str | None = None  # e.g. ">= 1.3"
+    met: bool | None = None
+
+
+def paired(samples: Samples, numerator: str, denominator: str) -> float:
+    """Median over repetitions of tokens/s(numerator) / tokens/s(denominator)."""
+    return statistics.median(
+        (tn / sn) / (td / sd) for (sn, tn, _), (sd, td, _) in zip(samples[numerator], samples[denominator])
+    )
+
+
+def cost_over_floor(samples: Samples, step: str, base: str, extra: str) -> float:
+    """Median over repetitions of time(step) / (time(base) + time(extra)), all on the same batches."""
+    return statistics.median(s / (b + e) for (s, _, _), (b, _, _), (e, _, _)
+                             in zip(samples[step], samples[base], samples[extra]))
+
+
+def at_least(target: float):
+    return lambda value: (f">= {target:g}", value >= target)
+
+
+def at_most(target: float):
+    return lambda value: (f"<= {target:g}", value <= target)
+
+
+def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[Ratio]:
+    out: list[Ratio] = []
+
+    def add(name: str, what: str, value: float, check=None):
+        target, met = check(value) if check else (None, None)
+        out.append(Ratio(name, what, value, target, met))
+
+    have = set(samples)
+    peer_target = at_least(1.5 if device.type == "cuda" else 1.3)
+    # With bf16 rows on the CPU the peer target at the step crop is held by the bf16 ratio; fp32's is information.
+    bf16_peer = "peer_hf_mlm+bf16" in have
+    suffix = layout_suffix(config)
+    # (row suffix, our padded row, our packed row, ratio label, where, target)
+    peer_pairs = [("", "mlm", "mlm_packed", "", f"crop {config.crop}", None if bf16_peer else peer_target)]
+    if suffix:
+        peer_pairs.append((suffix, f"mlm_padded{suffix}", f"mlm_packed{suffix}", f" (crop {config.packing_crop})",
+                           f"crop {config.packing_crop}, {layout_budget(config)} tokens", peer_target))
+    for key, padded, packed, label, where, target in peer_pairs:
+        peer = f"peer_hf_mlm{key}"
+        if peer in have:
+            add(f"mlm / peer{label}", f"our MLM-only step vs transformers' ESM, the same padded batches, {where} "
+                "(tokens/s)", paired(samples, padded, peer), target)
+            add(f"mlm packed / peer{label}", f"our MLM-only step on packed rows vs transformers' ESM on padded rows, "
+                f"the same token budget, {where} (tokens/s)", paired(samples, packed, peer), target)
+    if "mlm+bf16" in have:
+        add("mlm bf16 / fp32", "our MLM-only step under CPU bf16 autocast vs fp32, same batches (tokens/s)",
+            paired(samples, "mlm+bf16", "mlm"), at_least(1.5))
+        add("mlm_jepa_masked bf16 / fp32", "masked MLM+JEPA step, bf16 autocast vs fp32 (tokens/s)",
+            paired(samples, "mlm_jepa_masked+bf16", "mlm_jepa_masked"))
+    if bf16_peer:
+        add("mlm bf16 / peer bf16", f"our MLM-only step vs transformers' ESM, both under bf16 autocast, the same "
+            f"padded batches, crop {config.crop} (tokens/s)", paired(samples, "mlm+bf16", "peer_hf_mlm+bf16"),
+            peer_target)
+        add("peer bf16 / fp32", "transformers' ESM step, bf16 autocast vs fp32 (tokens/s)",
+            paired(samples, "peer_hf_mlm+bf16", "peer_hf_mlm"))
+    add("mlm_jepa_masked / floor", "masked-position MLM+JEPA step time / (MLM step + no-grad target pass to the "
+        "last layer)", cost_over_floor(samples, "mlm_jepa_masked", "mlm", "target_forward_last"), at_most(1.10))
+    add("mlm_jepa_ema_half / floor", "EMA-teacher half-depth MLM+JEPA step time / (MLM step + no-grad target "
+        "pass to half depth)", cost_over_floor(samples, "mlm_jepa_ema_half", "mlm", "target_forward_half"),
+        at_most(1.10))
+    for variant in ("mlm_jepa_masked", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only"):
+        add(f"{variant} / mlm", f"step time of {variant} over the MLM-only step (the paper's JEPA: 1.8)",
+            1 / paired(samples, variant, "mlm"))
+    add("target_forward_last / mlm", "the no-grad target pass over the MLM-only step (time)",
+        1 / paired(samples, "target_forward_last", "mlm"))
+    packed, padded = (f"mlm_packed{suffix}", f"mlm_padded{suffix}") if suffix else ("mlm_packed", "mlm")
+    add(f"packed / padded (crop {config.packing_crop})", "MLM-only step, packed vs padded rows of the real length "
+        f"distribution, {layout_budget(config)} tokens per batch (tokens/s)", paired(samples, packed, padded),
+        at_least(1.5))
+    if suffix:
+        add("packed / padded (step batches)", f"the same at the step rows' crop {config.crop} and budget (tokens/s)",
+            paired(samples, "mlm_packed", "mlm"))
+    for backend in config.backends:
+        for kind in ("fwd", "fwd_bwd"):
+            name, base = f"encoder_{kind}[{backend}]", f"encoder_{kind}[sdpa]"
+            if backend != "sdpa" and name in have and base in have:
+                add(f"{backend} / sdpa {kind}", f"encoder {kind}, {backend} vs sdpa attention (tokens/s)",
+                    paired(samples, name, base))
+    for tag, label in (("", "fp32"), ("+bf16", "bf16")):
+        if f"embed_peer{tag}" in have:
+            add(f"embed / peer ({label})", f"pooled embeddings, our Embedder vs transformers' EsmModel, the same "
+                f"sequences and weights, both {label} (residues/s)", paired(samples, f"embed{tag}", f"embed_peer{tag}"),
+                at_least(1.5))
+    if "embed+bf16" in have:
+        add("embed bf16 / peer fp32", "our Embedder in bf16 vs transformers' EsmModel in fp32 (residues/s)",
+            paired(samples, "embed+bf16", "embed_peer"))
+    for variant in ("mlm", "mlm_jepa_masked"):
+        if f"{variant}+compile" in have:
+            add(f"{variant} compile / eager", "torch.compile'd encoder vs eager, same step (tokens/s)",
+                paired(samples, f"{variant}+compile", variant))
+    return out

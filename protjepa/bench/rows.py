@@ -1,0 +1,116 @@
+"""The rows of a suite: each a name, the batch list it reads and what it runs per batch."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from protjepa.attention import resolve_backend
+from protjepa.bench.batches import Prepared, corpus_batches
+from protjepa.bench.config import (VARIANTS, SIZES, BenchConfig, dtype_of, layout_budget, layout_suffix, recipe_for,
+                                   step_budget)
+from protjepa.bench.flops import encoder_flops, lm_head_flops
+from protjepa.bench.steps import encoder_pass, model_step, peer_model, peer_step, target_forward
+from protjepa.build import build_encoder, build_model
+from protjepa.model import ProtJEPA
+from protjepa.precision import cpu_bf16_missing
+
+# The order of the rows that the ratios pair up; the other rows follow.
+ADJACENT = ("peer_hf_mlm", "mlm", "mlm+bf16", "peer_hf_mlm+bf16", "mlm+compile", "mlm_packed", "target_forward_last",
+            "mlm_jepa_masked", "mlm_jepa_masked+bf16", "mlm_jepa_masked+compile", "target_forward_half",
+            "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only")
+# Rows repeated under bf16 autocast beside the fp32 ones (BenchConfig.bf16_rows).
+BF16_ROWS = ("mlm", "peer_hf_mlm", "mlm_jepa_masked")
+
+
+@dataclass
+class Row:
+    name: str
+    what: str
+    layout: str  # key of the batch list it reads
+    run: Callable[[Prepared], None]
+    flops: Callable[[Prepared], float] | None = None  # model FLOPs per batch, when well defined
+
+
+def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
+    """bf16 rows beside fp32 ones: asked for, on a CPU that multiplies bf16 natively."""
+    return config.bf16_rows and config.dtype == "fp32" and device.type == "cpu" and cpu_bf16_missing() is None
+
+
+def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], dict[str, list[Prepared]]]:
+    """Every row of the suite, and the batch lists they read."""
+    mlm_recipe = recipe_for(config, "mlm")
+    sizes = SIZES[config.size]
+    d, layers = sizes["embed_dim"], sizes["num_layers"]
+    suffix = layout_suffix(config)
+    layouts = {"padded": (config.crop, step_budget(config), False), "packed": (config.crop, step_budget(config), True)}
+    if suffix:
+        layouts[f"padded{suffix}"] = (config.packing_crop, layout_budget(config), False)
+        layouts[f"packed{suffix}"] = (config.packing_crop, layout_budget(config), True)
+    count = config.num_batches or config.repeats * config.steps
+    batches = {key: corpus_batches(mlm_recipe, crop, budget, packing, count, device, config.data_root)
+               for key, (crop, budget, packing) in layouts.items()}
+
+    def train_flops(p: Prepared) -> float:
+        return 3 * (encoder_flops(d, layers, p.tokens, p.attention_pairs) + lm_head_flops(d, 33, p.masked))
+
+    rows: dict[str, Row] = {}
+
+    def add(name: str, what: str, layout: str, run: Callable[[Prepared], None], flops=None) -> None:
+        rows[name] = Row(name, what, layout, run, flops)
+
+    bf16 = with_bf16_rows(config, device)
+    models: dict[str, ProtJEPA] = {}
+    for variant, recipe_file in VARIANTS.items():
+        torch.manual_seed(config.seed)
+        recipe = recipe_for(config, variant)
+        models[variant] = model = build_model(recipe).to(device)
+        flops = train_flops if variant == "mlm" else None
+        add(variant, f"training step, recipes/{recipe_file}", "padded",
+            model_step(model, recipe.optim, device, config.dtype), flops)
+        if bf16 and variant in BF16_ROWS:
+            add(f"{variant}+bf16", f"training step, recipes/{recipe_file}, bf16 autocast", "padded",
+                model_step(copy.deepcopy(model), recipe.optim, device, "bf16"), flops)
+        if config.compile and variant in ("mlm", "mlm_jepa_masked"):
+            compiled = copy.deepcopy(model)
+            compiled.encoder.compile()
+            add(f"{variant}+compile", f"training step, recipes/{recipe_file}, torch.compile'd encoder", "padded",
+                model_step(compiled, recipe.optim, device, config.dtype), flops)
+    mlm = models["mlm"]
+    add("mlm_packed", "training step, recipes/mlm.yaml, packed rows", "packed",
+        model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)
+    for name, depth in (("target_forward_last", layers), ("target_forward_half", mlm.encoder.resolve_layer("half"))):
+        add(name, f"no-grad target pass to depth {depth} (JEPA floor)", "padded",
+            target_forward(mlm.encoder, depth, device, config.dtype),
+            lambda p, depth=depth: encoder_flops(d, depth, p.tokens, p.attention_pairs))
+    if config.peer:
+        torch.manual_seed(config.seed)
+        peer = peer_model(sizes, device)
+        add("peer_hf_mlm", "transformers EsmForMaskedLM training step, same batches", "padded",
+            peer_step(peer, mlm_recipe.optim, device, config.dtype), train_flops)
+        if bf16:
+            add("peer_hf_mlm+bf16", "transformers EsmForMaskedLM training step, same batches, bf16 autocast",
+                "padded", peer_step(copy.deepcopy(peer), mlm_recipe.optim, device, "bf16"), train_flops)
+    if suffix:
+        if config.peer:
+            add(f"peer_hf_mlm{suffix}", f"transformers EsmForMaskedLM training step, padded rows, crop "
+                f"{config.packing_crop}", f"padded{suffix}", peer_step(copy.deepcopy(peer), mlm_recipe.optim, device,
+                                                                       config.dtype), train_flops)
+        for layout in ("padded", "packed"):
+            add(f"mlm_{layout}{suffix}", f"training step, recipes/mlm.yaml, {layout} rows, crop {config.packing_crop}, "
+                f"{layout_budget(config)} tokens per batch", layout + suffix,
+                model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)
+    for backend in config.backends:
+        if resolve_backend(backend, device, dtype_of(config.dtype), d // sizes["attention_heads"]) != backend:
+            continue  # e.g. xformers off CUDA: no kernels to time
+        torch.manual_seed(config.seed)
+        encoder = build_encoder(recipe_for(config, "mlm", attention=backend)).to(device).train()
+        for backward, kind in ((False, "fwd"), (True, "fwd_bwd")):
+            add(f"encoder_{kind}[{backend}]", f"encoder {'forward+backward' if backward else 'forward'}, {backend} "
+                "attention", "padded", encoder_pass(encoder, backward, device, config.dtype),
+                lambda p, m=3 if backward else 1: m * encoder_flops(d, layers, p.tokens, p.attention_pairs))
+    # Rows compared with each other run next to each other, so that load changes hit both alike.
+    first = [name for name in ADJACENT if name in rows]
+    return [rows[n] for n in first] + [row for n, row in rows.items() if n not in first], batches
