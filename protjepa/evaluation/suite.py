@@ -208,7 +208,7 @@ def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: Sui
 
 
 def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path, settings: SuiteSettings,
-              corpus: Corpus | None = None, log: Callable[[str], None] = print) -> dict:
+                    corpus: Corpus | None = None, log: Callable[[str], None] = print) -> dict:
     results = {
         "format": RESULTS_FORMAT,
         "encoder": type(embedder.encoder).__name__,

@@ -147,7 +147,7 @@ class Prober:
         self.log(f"== probing {plan.label} ({len(self.experiment.tasks)} tasks)")
         (folder / CACHE_KEY).unlink(missing_ok=True)
         results = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
-                            log=lambda line: self.log(f"   {line}"))
+                                  log=lambda line: self.log(f"   {line}"))
         results["checkpoint"] = str(export)
         write_results(results, folder)
         _write_atomic(folder / CACHE_KEY, json.dumps(key, indent=2) + "\n")  # last: results without it are redone

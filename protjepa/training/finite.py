@@ -56,7 +56,6 @@ class FirstNonFinite:
                 else "the weighted sum of the loss terms went non-finite (each term was finite)")
         raise NonFiniteError(f"step {int(step)}: {what}")
 
-
     def check(self, model: torch.nn.Module, step: int) -> None:
         """Where the host reads the device anyway: the losses so far, then the weights after ``step``."""
         self.raise_if_seen()

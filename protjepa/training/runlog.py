@@ -20,6 +20,7 @@ from tqdm import tqdm
 from protjepa.training.budget import Budget, BudgetTracker
 from protjepa.training.finite import FirstNonFinite
 
+
 def format_value(key: str, value: float) -> str:
     if key == "tokens_per_s":
         return f"{value / 1000:.1f}k tok/s" if value >= 1000 else f"{value:.0f} tok/s"
