@@ -7,7 +7,6 @@ pretraining corpus from here for its leakage check, wherever the task data lie.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from protjepa.checkpoint_file import file_digest
 from protjepa.data.corpus import data_files
 from protjepa.recipe import Recipe
 
@@ -65,11 +65,7 @@ def machine() -> dict:
 
 
 def file_record(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_digest(path)}
 
 
 def provenance(recipe: Recipe, data_root: str | None) -> dict:

@@ -4,25 +4,19 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
+from protjepa import provenance
 from protjepa.bench.suite import SuiteResult
 from protjepa.precision import cpu_bf16_missing
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = dict(cpu=cpu, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                cpu_bf16=cpu_bf16_missing() or "native", torch=torch.__version__, python=platform.python_version(),
-                load_average=os.getloadavg() if hasattr(os, "getloadavg") else None)
+    """What the numbers were measured on: a run's machine record (provenance.json's), and what
+    bears on speed besides."""
+    info = dict(provenance.machine(), cpu_bf16=cpu_bf16_missing() or "native", torch=torch.__version__,
+                python=platform.python_version(), load_average=os.getloadavg() if hasattr(os, "getloadavg") else None)
     try:
         import transformers
 
