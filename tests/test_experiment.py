@@ -2,6 +2,7 @@
 invocation that redoes nothing, and the experiment file's errors."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import yaml
 
 from protjepa.cli import main
 from protjepa.evaluation.compare import sign_test
-from protjepa.experiment.records import mean_results, read_metrics, seed_spread
+from protjepa.experiment.records import mean_results, read_metrics
+from protjepa.experiment.report import write_report
 from protjepa.experiment.runner import run_experiment
 from protjepa.experiment.spec import ExperimentError, load_experiment
 
@@ -18,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "experiments" / "smoke.yaml"
 RUNS = ["mlm/seed0", "mlm/seed1", "masked/seed0"]
 SECTIONS = ["# Experiment smoke", "## Verdicts", "## Per-task results", "### Against mlm", "## Budget used",
-            "## Collapse monitors", "## Seed noise", "## Probe notes", "## Plots"]
+            "## Collapse monitors", "## Seeds and statistics", "## Probe notes", "## Plots"]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,9 @@ def test_report_has_every_section_and_plot(finished):
         assert f"(plots/{name}.png)" in report
 
 
+MEAN_STD = r"(-?\d\.\d{4})(?: ± \d\.\d{4})?"
+
+
 def test_wlt_totals_agree_with_the_per_task_table(finished):
     experiment, outcome, _ = finished
     report = outcome.report.read_text()
@@ -75,20 +80,25 @@ def test_wlt_totals_agree_with_the_per_task_table(finished):
     assert header[:3] == ["task", "metric", "mlm"] and header[3:] == ["masked"]
     tasks = [row for row in body if not row[0].startswith("**")]
     assert [row[0] for row in tasks] == ["stability", "scope40"]
-    outcomes = [re.fullmatch(r"(-?\d\.\d{4}) \(([+-]\d\.\d{4}), ([WLT])\)", row[3]) for row in tasks]
-    assert all(outcomes)
-    for row, match in zip(tasks, outcomes):  # delta = variant - baseline, outcome by the tie tolerance
-        delta = float(match.group(1)) - float(row[2])
+    baselines = [re.fullmatch(MEAN_STD, row[2]) for row in tasks]
+    outcomes = [re.fullmatch(MEAN_STD + r" \(([+-]\d\.\d{4}), ([WLT])†?\)", row[3]) for row in tasks]
+    assert all(baselines) and all(outcomes)
+    tie = experiment.spec.tie_tolerance
+    for base, match in zip(baselines, outcomes):  # delta = variant - baseline; the noise rule ties within tie
+        delta = float(match.group(1)) - float(base.group(1))
         assert float(match.group(2)) == pytest.approx(delta, abs=2e-4)
-        tie = experiment.spec.tie_tolerance
-        assert match.group(3) == ("W" if delta > tie else "L" if delta < -tie else "T") or abs(abs(delta) - tie) < 2e-4
+        assert match.group(3) == "T" or abs(delta) > tie - 2e-4
+        assert match.group(3) in ("T", "W" if delta > 0 else "L")
     counts = {k: sum(m.group(3) == k for m in outcomes) for k in "WLT"}
-    totals = next(row for row in body if row[0] == "**W / L / T**")[3]
-    assert totals == f"**{counts['W']} / {counts['L']} / {counts['T']}**"
-    p = next(row for row in body if row[0] == "**sign test p**")[3]
+    totals = {row[0]: row[3] for row in body if row[0].startswith("**")}
+    assert totals["**W / L / T, noise rule**"] == f"**{counts['W']} / {counts['L']} / {counts['T']}**"
+    p = totals["**sign test p, noise rule**"]
     assert float(p) == pytest.approx(sign_test(counts["W"], counts["L"]), rel=1e-3)
     verdict = _table(report, "## Verdicts")[1]
-    assert verdict == ["masked", "mlm", str(counts["W"]), str(counts["L"]), str(counts["T"]), p]
+    assert verdict[:2] == ["masked", "mlm"]
+    assert verdict[2:4] == [totals["**W / L / T, tie rule**"], totals["**sign test p, tie rule**"]]
+    assert verdict[4:6] == [f"{counts['W']} / {counts['L']} / {counts['T']}", p]
+    assert verdict[7] == "not separable from noise"  # two tasks can never give a sign test p < 0.05
 
 
 def test_budget_table_shows_what_each_run_used(finished):
@@ -100,12 +110,16 @@ def test_budget_table_shows_what_each_run_used(finished):
         assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0
 
 
-def test_seed_noise_compares_the_two_baseline_seeds(finished):
+def test_seed_statistics_pool_the_two_baseline_seeds(finished):
     _, outcome, _ = finished
     report = outcome.report.read_text()
-    assert "| task | spread mlm | largest abs delta |" in report
-    assert re.search(r"\*\*mlm\*\*: median spread \d\.\d{4}; its seed 1 against its seed 0", report)
-    assert re.search(r"masked vs mlm: \d of 2 deltas are beyond seed noise", report)
+    rows = _table(report, "## Seeds and statistics")
+    assert rows[0] == ["task", "s", "df", "n", "MDE", "largest abs delta (variant)"]
+    assert [r[0] for r in rows[1:]] == ["stability", "scope40"]
+    for row in rows[1:]:  # only mlm has two seeds: one degree of freedom; masked has one seed
+        assert row[2:4] == ["1", "1"] and row[5].endswith("(masked)")
+    assert re.search(r"- \*\*mlm\*\*: 1 pair, on average \d W / \d L / \d T; smallest sign test p ", report)
+    assert "**Noise rule.**" in report and "not independent: its p is optimistic" in report
 
 
 def test_second_invocation_retrains_and_reprobes_nothing(finished, data_root, capsys):
@@ -135,13 +149,65 @@ def test_a_changed_experiment_does_not_reuse_stale_runs(finished, tmp_path):
 # --------------------------------------------------------------------------- pieces
 
 
-def test_seed_means_and_spreads_by_hand():
+def test_seed_means_by_hand():
     seeds = [{"tasks": {"a": {"metric": "spearman", "value": 0.5}, "b": {"metric": "auc", "value": 0.9}}},
              {"tasks": {"a": {"metric": "spearman", "value": 0.2}, "b": {"metric": "auc", "value": None}}}]
     mean = mean_results(seeds)["tasks"]
     assert mean["a"] == {"metric": "spearman", "value": pytest.approx(0.35)}
     assert mean["b"]["value"] is None  # a seed without a score leaves the task uncompared
-    assert seed_spread(seeds) == {"a": pytest.approx(0.3)}
+
+
+SEEDED = """\
+name: seeded
+baseline: mlm
+seeds: [0, 1, 2]
+budget: {steps: 2}
+variants:
+  - recipe: RECIPES/mlm.yaml
+  - recipe: RECIPES/mlm_jepa_masked.yaml
+    name: better
+  - recipe: RECIPES/mlm_jepa_all.yaml
+    name: same
+probe: {tasks: [stability]}
+"""
+
+
+def _fake_runs(experiment, scores) -> None:
+    """A done marker and probe results for every run, as if trained and probed: ``scores`` maps
+    a variant to one {task: value} a seed."""
+    for plan in experiment.runs:
+        plan.run_dir.mkdir(parents=True)
+        summary = {"steps": 2, "tokens": 100, "train_seconds": 1.0, "tokens_per_s": 100.0}
+        (plan.run_dir / "done").write_text(json.dumps({"summary": summary}))
+        (plan.run_dir / "probe").mkdir()
+        tasks = {task: {"metric": "spearman", "value": value}
+                 for task, value in scores[plan.variant][plan.seed].items()}
+        (plan.run_dir / "probe" / "results.json").write_text(json.dumps({"tasks": tasks}))
+
+
+def test_report_from_three_seeds_states_the_rule_and_the_verdicts(tmp_path):
+    """Six tasks, three seeds a variant: ``better`` beats mlm by 0.1 on every task and seed (a win);
+    ``same`` is mlm with its seeds' scores shuffled (not separable from noise)."""
+    experiment = load_experiment(_write(tmp_path, SEEDED), output=tmp_path / "out")
+    jitter = [0.00, 0.02, 0.01]
+    mlm = [{f"t{i}": 0.5 + 0.03 * i + jitter[(k + i) % 3] for i in range(6)} for k in range(3)]
+    scores = {"mlm": mlm, "better": [{t: v + 0.1 for t, v in seed.items()} for seed in mlm],
+              "same": [mlm[1], mlm[2], mlm[0]]}
+    _fake_runs(experiment, scores)
+    report = write_report(experiment).read_text()
+    verdicts = {row[0]: row for row in _table(report, "## Verdicts")[1:]}
+    assert verdicts["better"][2:6] == ["6 / 0 / 0", "0.01562", "6 / 0 / 0", "0.01562"]
+    assert verdicts["better"][6].endswith("; 18)") and verdicts["better"][7] == "win"
+    assert verdicts["same"][4] == "0 / 0 / 6" and verdicts["same"][7] == "not separable from noise"
+    assert "**Noise rule.**" in report and "2 s sqrt(1/n_a + 1/n_b)" in report
+    # every task has the same seed noise: jitter 0, 0.02, 0.01 has sample std 0.01 in every variant
+    rows = _table(report, "## Seeds and statistics")[1:]
+    assert {tuple(r[1:4]) for r in rows} == {("0.0100", "6", "3")}
+    assert all(r[5] == "0.1000 (better)" for r in rows)
+    assert "- **mlm**: 3 pairs" in report and "- **better**: 3 pairs" in report
+    cell = _table(report, "### Against mlm")[1]
+    assert cell[:3] == ["t0", "spearman", "0.5100 ± 0.0100"] and cell[3] == "0.6100 ± 0.0100 (+0.1000, W)"
+    assert (experiment.output / "plots" / "deltas.png").is_file()
 
 
 def test_metrics_of_a_resumed_run_drop_the_redone_stretch(tmp_path):

@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from protjepa.evaluation.compare import Comparison  # noqa: E402
-from protjepa.experiment.records import HELD_OUT_MLM, RunData, VariantScores, seed_spread  # noqa: E402
+from protjepa.evaluation.seed_stats import SeededComparison  # noqa: E402
+from protjepa.experiment.records import HELD_OUT_MLM, RunData  # noqa: E402
 from protjepa.experiment.spec import Experiment  # noqa: E402
 
 SEED_STYLES = ("-", "--", ":", "-.")
@@ -76,26 +76,26 @@ def plot_collapse(runs: list[RunData], experiment: Experiment, path: Path) -> Pa
     return _save(fig, path)
 
 
-def plot_deltas(scores: dict[str, VariantScores], comps: dict[str, Comparison], experiment: Experiment,
-                path: Path) -> Path:
-    """Per task, each variant's delta to its baseline; whiskers: half the variant's seed spread."""
-    names = list(comps)
-    tasks = list(dict.fromkeys(r.task for c in comps.values() for r in c.rows))
+def plot_deltas(seeded: dict[str, SeededComparison], experiment: Experiment, path: Path) -> Path:
+    """Per task, each variant's delta of means to its baseline; whiskers: the noise band
+    (2 standard errors of the difference), none where no seed noise is measured."""
+    names = list(seeded)
+    tasks = list(dict.fromkeys(r.row.task for s in seeded.values() for r in s.rows))
     height = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(tasks) * max(1, len(names) / 2) + 1.8))
     for i, name in enumerate(names):
-        rows = {r.task: r for r in comps[name].rows}
-        spread = seed_spread(scores[name].probed) if len(scores[name].probed) > 1 else {}
-        ys = [t + i * height for t, task in enumerate(tasks) if task in rows]
-        deltas = [rows[task].delta for task in tasks if task in rows]
-        whiskers = [spread.get(task, 0.0) / 2 for task in tasks if task in rows]
-        ax.barh(ys, deltas, height=height, xerr=whiskers if spread else None, color=_colour(experiment, name),
-                label=f"{name} - {comps[name].name_b}")
-    tie = next(iter(comps.values())).tie
+        rows = {r.row.task: r for r in seeded[name].rows}
+        present = [(t, rows[task]) for t, task in enumerate(tasks) if task in rows]
+        bands = [row.band or 0.0 for _, row in present]
+        ax.barh([t + i * height for t, _ in present], [row.row.delta for _, row in present], height=height,
+                xerr=bands if any(bands) else None, color=_colour(experiment, name),
+                label=f"{name} - {seeded[name].means.name_b}")
+    tie = next(iter(seeded.values())).means.tie
     ax.axvspan(-tie, tie, color="#eeeeee", zorder=0)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks([t + 0.4 - height / 2 for t in range(len(tasks))], tasks)
     ax.invert_yaxis()
-    ax.set(xlabel="delta of the task's main metric (mean over seeds)", title="per-task deltas to the baseline")
+    ax.set(xlabel="delta of the task's main metric (means over seeds; whiskers: 2 SE of the difference)",
+           title="per-task deltas to the baseline")
     ax.legend(fontsize="small")
     return _save(fig, path)

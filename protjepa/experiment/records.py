@@ -74,16 +74,6 @@ def mean_results(probed: list[dict]) -> dict:
     return {"tasks": tasks, "settings": probed[0].get("settings", {})}
 
 
-def seed_spread(probed: list[dict]) -> dict[str, float]:
-    """Per task, max - min of the main metric over seeds (tasks every seed scored)."""
-    spread = {}
-    for name in probed[0]["tasks"]:
-        values = [p["tasks"].get(name, {}).get("value") for p in probed]
-        if all(v is not None for v in values):
-            spread[name] = max(values) - min(values)
-    return spread
-
-
 @dataclass
 class VariantScores:
     name: str

@@ -3,18 +3,33 @@
 Everything is read back from the run directories (``done`` markers, ``metrics.jsonl``,
 ``probe/results.json``), so the report can be rewritten at any time and shows whatever is
 finished. Each variant is compared with its baseline on the mean over its seeds of each
-task's main metric; wins, losses and ties use the experiment's tie tolerance and ties are
-left out of the one-sided sign test (:mod:`protjepa.evaluation.compare`).
+task's main metric, twice: under the paper's rule (a tie within the experiment's tie
+tolerance, :mod:`protjepa.evaluation.compare`) and under the noise rule, which also calls a
+tie any delta within the seed noise; the verdict needs the noise rule's sign test and a
+paired test over seeds to agree (:mod:`protjepa.evaluation.seed_stats`).
 """
 from __future__ import annotations
 
-import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from protjepa.evaluation.compare import Comparison, compare
+from protjepa.evaluation.seed_stats import (
+    ALPHA,
+    NullSummary,
+    SeededComparison,
+    SeedNoise,
+    Spread,
+    compare_seeds,
+    minimal_detectable_effect,
+    null_summary,
+    seed_pairs,
+    seed_scores,
+    task_noise,
+)
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
-from protjepa.experiment.records import HELD_OUT_MLM, PLOTS, REPORT, RunData, VariantScores, collect, seed_spread
+from protjepa.experiment.records import HELD_OUT_MLM, PLOTS, REPORT, RunData, VariantScores, collect
 from protjepa.experiment.spec import Experiment, RunPlan
 
 # --------------------------------------------------------------------------- comparisons
@@ -38,6 +53,42 @@ def comparisons(experiment: Experiment, scores: dict[str, VariantScores]) -> dic
         for name, v in scores.items()
         if v.baseline is not None and v.baseline in scores
     }
+
+
+@dataclass
+class SeedStatistics:
+    noise: dict[str, SeedNoise]  # per task, pooled over every variant
+    comparisons: dict[str, SeededComparison]  # variant -> against its baseline
+    null: dict[str, NullSummary]  # variant with two seeds or more -> its seeds against each other
+
+
+def seed_statistics(scores: dict[str, VariantScores], comps: dict[str, Comparison], tie: float) -> SeedStatistics:
+    by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in scores.items()}
+    noise = task_noise(by_seed.values())
+    seeded = {name: compare_seeds(c, by_seed[name], by_seed[c.name_b], noise) for name, c in comps.items()}
+    null = {name: null_summary(seed_pairs(name, v.probed, v.seeds, tie))
+            for name, v in scores.items() if len(v.probed) > 1}
+    return SeedStatistics(noise, seeded, null)
+
+
+NOISE_RULE = (
+    "**Noise rule.** A task's seed noise s is the pooled within-variant sample std of its score over "
+    "every variant with two seeds or more (variances weighted by n - 1). A delta of means over seeds "
+    "counts as a win or a loss only when |delta| > the tie tolerance **and** |delta| > 2 s sqrt(1/n_a + 1/n_b) "
+    "(twice the standard error of the difference of two means, about a 95% band); otherwise it is a tie. "
+    "Where no variant has two seeds on a task (marked †) the tie tolerance alone decides. The one-sided "
+    "sign test (ties left out) runs on the wins and losses counted this way; the paper's rule (the tie "
+    "tolerance alone) is shown beside it for comparison with the paper."
+)
+PAIRED_RULE = (
+    "**Paired test.** Seed k of the variant against seed k of its baseline on every task (the seeds both "
+    "have), each delta divided by its task's s so that tasks weigh alike; Wilcoxon signed-rank test. "
+    "The (task, seed) pairs of one seed share a model, so they are not independent: its p is optimistic."
+)
+VERDICT_RULE = (
+    f"**Verdict.** *win* when the noise rule's sign test p < {ALPHA:g} and the paired one-sided p < {ALPHA:g} "
+    "(variant better); *loss* when both say worse; otherwise *not separable from noise*."
+)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -91,36 +142,60 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     return lines
 
 
-def _verdicts(comps: dict[str, Comparison]) -> list[str]:
-    lines = ["## Verdicts", "", "| variant | vs | wins | losses | ties | sign test p (one-sided) |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {name} | {c.name_b} | {c.count('W')} | {c.count('L')} | {c.count('T')} | {c.p_value:.4g} |"
-              for name, c in comps.items()]
+def _verdicts(seeded: dict[str, SeededComparison]) -> list[str]:
+    lines = ["## Verdicts", "",
+             "| variant | vs | tie rule W / L / T | tie rule sign p | noise rule W / L / T | noise rule sign p "
+             "| paired p, one-sided (two-sided; pairs) | verdict |",
+             "|---|---|:---:|---:|:---:|---:|---:|---|"]
+    for name, s in seeded.items():
+        c = s.means
+        paired = s.paired
+        lines.append(f"| {name} | {c.name_b} | {_wlt(c)} | {c.p_value:.4g} | {_wlt(s)} | {s.p_value:.4g} | "
+                     f"{paired.greater:.4g} ({paired.two_sided:.4g}; {paired.n}) | {s.verdict} |")
+    lines += ["", VERDICT_RULE + " The rules: see *Seeds and statistics* below."]
+    left_out = {name: s.paired.left_out for name, s in seeded.items() if s.paired.left_out}
+    lines += [""] * bool(left_out) + [f"- {name}: paired test without {', '.join(tasks)} (no seed noise measured)"
+                                      for name, tasks in left_out.items()]
     return lines
 
 
-def _task_tables(scores: dict[str, VariantScores], comps: dict[str, Comparison]) -> list[str]:
+def _wlt(c: Comparison | SeededComparison) -> str:
+    return f"{c.count('W')} / {c.count('L')} / {c.count('T')}"
+
+
+def _mean_std(spread: Spread) -> str:
+    return f"{spread.mean:.4f}" if spread.std is None else f"{spread.mean:.4f} ± {spread.std:.4f}"
+
+
+def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
     """One table per baseline: tasks down, the baseline then each variant across."""
     lines = ["## Per-task results", "",
-             "Each cell: the variant's score (mean over seeds), its delta to the baseline and W / L / T."]
-    for baseline in dict.fromkeys(c.name_b for c in comps.values()):
-        variants = [name for name, c in comps.items() if c.name_b == baseline]
-        base = scores[baseline].mean["tasks"]
+             "Each cell: mean ± sample std over the variant's seeds, the delta of means to the baseline and "
+             "the outcome under the noise rule († no seed noise measured: the tie rule alone)."]
+    for baseline in dict.fromkeys(s.means.name_b for s in seeded.values()):
+        variants = [name for name, s in seeded.items() if s.means.name_b == baseline]
+        rows = {name: {r.row.task: r for r in seeded[name].rows} for name in variants}
+        tasks = list(dict.fromkeys(task for name in variants for task in rows[name]))
         lines += ["", f"### Against {baseline}", "",
                   f"| task | metric | {baseline} | " + " | ".join(variants) + " |",
                   "|---|---|---:|" + "---:|" * len(variants)]
-        for task, result in base.items():
+        for task in tasks:
+            first = next(rows[name][task] for name in variants if task in rows[name])
             cells = []
             for name in variants:
-                row = next((r for r in comps[name].rows if r.task == task), None)
+                row = rows[name].get(task)
                 cells.append("n/a" if row is None else
-                             f"{row.a:.4f} ({row.delta:+.4f}, {row.outcome(comps[name].tie)})")
-            lines.append(f"| {task} | {result['metric']} | {_fmt(result['value'])} | " + " | ".join(cells) + " |")
-        lines.append("| **W / L / T** | | | " + " | ".join(
-            f"**{comps[n].count('W')} / {comps[n].count('L')} / {comps[n].count('T')}**" for n in variants) + " |")
-        lines.append("| **sign test p** | | | " + " | ".join(f"{comps[n].p_value:.4g}" for n in variants) + " |")
-        unmatched = [f"{n}: {why}" for n in variants for why in comps[n].unmatched]
-        warnings = sorted({w for n in variants for w in comps[n].warnings})
+                             f"{_mean_std(row.a)} ({row.row.delta:+.4f}, {row.outcome(seeded[name].means.tie)}"
+                             + ("†" if row.band is None else "") + ")")
+            lines.append(f"| {task} | {first.row.metric} | {_mean_std(first.b)} | " + " | ".join(cells) + " |")
+        totals = [("W / L / T, noise rule", lambda c: f"**{_wlt(c)}**"),
+                  ("sign test p, noise rule", lambda c: f"{c.p_value:.4g}"),
+                  ("W / L / T, tie rule", lambda c: _wlt(c.means)),
+                  ("sign test p, tie rule", lambda c: f"{c.means.p_value:.4g}")]
+        lines += [f"| **{label}** | | | " + " | ".join(cell(seeded[n]) for n in variants) + " |"
+                  for label, cell in totals]
+        unmatched = [f"{n}: {why}" for n in variants for why in seeded[n].means.unmatched]
+        warnings = sorted({w for n in variants for w in seeded[n].means.warnings})
         lines += [""] * bool(unmatched or warnings) + [f"- not compared: {u}" for u in unmatched]
         lines += [f"- warning: {w}" for w in warnings]
     return lines
@@ -159,34 +234,36 @@ def _collapse_table(runs: list[RunData]) -> list[str]:
     return lines
 
 
-def _seed_noise(scores: dict[str, VariantScores], comps: dict[str, Comparison], tie: float) -> list[str]:
-    lines = ["## Seed noise", ""]
-    multi = {name: v for name, v in scores.items() if len(v.probed) > 1}
-    if not multi:
-        return lines + ["No variant has two probed seeds: the report cannot say how large seed noise is."]
-    spreads = {name: seed_spread(v.probed) for name, v in multi.items()}
-    lines += ["Spread = max - min over seeds of a variant's score on a task. A delta is *beyond noise* when "
-              "it is larger than the spread of both its variant and its baseline (where they have two seeds).", "",
-              "| task | " + " | ".join(f"spread {n}" for n in multi) + " | largest abs delta |",
-              "|---|" + "---:|" * (len(multi) + 1)]
-    tasks = list(next(iter(multi.values())).probed[0]["tasks"])
-    for task in tasks:
-        deltas = [abs(r.delta) for c in comps.values() for r in c.rows if r.task == task]
-        lines.append(f"| {task} | " + " | ".join(_fmt(spreads[n].get(task)) for n in multi) +
-                     f" | {_fmt(max(deltas) if deltas else None)} |")
-    lines.append("")
-    for name, v in multi.items():
-        values = list(spreads[name].values())
-        null = compare(v.probed[1], v.probed[0], tie, f"{name} seed {v.seeds[1]}", f"seed {v.seeds[0]}")
-        lines.append(f"- **{name}**: median spread {_fmt(statistics.median(values) if values else None)}; its seed "
-                     f"{v.seeds[1]} against its seed {v.seeds[0]} (same recipe: only noise) scores "
-                     f"{null.count('W')} W / {null.count('L')} L / {null.count('T')} T, p = {null.p_value:.3g}")
-    for name, c in comps.items():
-        noise = [max(spreads.get(name, {}).get(r.task, 0.0), spreads.get(c.name_b, {}).get(r.task, 0.0))
-                 for r in c.rows]
-        measured = [(r, n) for r, n in zip(c.rows, noise) if name in spreads or c.name_b in spreads]
-        beyond = sum(abs(r.delta) > n for r, n in measured)
-        lines.append(f"- {name} vs {c.name_b}: {beyond} of {len(measured)} deltas are beyond seed noise")
+def _seed_statistics(seeds: SeedStatistics) -> list[str]:
+    lines = ["## Seeds and statistics", "", NOISE_RULE, "", PAIRED_RULE, ""]
+    measured = {task: n for task, n in seeds.noise.items() if n.std is not None}
+    if not measured:
+        return lines + ["No variant has two probed seeds on any task: seed noise is not measured, and every "
+                        "outcome above is the tie rule's alone."]
+    lines += ["s: the task's seed noise (df: its degrees of freedom). MDE: the smallest true difference of means "
+              f"a two-sided t-test at alpha {ALPHA:g} detects with 80% power, "
+              "(t_{0.975,df} + t_{0.80,df}) s sqrt(2/n), with n the fewest seeds of any compared variant on the task. "
+              "A largest |delta| below the MDE is one these seeds could not have told from noise.", "",
+              "| task | s | df | n | MDE | largest abs delta (variant) |", "|---|---:|---:|---:|---:|---|"]
+    for task, noise in seeds.noise.items():
+        mine = [(name, r) for name, s in seeds.comparisons.items() for r in s.rows if r.row.task == task]
+        if noise.std is None:
+            lines.append(f"| {task} | n/a † | 0 | | | |")
+            continue
+        largest = max(mine, key=lambda m: abs(m[1].row.delta), default=None)
+        n = min((min(r.a.n, r.b.n) for _, r in mine), default=None)
+        mde = minimal_detectable_effect(noise, n) if n else None
+        lines.append(f"| {task} | {noise.std:.4f} | {noise.df} | {n or ''} | {_fmt(mde)} | "
+                     + (f"{abs(largest[1].row.delta):.4f} ({largest[0]})" if largest else "") + " |")
+    lines += ["", "**Seed against seed.** Every pair of one variant's seeds compared task by task under the paper's "
+              "tie rule (each pair turned so that the seed with more wins is A): the same recipe, so any "
+              "lopsided count is noise. How often would the paper's rule report a win between two seeds?", ""]
+    if not seeds.null:
+        lines.append("- no variant has two probed seeds")
+    for name, null in seeds.null.items():
+        lines.append(f"- **{name}**: {null.pairs} pair{'s' * (null.pairs > 1)}, on average {null.wins:.3g} W / "
+                     f"{null.losses:.3g} L / {null.ties:.3g} T; smallest sign test p {null.smallest_p:.3g}; "
+                     f"{null.below_alpha} of {null.pairs} with p < {ALPHA:g}")
     return lines
 
 
@@ -211,13 +288,13 @@ def _notes(runs: list[RunData]) -> list[str]:
 
 def render(experiment: Experiment, runs: list[RunData], scores: dict[str, VariantScores],
            comps: dict[str, Comparison], plots: list[Path]) -> str:
+    seeds = seed_statistics(scores, comps, experiment.spec.tie_tolerance)
     sections = [_header(experiment, runs)]
     if comps:
-        sections += [_verdicts(comps), _task_tables(scores, comps)]
+        sections += [_verdicts(seeds.comparisons), _task_tables(seeds.comparisons)]
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
-    sections += [_budget_table(runs), _collapse_table(runs),
-                 _seed_noise(scores, comps, experiment.spec.tie_tolerance), _notes(runs)]
+    sections += [_budget_table(runs), _collapse_table(runs), _seed_statistics(seeds), _notes(runs)]
     if plots:
         sections.append(["## Plots", ""] + [f"![{p.stem}]({PLOTS}/{p.name})" for p in plots])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
@@ -232,7 +309,8 @@ def write_report(experiment: Experiment) -> Path:
     plots = [plot_losses(runs, experiment, folder / "loss_curves.png"),
              plot_collapse(runs, experiment, folder / "collapse.png")]
     if comps:
-        plots.append(plot_deltas(scores, comps, experiment, folder / "deltas.png"))
+        seeded = seed_statistics(scores, comps, experiment.spec.tie_tolerance).comparisons
+        plots.append(plot_deltas(seeded, experiment, folder / "deltas.png"))
     path = experiment.output / REPORT
     path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None]))
     return path
