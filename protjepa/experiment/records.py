@@ -54,13 +54,26 @@ def read_metrics(path: Path) -> list[dict]:
     return kept
 
 
+def run_data(plan: RunPlan) -> RunData:
+    done = read_done(plan.run_dir)
+    results = plan.run_dir / PROBE_DIR / RESULTS
+    probe = json.loads(results.read_text()) if done and results.is_file() else None
+    return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe)
+
+
 def collect(experiment: Experiment) -> list[RunData]:
-    out = []
-    for plan in experiment.runs:
-        done = read_done(plan.run_dir)
-        results = plan.run_dir / PROBE_DIR / RESULTS
-        probe = json.loads(results.read_text()) if done and results.is_file() else None
-        out.append(RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe))
+    """The variants' runs (the base is :func:`run_data` of ``experiment.base``)."""
+    return [run_data(plan) for plan in experiment.runs]
+
+
+def collect_controls(experiment: Experiment) -> dict[str, list[dict]]:
+    """Per shape, the probe results of its probed random-init seeds (every shape listed, even unprobed)."""
+    out: dict[str, list[dict]] = {}
+    for control in experiment.controls:
+        results = control.folder / PROBE_DIR / RESULTS
+        out.setdefault(control.shape, [])
+        if results.is_file():
+            out[control.shape].append(json.loads(results.read_text()))
     return out
 
 

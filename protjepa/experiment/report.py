@@ -5,6 +5,10 @@ Everything is read back from the run directories (``done`` markers, ``metrics.js
 finished. Each variant is compared with its baseline on the mean over its seeds of each
 task's main metric; wins, losses and ties use the experiment's tie tolerance and ties are
 left out of the one-sided sign test (:mod:`protjepa.evaluation.compare`).
+
+The learning control sets every variant, and the base of a continued-pretraining experiment,
+against the random-init encoder of its shape (probed the same way, one per experiment seed):
+a run that does not beat it beyond seed noise on most tasks has not shown that it learned.
 """
 from __future__ import annotations
 
@@ -14,7 +18,18 @@ from pathlib import Path
 
 from protjepa.evaluation.compare import Comparison, compare
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
-from protjepa.experiment.records import HELD_OUT_MLM, PLOTS, REPORT, RunData, VariantScores, collect, seed_spread
+from protjepa.experiment.records import (
+    HELD_OUT_MLM,
+    PLOTS,
+    REPORT,
+    RunData,
+    VariantScores,
+    collect,
+    collect_controls,
+    mean_results,
+    run_data,
+    seed_spread,
+)
 from protjepa.experiment.spec import Experiment, RunPlan
 
 # --------------------------------------------------------------------------- comparisons
@@ -56,6 +71,16 @@ def encoder_text(plan: RunPlan) -> str:
     return f"{name} {preset} ({sizes})" if preset else f"{name} {sizes}".strip()
 
 
+def _base_line(experiment: Experiment, base: RunData) -> str:
+    """The header's line naming the base every variant continues from, and what it used."""
+    budget = ", ".join(f"{k} {v}" for k, v in base.plan.recipe.budget.model_dump(exclude_none=True).items())
+    used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
+            else "not trained yet")
+    return (f"- continued pretraining: every variant starts from the final weights (encoder and LM head) of the "
+            f"**base**, `{experiment.base_source}`, {encoder_text(base.plan)}, budget **{budget}**, seed "
+            f"{base.plan.seed} ({used}; `{base.plan.run_dir}`); the variants' budget is their own")
+
+
 def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     spec = experiment.spec
     budget = ", ".join(f"{k} {v}" for k, v in spec.budget.model_dump(exclude_none=True).items())
@@ -82,6 +107,10 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
         role = "baseline" if v.baseline is None else f"vs {v.baseline}"
         lines.append(f"  - **{v.name}** ({role}): `{v.source}`, {encoder_text(experiment.runs_of(v.name)[0])}, "
                      f"seeds {', '.join(map(str, v.seeds))}")
+    if experiment.base is not None:
+        lines.append(_base_line(experiment, next(r for r in runs if r.plan == experiment.base)))
+    lines.append(f"- learning control: each encoder shape untrained, seeds {', '.join(map(str, spec.seeds))} "
+                 f"(`{experiment.output / 'controls'}`)")
     missing = [r.plan.label for r in runs if r.done is None]
     unprobed = [r.plan.label for r in runs if r.done is not None and r.probe is None]
     if missing:
@@ -123,6 +152,67 @@ def _task_tables(scores: dict[str, VariantScores], comps: dict[str, Comparison])
         warnings = sorted({w for n in variants for w in comps[n].warnings})
         lines += [""] * bool(unmatched or warnings) + [f"- not compared: {u}" for u in unmatched]
         lines += [f"- warning: {w}" for w in warnings]
+    return lines
+
+
+def _beyond_noise(comp: Comparison, spread_a: dict[str, float], spread_b: dict[str, float]) -> tuple[int, int, int]:
+    """(deltas larger than both sides' seed spread, wins among them, tasks where a spread is measured):
+    a side with one seed has no spread; with none on either side nothing is measured."""
+    measured = [r for r in comp.rows if r.task in spread_a or r.task in spread_b]
+    noise = {r.task: max(spread_a.get(r.task, 0.0), spread_b.get(r.task, 0.0)) for r in measured}
+    beyond = [r for r in measured if abs(r.delta) > noise[r.task]]
+    return len(beyond), sum(r.outcome(comp.tie) == "W" for r in beyond), len(measured)
+
+
+def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
+                      controls: dict[str, list[dict]]) -> list[str]:
+    """Per encoder shape: its random init against the base and every variant of that shape."""
+    tie = experiment.spec.tie_tolerance
+    lines = ["## Learning control: against random init", "",
+             "The same encoder shape, built with each experiment seed and never trained "
+             "(`controls/random_init_<shape>/seed<k>/`), probed like the runs. Random init: mean over its seeds "
+             "(spread = max - min). Each trained cell: its score (mean over its seeds), the delta to random init and "
+             "W / L / T. A delta is *beyond seed noise* when it is larger than the spread of both sides (measured "
+             "where a side has two seeds)."]
+    for shape, probed in controls.items():
+        lines += ["", f"### random_init_{shape}", ""]
+        if not probed:
+            lines.append("Not probed yet.")
+            continue
+        random, random_spread = mean_results(probed), seed_spread(probed) if len(probed) > 1 else {}
+        trained = {}  # name -> (scores, seed spread)
+        # Every variant has the base's shape (checked when the experiment is loaded).
+        if base is not None and base.probe is not None and experiment.variants[0].shape == shape:
+            trained["base (start)"] = (base.probe, {})
+        trained |= {name: (v.mean, seed_spread(v.probed) if len(v.probed) > 1 else {}) for name, v in scores.items()
+                    if experiment.variant(name).shape == shape}
+        comps = {name: compare(mean, random, tie, name, f"random_init_{shape}") for name, (mean, _) in trained.items()}
+        seeds = ", ".join(str(c.seed) for c in experiment.controls if c.shape == shape)
+        lines += [f"| task | metric | random init (seeds {seeds}) | " + " | ".join(trained) + " |",
+                  "|---|---|---:|" + "---:|" * len(trained)]
+        for task, result in random["tasks"].items():
+            spread = random_spread.get(task)
+            cells = []
+            for name, comp in comps.items():
+                row = next((r for r in comp.rows if r.task == task), None)
+                cells.append("n/a" if row is None else f"{row.a:.4f} ({row.delta:+.4f}, {row.outcome(tie)})")
+            lines.append(f"| {task} | {result['metric']} | {_fmt(result['value'])}"
+                         + (f" (spread {spread:.4f})" if spread is not None else "") + " | " + " | ".join(cells) + " |")
+        noise = {name: _beyond_noise(comp, trained[name][1], random_spread) for name, comp in comps.items()}
+        lines.append("| **W / L / T** | | | " + " | ".join(
+            f"**{c.count('W')} / {c.count('L')} / {c.count('T')}**" for c in comps.values()) + " |")
+        lines.append("| **beyond seed noise** | | | " + " | ".join(
+            f"{n[0]} of {n[2]}" if n[2] else "not measured" for n in noise.values()) + " |")
+        lines.append("")
+        for name, comp in comps.items():
+            beyond, wins, measured = noise[name]
+            if not measured:
+                lines.append(f"- **{name}**: seed noise is not measured (one seed on each side); it beats random "
+                             f"init by more than the tie tolerance on {comp.count('W')} of {len(comp.rows)} tasks")
+                continue
+            verdict = "beats" if wins > len(comp.rows) / 2 else "does **not** beat"
+            lines.append(f"- **{name}** {verdict} random init on most tasks beyond seed noise: wins beyond noise "
+                         f"on {wins} of {len(comp.rows)} tasks")
     return lines
 
 
@@ -210,14 +300,16 @@ def _notes(runs: list[RunData]) -> list[str]:
 
 
 def render(experiment: Experiment, runs: list[RunData], scores: dict[str, VariantScores],
-           comps: dict[str, Comparison], plots: list[Path]) -> str:
-    sections = [_header(experiment, runs)]
+           comps: dict[str, Comparison], plots: list[Path], base: RunData | None = None,
+           controls: dict[str, list[dict]] | None = None) -> str:
+    trained = ([base] if base is not None else []) + runs
+    sections = [_header(experiment, trained)]
     if comps:
         sections += [_verdicts(comps), _task_tables(scores, comps)]
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
-    sections += [_budget_table(runs), _collapse_table(runs),
-                 _seed_noise(scores, comps, experiment.spec.tie_tolerance), _notes(runs)]
+    sections += [_learning_control(experiment, scores, base, controls or {}), _budget_table(trained),
+                 _collapse_table(trained), _seed_noise(scores, comps, experiment.spec.tie_tolerance), _notes(trained)]
     if plots:
         sections.append(["## Plots", ""] + [f"![{p.stem}]({PLOTS}/{p.name})" for p in plots])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
@@ -234,5 +326,7 @@ def write_report(experiment: Experiment) -> Path:
     if comps:
         plots.append(plot_deltas(scores, comps, experiment, folder / "deltas.png"))
     path = experiment.output / REPORT
-    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None]))
+    base = run_data(experiment.base) if experiment.base is not None else None
+    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base,
+                           collect_controls(experiment)))
     return path
