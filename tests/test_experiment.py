@@ -1,26 +1,35 @@
 """``protjepa experiment``: the tiny experiment end to end (train, probe, report), a second
-invocation that redoes nothing, and the experiment file's errors."""
+invocation that redoes nothing, continued pretraining from a base, the random-init control,
+and the experiment file's errors."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from composer.utils.reproducibility import seed_all
 
+from protjepa.build import build_model
 from protjepa.cli import main
-from protjepa.evaluation.compare import sign_test
-from protjepa.experiment.records import mean_results, read_metrics
+from protjepa.evaluation.compare import load_results, sign_test
+from protjepa.experiment.records import mean_results, read_done, read_metrics
 from protjepa.experiment.report import write_report
-from protjepa.experiment.runner import run_experiment
+from protjepa.experiment.runner import run_experiment, train_run
 from protjepa.experiment.spec import ExperimentError, load_experiment
+from protjepa.export import load_encoder
+from protjepa.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "experiments" / "smoke.yaml"
 RUNS = ["mlm/seed0", "mlm/seed1", "masked/seed0"]
-SECTIONS = ["# Experiment smoke", "## Verdicts", "## Per-task results", "### Against mlm", "## Budget used",
-            "## Collapse monitors", "## Seeds and statistics", "## Probe notes", "## Plots"]
+CONTROL = "random_init_esm2_2x32/seed0"  # smoke's one encoder shape, untrained, its one experiment seed
+SECTIONS = ["# Experiment smoke", "## Verdicts", "## Per-task results", "### Against mlm",
+            "## Learning control: against random init", "## Budget used", "## Collapse monitors",
+            "## Seeds and statistics", "## Probe notes", "## Plots"]
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +59,9 @@ def _table(report: str, heading: str) -> list[list[str]]:
 
 def test_first_invocation_trains_and_probes_every_run(finished):
     experiment, outcome, _ = finished
-    assert outcome.trained == RUNS
+    assert outcome.trained == RUNS and outcome.exported == [CONTROL]
     assert outcome.resumed == [] and outcome.skipped == []
-    assert outcome.probed == RUNS
+    assert outcome.probed == RUNS + [CONTROL]
     for plan in experiment.runs:
         assert (plan.run_dir / "done").is_file()
         assert (plan.run_dir / "probe" / "results.json").is_file()
@@ -110,6 +119,21 @@ def test_budget_table_shows_what_each_run_used(finished):
         assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0
 
 
+def test_the_random_init_control_is_a_from_scratch_run_at_step_0(finished):
+    experiment, outcome, _ = finished
+    control = experiment.controls[0]
+    assert control.folder == experiment.output / "controls" / "random_init_esm2_2x32" / "seed0"
+    plan = experiment.runs[0]  # mlm/seed0: from scratch, the control's shape and seed
+    seed_all(plan.seed)
+    start = build_model(plan.recipe).encoder.state_dict()  # as train() builds it
+    exported = load_encoder(control.export).state_dict()
+    assert exported.keys() == start.keys()
+    assert all(torch.equal(exported[name], start[name]) for name in start)
+    scores = load_results(control.folder)["tasks"]
+    row = _table(outcome.report.read_text(), "### random_init_esm2_2x32")[2]  # scope40, after stability
+    assert row[:3] == ["scope40", "fold_recall@10", f"{scores['scope40']['value']:.4f}"]
+
+
 def test_seed_statistics_pool_the_two_baseline_seeds(finished):
     _, outcome, _ = finished
     report = outcome.report.read_text()
@@ -127,12 +151,13 @@ def test_second_invocation_retrains_and_reprobes_nothing(finished, data_root, ca
     stamps = {p: p.stat().st_mtime_ns for r in experiment.runs for p in (r.run_dir / "checkpoints").iterdir()}
     again = run_experiment(load_experiment(SMOKE, output=experiment.output), data_root=str(data_root),
                            console=False, log=lambda line: None)
-    assert again.trained == [] and again.resumed == [] and again.probed == []
-    assert again.skipped == RUNS
+    assert again.trained == [] and again.resumed == [] and again.probed == [] and again.exported == []
+    assert again.skipped == RUNS + [CONTROL]
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     assert main(["experiment", str(SMOKE), "--dry-run", "--output", str(experiment.output)]) == 0
     plan = capsys.readouterr().out
     assert plan.count(": done ") == 3 and "new" not in plan
+    assert f"control {CONTROL} (untrained): exported " in plan
 
 
 def test_a_changed_experiment_does_not_reuse_stale_runs(finished, tmp_path):
@@ -144,6 +169,116 @@ def test_a_changed_experiment_does_not_reuse_stale_runs(finished, tmp_path):
     with pytest.raises(ExperimentError, match=r"mlm/seed0 was trained from another recipe "
                                               r"\(budget.steps: 3 there, 4 now\)"):
         run_experiment(load_experiment(changed, output=experiment.output), console=False, log=lambda line: None)
+
+
+# --------------------------------------------------------------------------- continued pretraining
+
+
+CONTINUED = """\
+name: continued
+baseline: mlm
+budget: {steps: 2}
+encoder: {name: esm2, num_layers: 2, embed_dim: 32, attention_heads: 4}
+data: {crop: 64, batch_tokens: 512, shuffle_buffer: 64}
+set: {train.device: cpu, train.log_every: 1, train.monitor_every: 2, train.monitor_sequences: 8,
+      train.checkpoint_at: [0.5, 1.0], optim.warmup: 1}
+base:
+  recipe: mlm
+  budget: {steps: 4}
+  seed: 3
+  set: {optim.lr: 1.0e-3}
+variants:
+  - recipe: mlm
+  - recipe: mlm_jepa_ema_half
+    name: ema
+probe: {tasks: [stability], check_leakage: false, max_train: 100, max_test: 50}
+"""
+CONTINUED_RUNS = ["mlm/seed0", "ema/seed0"]
+
+
+@pytest.fixture(scope="module")
+def continued(tmp_path_factory, data_root):
+    """The base trained alone and cut off after its half-way checkpoint (as if interrupted there),
+    then the whole experiment run: (experiment, outcome)."""
+    folder = tmp_path_factory.mktemp("continued")
+    (folder / "continued.yaml").write_text(CONTINUED)
+    experiment = load_experiment(folder / "continued.yaml", output=folder / "out")
+    base = experiment.base.run_dir
+    train_run(experiment.base, data_root=str(data_root), console=False, log=lambda line: None)
+    for path in (base / "done", base / "checkpoints" / "ckpt-1.000.pt", base / "checkpoints" / "ckpt-1.000.pt.sha256"):
+        path.unlink()
+    shutil.rmtree(base / "export")
+    outcome = run_experiment(experiment, data_root=str(data_root), console=False, log=lambda line: None)
+    return experiment, outcome
+
+
+def test_the_interrupted_base_resumes_then_every_variant_trains(continued):
+    experiment, outcome = continued
+    assert experiment.base.run_dir == experiment.output / "base"
+    assert outcome.resumed == ["base/seed3"] and outcome.trained == CONTINUED_RUNS
+    assert outcome.exported == ["random_init_esm2_2x32/seed0"]
+    assert outcome.probed == ["base/seed3", *CONTINUED_RUNS, "random_init_esm2_2x32/seed0"]
+    assert read_done(experiment.base.run_dir)["summary"]["steps"] == 4  # the base's own budget
+    assert load_recipe(experiment.base.run_dir / "recipe.yaml").optim.lr == 1.0e-3
+
+
+def test_a_variant_starts_from_the_base_weights_with_a_new_predictor(continued):
+    experiment, _ = continued
+    export = experiment.base.run_dir / "export"
+    base_state = load_encoder(export).state_dict()
+    assert any(name.startswith("lm_head.") for name in base_state)
+    ema = next(r for r in experiment.runs if r.variant == "ema")
+    recipe = load_recipe(ema.run_dir / "recipe.yaml")  # what train() built the run from
+    assert recipe.encoder.checkpoint == str(export)
+    seed_all(recipe.seed)
+    model = build_model(recipe)  # the run's step-0 model
+    for module in (model.encoder, model.teacher):  # the EMA teacher is copied after the load
+        state = module.state_dict()
+        assert state.keys() == base_state.keys()
+        assert all(torch.equal(state[name], base_state[name]) for name in base_state)
+    # The predictor is new: the same as a from-scratch build with this seed, not a trained one.
+    seed_all(recipe.seed)
+    scratch = build_model(recipe.model_copy(update={"encoder": recipe.encoder.model_copy(update={"checkpoint": None})}))
+    new = {n: t for n, t in model.state_dict().items() if not n.startswith(("encoder.", "teacher."))}
+    fresh = {n: t for n, t in scratch.state_dict().items() if not n.startswith(("encoder.", "teacher."))}
+    assert new and new.keys() == fresh.keys()
+    assert all(torch.equal(new[n], fresh[n]) for n in new)
+    assert not torch.equal(scratch.encoder.state_dict()["lm_head.bias"], base_state["lm_head.bias"])
+
+
+def test_the_report_names_the_base_and_sets_everything_against_random_init(continued):
+    experiment, outcome = continued
+    report = outcome.report.read_text()
+    assert "- continued pretraining: every variant starts from the final weights (encoder and LM head) of the " \
+           "**base**, `mlm`, esm2 2 x 32, budget **steps 4**, seed 3 (it ran 4 steps, " in report
+    budget = _table(report, "## Budget used")[1:]
+    assert [(r[0], r[1]) for r in budget] == [("base/seed3", "4"), ("mlm/seed0", "2"), ("ema/seed0", "2")]
+    control = _table(report, "### random_init_esm2_2x32")
+    assert control[0] == ["task", "metric", "random init (seeds 0)", "base (start)", "mlm", "ema"]
+    random = load_results(experiment.controls[0].folder)["tasks"]["stability"]["value"]
+    base = load_results(experiment.base.run_dir)["tasks"]["stability"]["value"]
+    row = control[1]
+    assert row[:3] == ["stability", "spearman", f"{random:.4f}"]
+    delta = base - random
+    assert row[3] == f"{base:.4f} ({delta:+.4f}, {'W' if delta > 0.005 else 'L' if delta < -0.005 else 'T'})"
+    tasks = len(load_results(experiment.controls[0].folder)["tasks"])
+    for name in ("base (start)", "mlm", "ema"):  # one seed on each side: no noise measured, the tie rule decides
+        assert re.search(rf"- \*\*{re.escape(name)}\*\* (beats|does \*\*not\*\* beat) random init on most tasks "
+                         rf"beyond seed noise: \d of {tasks} tasks won under the noise rule \({tasks} without measured "
+                         r"seed noise: tie rule\)", report)
+    assert (experiment.controls[0].export / "encoder.yaml").is_file()
+
+
+def test_a_second_invocation_skips_the_base_the_runs_and_the_control(continued, data_root, capsys):
+    experiment, _ = continued
+    again = run_experiment(load_experiment(experiment.path, output=experiment.output), data_root=str(data_root),
+                           console=False, log=lambda line: None)
+    assert again.trained == again.resumed == again.probed == again.exported == []
+    assert again.skipped == ["base/seed3", *CONTINUED_RUNS, "random_init_esm2_2x32/seed0"]
+    assert main(["experiment", str(experiment.path), "--dry-run", "--output", str(experiment.output)]) == 0
+    plan = capsys.readouterr().out
+    assert "base (every variant starts from its final weights) from mlm, budget steps 4" in plan
+    assert f"seed 3: done   {experiment.output / 'base'}" in plan
 
 
 # --------------------------------------------------------------------------- pieces
@@ -250,6 +385,14 @@ probe: {tasks: [stability]}
     (("budget: {steps: 2}", "budget: {steps: 2}\ndata: {crop: 2}"), r"exp.yaml:4: data.crop: Input should be greater"),
     (("tasks: [stability]", "tasks: [stabilty]"), r"exp.yaml:7: probe.tasks: unknown task 'stabilty'"),
     (("  - recipe: RECIPES/mlm.yaml", "  - recipe: RECIPES/missing.yaml"), r"exp.yaml:5: variants\[0\]: .*missing.yaml: no such recipe file"),
+    (("budget: {steps: 2}", "budget: {steps: 2}\nbase:\n  recipe: mlm\n  budget: {wall_clock: 5min}"),
+     r"exp.yaml:6: base.budget: give tokens or steps: a wall_clock base would depend on how busy the machine was$"),
+    (("budget: {steps: 2}", "budget: {steps: 2}\nbase:\n  recipe: mlm_jepa_masked\n  budget: {steps: 5}"),
+     r"exp.yaml:5: base.recipe: the base must be MLM-only pretraining; its objectives: mlm, jepa, sigreg$"),
+    (("  - recipe: RECIPES/mlm_jepa_masked.yaml",
+      "  - recipe: RECIPES/mlm_jepa_masked.yaml\n    set: {encoder.num_layers: 1}\nbase:\n  recipe: mlm\n"
+      "  budget: {tokens: 1000}"),
+     r"exp.yaml:6: variants\[1\] \(mlm_jepa_masked\): encoder.num_layers: 1 here, None in the base: every variant"),
 ])
 def test_experiment_file_errors_name_file_line_and_key(tmp_path, edit, message):
     path = _write(tmp_path, GOOD.replace(*edit))

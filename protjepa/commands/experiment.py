@@ -1,6 +1,8 @@
 """``protjepa experiment EXPERIMENT.yaml``: train and probe a list of recipes under one budget,
 then write ``report.md``. Finished runs are not retrained and probed runs not re-probed, so
-running the same command again resumes an interrupted experiment."""
+running the same command again resumes an interrupted experiment. An experiment with a
+``base:`` trains that base first (even under ``--only``) and starts every variant from it;
+every experiment also exports and probes random-init controls (``controls/``)."""
 from __future__ import annotations
 
 
@@ -8,7 +10,8 @@ def configure(parser) -> None:
     parser.add_argument("experiment", help="experiment YAML file, or a shipped one's name (experiments/paper_small)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the runs and their state; train nothing")
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
-                        help="train and probe only this variant (repeatable); the report shows every finished run")
+                        help="train and probe only this variant (repeatable; the base, if any, is trained first); "
+                        "the report shows every finished run")
     parser.add_argument("--budget", help="replaces the shared budget of every run: 90s, 3min, 2e8tok, 1000steps "
                         "(runs made under another budget are refused, so pair it with --output)")
     parser.add_argument("--output", help="folder of the runs and the report (default: the experiment's output)")
@@ -24,7 +27,7 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
     outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
     if not args.dry_run:
-        for what in ("trained", "resumed", "probed", "skipped"):
+        for what in ("trained", "resumed", "exported", "probed", "skipped"):
             labels = getattr(outcome, what)
             if labels:
                 print(f"{what}: {', '.join(labels)}")

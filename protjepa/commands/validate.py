@@ -36,8 +36,8 @@ def check(path: str, overrides: list, print_recipe: bool) -> None:
             raise UserError(f"{path}: --set applies to recipes; an experiment file has its own set:")
         experiment = load_experiment(path)
         print(f"ok   {path}: experiment {experiment.spec.name} "
-              f"[{', '.join(run.label for run in experiment.runs)}]")
-        recipes = [run.recipe for run in experiment.runs] if print_recipe else []
+              f"[{', '.join(run.label for run in experiment.trained_runs)}]")
+        recipes = [run.recipe for run in experiment.trained_runs] if print_recipe else []
     else:
         recipe = load_recipe(path, overrides)
         objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)

@@ -54,13 +54,27 @@ def read_metrics(path: Path) -> list[dict]:
     return kept
 
 
+def run_data(plan: RunPlan) -> RunData:
+    done = read_done(plan.run_dir)
+    results = plan.run_dir / PROBE_DIR / RESULTS
+    probe = json.loads(results.read_text()) if done and results.is_file() else None
+    return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe)
+
+
 def collect(experiment: Experiment) -> list[RunData]:
-    out = []
-    for plan in experiment.runs:
-        done = read_done(plan.run_dir)
-        results = plan.run_dir / PROBE_DIR / RESULTS
-        probe = json.loads(results.read_text()) if done and results.is_file() else None
-        out.append(RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe))
+    """The variants' runs (the base is :func:`run_data` of ``experiment.base``)."""
+    return [run_data(plan) for plan in experiment.runs]
+
+
+def collect_controls(experiment: Experiment) -> dict[str, VariantScores]:
+    """Per shape, its probed random-init seeds as one variant's scores (every shape listed, even unprobed)."""
+    out: dict[str, VariantScores] = {}
+    for control in experiment.controls:
+        scores = out.setdefault(control.shape, VariantScores(f"random_init_{control.shape}", None, [], []))
+        results = control.folder / PROBE_DIR / RESULTS
+        if results.is_file():
+            scores.probed.append(json.loads(results.read_text()))
+            scores.seeds.append(control.seed)
     return out
 
 

@@ -7,6 +7,10 @@ task's main metric, twice: under the paper's rule (a tie within the experiment's
 tolerance, :mod:`protjepa.evaluation.compare`) and under the noise rule, which also calls a
 tie any delta within the seed noise; the verdict needs the noise rule's sign test and a
 paired test over seeds to agree (:mod:`protjepa.evaluation.seed_stats`).
+
+The learning control sets every variant, and the base of a continued-pretraining experiment,
+against the random-init encoder of its shape (probed the same way, one per experiment seed),
+under the same noise rule: a run that does not beat it on most tasks has not shown that it learned.
 """
 from __future__ import annotations
 
@@ -29,7 +33,16 @@ from protjepa.evaluation.seed_stats import (
     task_noise,
 )
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
-from protjepa.experiment.records import HELD_OUT_MLM, PLOTS, REPORT, RunData, VariantScores, collect
+from protjepa.experiment.records import (
+    HELD_OUT_MLM,
+    PLOTS,
+    REPORT,
+    RunData,
+    VariantScores,
+    collect,
+    collect_controls,
+    run_data,
+)
 from protjepa.experiment.spec import Experiment, RunPlan
 
 # --------------------------------------------------------------------------- comparisons
@@ -107,6 +120,16 @@ def encoder_text(plan: RunPlan) -> str:
     return f"{name} {preset} ({sizes})" if preset else f"{name} {sizes}".strip()
 
 
+def _base_line(experiment: Experiment, base: RunData) -> str:
+    """The header's line naming the base every variant continues from, and what it used."""
+    budget = ", ".join(f"{k} {v}" for k, v in base.plan.recipe.budget.model_dump(exclude_none=True).items())
+    used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
+            else "not trained yet")
+    return (f"- continued pretraining: every variant starts from the final weights (encoder and LM head) of the "
+            f"**base**, `{experiment.base_source}`, {encoder_text(base.plan)}, budget **{budget}**, seed "
+            f"{base.plan.seed} ({used}; `{base.plan.run_dir}`); the variants' budget is their own")
+
+
 def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     spec = experiment.spec
     budget = ", ".join(f"{k} {v}" for k, v in spec.budget.model_dump(exclude_none=True).items())
@@ -133,6 +156,10 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
         role = "baseline" if v.baseline is None else f"vs {v.baseline}"
         lines.append(f"  - **{v.name}** ({role}): `{v.source}`, {encoder_text(experiment.runs_of(v.name)[0])}, "
                      f"seeds {', '.join(map(str, v.seeds))}")
+    if experiment.base is not None:
+        lines.append(_base_line(experiment, next(r for r in runs if r.plan == experiment.base)))
+    lines.append(f"- learning control: each encoder shape untrained, seeds {', '.join(map(str, spec.seeds))} "
+                 f"(`{experiment.output / 'controls'}`)")
     missing = [r.plan.label for r in runs if r.done is None]
     unprobed = [r.plan.label for r in runs if r.done is not None and r.probe is None]
     if missing:
@@ -198,6 +225,54 @@ def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
         warnings = sorted({w for n in variants for w in seeded[n].means.warnings})
         lines += [""] * bool(unmatched or warnings) + [f"- not compared: {u}" for u in unmatched]
         lines += [f"- warning: {w}" for w in warnings]
+    return lines
+
+
+def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
+                      controls: dict[str, VariantScores]) -> list[str]:
+    """Per encoder shape: the base and every variant of that shape against its random init, under the noise rule."""
+    tie = experiment.spec.tie_tolerance
+    lines = ["## Learning control: against random init", "",
+             "The same encoder shape, built with each experiment seed and never trained "
+             "(`controls/random_init_<shape>/seed<k>/`), probed like the runs. Random init: mean ± std over its "
+             "seeds. Each trained cell: its mean over seeds, the delta to random init and the outcome under the "
+             "noise rule (seed noise pooled over the random inits and the runs of the shape)."]
+    for shape, random in controls.items():
+        lines += ["", f"### {random.name}", ""]
+        if not random.probed:
+            lines.append("Not probed yet.")
+            continue
+        trained = {}  # name -> its scores; every variant has the base's shape (checked when loaded)
+        if base is not None and base.probe is not None and experiment.variants[0].shape == shape:
+            trained["base (start)"] = VariantScores("base (start)", None, [base.probe], [base.plan.seed])
+        trained |= {name: v for name, v in scores.items() if experiment.variant(name).shape == shape}
+        by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in trained.items()}
+        random_by_seed = seed_scores(random.probed, random.seeds)
+        noise = task_noise([random_by_seed, *by_seed.values()])
+        comps = {name: compare_seeds(compare(v.mean, random.mean, tie, name, random.name), by_seed[name],
+                                     random_by_seed, noise)
+                 for name, v in trained.items()}
+        lines += [f"| task | metric | random init (seeds {', '.join(map(str, random.seeds))}) | "
+                  + " | ".join(trained) + " |", "|---|---|---:|" + "---:|" * len(trained)]
+        for task, result in random.mean["tasks"].items():
+            cells = []
+            for comp in comps.values():
+                row = next((r for r in comp.rows if r.row.task == task), None)
+                cells.append("n/a" if row is None else
+                             f"{row.a.mean:.4f} ({row.row.delta:+.4f}, {row.outcome(tie)})")
+            spread_cell = next((_mean_std(r.b) for c in comps.values() for r in c.rows if r.row.task == task),
+                               _fmt(result["value"]))
+            lines.append(f"| {task} | {result['metric']} | {spread_cell} | " + " | ".join(cells) + " |")
+        lines.append("| **W / L / T (noise rule)** | | | " + " | ".join(
+            f"**{c.count('W')} / {c.count('L')} / {c.count('T')}**" for c in comps.values()) + " |")
+        lines.append("")
+        for name, comp in comps.items():
+            wins, tasks = comp.count("W"), len(comp.rows)
+            verdict = "beats" if wins > tasks / 2 else "does **not** beat"
+            unmeasured = sum(r.band is None for r in comp.rows)
+            lines.append(f"- **{name}** {verdict} random init on most tasks beyond seed noise: {wins} of {tasks} "
+                         f"tasks won under the noise rule" + (f" ({unmeasured} without measured seed noise: "
+                                                              "tie rule)" if unmeasured else ""))
     return lines
 
 
@@ -287,14 +362,17 @@ def _notes(runs: list[RunData]) -> list[str]:
 
 
 def render(experiment: Experiment, runs: list[RunData], scores: dict[str, VariantScores],
-           comps: dict[str, Comparison], plots: list[Path]) -> str:
+           comps: dict[str, Comparison], plots: list[Path], base: RunData | None = None,
+           controls: dict[str, VariantScores] | None = None) -> str:
     seeds = seed_statistics(scores, comps, experiment.spec.tie_tolerance)
-    sections = [_header(experiment, runs)]
+    trained = ([base] if base is not None else []) + runs
+    sections = [_header(experiment, trained)]
     if comps:
         sections += [_verdicts(seeds.comparisons), _task_tables(seeds.comparisons)]
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
-    sections += [_budget_table(runs), _collapse_table(runs), _seed_statistics(seeds), _notes(runs)]
+    sections += [_learning_control(experiment, scores, base, controls or {}), _budget_table(trained),
+                 _collapse_table(trained), _seed_statistics(seeds), _notes(trained)]
     if plots:
         sections.append(["## Plots", ""] + [f"![{p.stem}]({PLOTS}/{p.name})" for p in plots])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
@@ -312,5 +390,7 @@ def write_report(experiment: Experiment) -> Path:
         seeded = seed_statistics(scores, comps, experiment.spec.tie_tolerance).comparisons
         plots.append(plot_deltas(seeded, experiment, folder / "deltas.png"))
     path = experiment.output / REPORT
-    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None]))
+    base = run_data(experiment.base) if experiment.base is not None else None
+    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base,
+                           collect_controls(experiment)))
     return path

@@ -7,6 +7,12 @@ invocation resumes it from its latest budget checkpoint (or starts it again when
 none). Probe results are kept in the run's ``probe/`` and reused while the encoder weights,
 the task list and the probe options are those recorded beside them (``experiment_key.json``,
 written after the results).
+
+With a ``base:`` (continued pretraining), the base run in ``<output>/base/`` is trained first
+(resumable and guarded the same way, and trained even under ``--only``), and every variant
+run loads its export. The random-init controls are built and exported to
+``<output>/controls/random_init_<shape>/seed<k>/export/`` (kept while their ``encoder.yaml``
+is the shape's section) and probed beside it, with the same cache.
 """
 from __future__ import annotations
 
@@ -17,15 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 import yaml
 
+from protjepa.build import encoder_from_spec
+from protjepa.encoders.weights import NATIVE_SPEC
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
 from protjepa.evaluation.suite import run_probe_suite, write_results
 from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
-from protjepa.experiment.spec import Experiment, ExperimentError, RunPlan
-from protjepa.export import load_encoder
+from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
+from protjepa.export import load_encoder, save_encoder
 from protjepa.paths import data_root as resolve_data_root
 from protjepa.recipe import dump_recipe, load_recipe
 from protjepa.training.checkpoints import latest_checkpoint
@@ -40,6 +49,7 @@ class Outcome:
     resumed: list[str] = field(default_factory=list)
     probed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # finished and probed before
+    exported: list[str] = field(default_factory=list)  # random-init controls built and exported now
     report: Path | None = None
 
 
@@ -82,8 +92,10 @@ def check_same_recipe(plan: RunPlan) -> None:
     difference = first_difference(yaml.safe_load(dump_recipe(load_recipe(saved))),
                                   yaml.safe_load(dump_recipe(plan.recipe)))
     if difference:
+        # The variants started from the base's weights: a changed base makes them stale too.
+        stale = plan.run_dir.parent if plan.run_dir.name == BASE else plan.run_dir
         raise ExperimentError(f"{saved}: {plan.label} was trained from another recipe ({difference}): "
-                              f"delete {plan.run_dir}, or give the experiment another output folder")
+                              f"delete {stale}, or give the experiment another output folder")
 
 
 def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None]) -> str:
@@ -107,6 +119,19 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     return status
 
 
+def export_control(control: ControlPlan) -> bool:
+    """Build ``control``'s random-init encoder (seeded as ``train`` seeds a run's initial weights) and
+    export it, unless its export holds this shape already; True when it exported."""
+    section = encoder_section(control.recipe)
+    spec_file = control.export / NATIVE_SPEC  # written last by save_encoder: a complete export
+    if spec_file.is_file() and yaml.safe_load(spec_file.read_text()) == section:
+        return False
+    torch.manual_seed(control.seed)  # what train's seed_all does for the encoder's (torch-only) initialisation
+    encoder = encoder_from_spec(control.recipe.encoder, control.recipe.encoder_config)  # no checkpoint: untrained
+    save_encoder(encoder, control.export, section)
+    return True
+
+
 # --------------------------------------------------------------------------- probing
 
 
@@ -125,7 +150,7 @@ class Prober:
     def corpus(self):
         """The runs' pretraining FASTA files (for the leakage counts), read on first use."""
         if self._corpus is None and self.options.check_leakage:
-            files = {f for r in self.experiment.runs if (r.run_dir / "recipe.yaml").is_file()
+            files = {f for r in self.experiment.trained_runs if (r.run_dir / "recipe.yaml").is_file()
                      for f in run_corpus(r.run_dir, self.root)}
             self._corpus = Corpus(sorted(files))
         return self._corpus
@@ -135,16 +160,14 @@ class Prober:
         return {"weights": weights, "tasks": [t.name for t in self.experiment.tasks],
                 "options": self.options.model_dump(mode="json")}
 
-    def probe(self, plan: RunPlan, done: dict) -> bool:
-        """Probe ``plan``'s final encoder unless its cached results fit; True when it probed."""
-        export = plan.run_dir / done["export"]
+    def probe(self, label: str, export: Path, folder: Path) -> bool:
+        """Probe the encoder in ``export`` into ``folder`` unless its cached results fit; True when it probed."""
         embedder = Embedder(load_encoder(export), self.options.layer, cache_dir=None, progress=False)
-        folder = plan.run_dir / PROBE_DIR
         key = self.cache_key(embedder.weights)
         if (folder / RESULTS).is_file() and (folder / CACHE_KEY).is_file():
             if json.loads((folder / CACHE_KEY).read_text()) == key:
                 return False
-        self.log(f"== probing {plan.label} ({len(self.experiment.tasks)} tasks)")
+        self.log(f"== probing {label} ({len(self.experiment.tasks)} tasks)")
         (folder / CACHE_KEY).unlink(missing_ok=True)
         results = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
                                   log=lambda line: self.log(f"   {line}"))
@@ -157,6 +180,22 @@ class Prober:
 # --------------------------------------------------------------------------- the whole experiment
 
 
+def _budget_text(plan: RunPlan) -> str:
+    return ", ".join(f"{k} {v}" for k, v in plan.recipe.budget.model_dump(exclude_none=True).items())
+
+
+def _run_line(plan: RunPlan) -> str:
+    enc = plan.recipe.encoder
+    objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
+    return f"seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  [{enc.name or enc.component}; {objectives}]"
+
+
+def chosen_controls(experiment: Experiment, runs: list[RunPlan]) -> list[ControlPlan]:
+    """The random-init controls of the shapes ``runs`` train."""
+    shapes = {experiment.variant(plan.variant).shape for plan in runs}
+    return [c for c in experiment.controls if c.shape in shapes]
+
+
 def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
     """What ``--dry-run`` prints: every run, its status and the shared settings."""
     spec = experiment.spec
@@ -165,16 +204,17 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
              f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
              f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
              f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
+    if experiment.base is not None:
+        lines += [f"base (every variant starts from its final weights) from {experiment.base_source}, "
+                  f"budget {_budget_text(experiment.base)}", f"  {_run_line(experiment.base)}"]
     chosen = {plan.label for plan in runs}
     for variant in experiment.variants:
         against = f"vs {variant.baseline}" if variant.baseline else "baseline"
         lines.append(f"variant {variant.name} ({against}) from {variant.source}")
-        for plan in experiment.runs_of(variant.name):
-            if plan.label in chosen:
-                enc = plan.recipe.encoder
-                objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
-                lines.append(f"  seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  "
-                             f"[{enc.name or enc.component}; {objectives}]")
+        lines += [f"  {_run_line(plan)}" for plan in experiment.runs_of(variant.name) if plan.label in chosen]
+    for control in chosen_controls(experiment, runs):
+        state = "exported" if (control.export / NATIVE_SPEC).is_file() else "new"
+        lines.append(f"control {control.label} (untrained): {state:<8} {control.folder}")
     return "\n".join(lines)
 
 
@@ -198,15 +238,21 @@ def run_experiment(
         return Outcome()
 
     outcome = Outcome()
-    for plan in runs:
+    trained = ([experiment.base] if experiment.base else []) + runs  # the base first: the variants load it
+    for plan in trained:
         status = train_run(plan, data_root=data_root, console=console, log=log)
         {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
+    controls = chosen_controls(experiment, runs)
+    for control in controls:
+        (outcome.exported if export_control(control) else outcome.skipped).append(control.label)
     prober = Prober(experiment, data_root, log)
-    for plan in runs:
-        if prober.probe(plan, read_done(plan.run_dir)):
-            outcome.probed.append(plan.label)
-            if plan.label in outcome.skipped:
-                outcome.skipped.remove(plan.label)
+    probes = [(p.label, p.run_dir / read_done(p.run_dir)["export"], p.run_dir / PROBE_DIR) for p in trained]
+    probes += [(c.label, c.export, c.folder / PROBE_DIR) for c in controls]
+    for label, export, folder in probes:
+        if prober.probe(label, export, folder):
+            outcome.probed.append(label)
+            if label in outcome.skipped:
+                outcome.skipped.remove(label)
 
     outcome.report = write_report(experiment)
     log(f"report: {outcome.report}")

@@ -22,12 +22,34 @@
 Every (variant, seed) becomes one recipe: the recipe file, then the experiment's
 ``encoder``, ``data``, ``budget`` and ``set``, then the variant's ``set``, then its seed.
 Errors name the experiment file, the line and the key path.
+
+Continued pretraining: an optional ``base:`` names an MLM-only recipe that is trained once,
+in ``<output>/base/``, under its own budget; every variant run then starts from the base's
+final weights (the encoder with its LM head, and an EMA teacher copied from them), with its
+objectives' predictors and the optimizer new, under the experiment's budget::
+
+    base:
+      recipe: mlm                     # like a variant's recipe: a file, a shipped name, or a mapping
+      budget: {tokens: 6e6}           # the base's own: tokens or steps, never wall_clock
+      seed: 0
+      set: {optim.lr: 1.0e-3}         # key path -> value, after the experiment's encoder, data and set
+
+The base recipe is resolved like a variant's (the experiment's ``encoder``, ``data`` and
+``set``, then ``base.set``); each variant gets ``encoder.checkpoint: <output>/base/export``,
+so every variant must have the base's encoder section. The learning rate of continued
+pretraining is the experiment's to set: the paper used 3e-4 from scratch and 10x lower,
+3e-5, to continue a pretrained model (``set: {optim.lr: 3.0e-5}``).
+
+Learning control: each distinct encoder section among the variants (a *shape*) is also
+built untrained, once per experiment seed (seeded as ``protjepa train`` seeds a run's
+initial weights), exported to ``<output>/controls/random_init_<shape>/seed<k>/export/``
+and probed like the runs; the report sets every variant (and the base) against it.
 """
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +93,30 @@ class VariantSpec(Strict):
         return value
 
 
+class BaseSpec(Strict):
+    """The MLM-only pretraining every variant continues from."""
+
+    recipe: str | dict[str, Any] = Field(
+        description="an MLM-only recipe: a file (relative to the experiment file), a shipped name, or a mapping")
+    budget: BudgetConfig = Field(description="the base's own budget: tokens or steps")
+    seed: int = 0
+    set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
+
+    @field_validator("budget")
+    @classmethod
+    def _not_wall_clock(cls, value: BudgetConfig) -> BudgetConfig:
+        if value.wall_clock is not None:
+            raise ValueError("give tokens or steps: a wall_clock base would depend on how busy the machine was")
+        return value
+
+    @field_validator("set")
+    @classmethod
+    def _budget_is_own(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if any(key.split(".")[0] == "budget" for key in value):
+            raise ValueError("give the base's budget under base.budget, not set:")
+        return value
+
+
 class ProbeOptions(Strict):
     """Which tasks to probe each final encoder on, and how (see ``protjepa probe``)."""
 
@@ -102,6 +148,7 @@ class ExperimentSpec(Strict):
     data: dict[str, Any] = Field(default_factory=dict, description="merged into each recipe's data section")
     encoder: dict[str, Any] | None = Field(None, description="replaces each recipe's encoder section")
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, for every recipe")
+    base: BaseSpec | None = Field(None, description="continued pretraining: the variants start from its weights")
     variants: list[VariantSpec] = Field(min_length=2)
     probe: ProbeOptions = Field(default_factory=ProbeOptions)
     tie_tolerance: float = Field(DEFAULT_TIE, ge=0)
@@ -137,12 +184,40 @@ class RunPlan:
         return f"{self.variant}/seed{self.seed}"
 
 
+BASE = "base"
+CONTROLS = "controls"
+
+
+def encoder_section(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's resolved ``encoder:`` section without its weights (``checkpoint``): the encoder's shape."""
+    return {k: v for k, v in recipe.encoder.model_dump(by_alias=True, exclude_none=True).items() if k != "checkpoint"}
+
+
+@dataclass(frozen=True)
+class ControlPlan:
+    """One random-init encoder: a compared shape built with one seed and never trained."""
+
+    shape: str  # the folder's suffix: controls/random_init_<shape>/
+    seed: int
+    recipe: Recipe  # a variant's recipe of this shape: the encoder is built from it
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"random_init_{self.shape}/seed{self.seed}"
+
+    @property
+    def export(self) -> Path:
+        return self.folder / "export"
+
+
 @dataclass
 class Variant:
     name: str
     baseline: str | None  # None: this variant is a baseline
     source: str  # the recipe file, or where the inline recipe is
     seeds: list[int]
+    shape: str = ""  # its encoder shape: the random-init control it is set against
 
 
 @dataclass
@@ -153,6 +228,14 @@ class Experiment:
     variants: list[Variant]
     runs: list[RunPlan]
     tasks: list[TaskSpec]
+    base: RunPlan | None = None  # continued pretraining: the run every variant starts from
+    base_source: str = ""
+    controls: list[ControlPlan] = field(default_factory=list)
+
+    @property
+    def trained_runs(self) -> list[RunPlan]:
+        """Every run that trains: the base first, then the variants' runs."""
+        return ([self.base] if self.base else []) + self.runs
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -168,18 +251,19 @@ def _error(path: Path, lines: YamlLines, loc: tuple, message: str) -> Experiment
     return ExperimentError(located(str(path), lines, loc, message))
 
 
-def _overrides(spec: ExperimentSpec, variant: VariantSpec) -> list[tuple[str, Any]]:
-    """The experiment's and then the variant's settings as (key path, value) overrides."""
+def _overrides(spec: ExperimentSpec, budget: BudgetConfig, own: VariantSpec | BaseSpec) -> list[tuple[str, Any]]:
+    """The experiment's and then the variant's (or the base's) settings as (key path, value) overrides."""
     out: list[tuple[str, Any]] = []
     if spec.encoder is not None:
         out.append(("encoder", spec.encoder))
     out += [(f"data.{key}", value) for key, value in spec.data.items()]
-    out.append(("budget", spec.budget.model_dump(exclude_none=True)))
-    out += list({**spec.set, **variant.set}.items())
+    out.append(("budget", budget.model_dump(exclude_none=True)))
+    out += list({**spec.set, **own.set}.items())
     return out
 
 
-def _resolve_recipe(path: Path, variant: VariantSpec, overrides: list[tuple[str, Any]], where: str) -> Recipe:
+def _resolve_recipe(path: Path, variant: VariantSpec | BaseSpec, overrides: list[tuple[str, Any]],
+                    where: str) -> Recipe:
     """The variant's recipe with the experiment's settings (seed and name still the recipe's)."""
     try:
         if isinstance(variant.recipe, str):
@@ -210,11 +294,16 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     variants: list[Variant] = []
     runs: list[RunPlan] = []
     out_dir = Path(output) if output is not None else Path(spec.output.format(name=spec.name))
+    base = _base_plan(spec, path, lines, out_dir) if spec.base is not None else None
+    # Every variant starts from the base's final weights (its export: encoder and LM head).
+    start = [("encoder.checkpoint", str(base.run_dir / "export"))] if base is not None else []
     for i, vspec in enumerate(spec.variants):
         line = lines.line(("variants", i))
         where = f"{path}:{line}: variants[{i}]"
-        recipe = _resolve_recipe(path, vspec, _overrides(spec, vspec), where)
+        recipe = _resolve_recipe(path, vspec, _overrides(spec, spec.budget, vspec) + start, where)
         name = vspec.name or recipe.name
+        if base is not None:
+            _check_base_shape(base.recipe, recipe, f"{where} ({name})")
         if not re.fullmatch(NAME, name):
             raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . -")
         if any(v.name == name for v in variants):
@@ -228,7 +317,64 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
             run_recipe = recipe.model_copy(update={"seed": seed, "name": f"{name}-seed{seed}"})
             runs.append(RunPlan(name, seed, run_recipe, out_dir / "runs" / name / f"seed{seed}"))
     _assign_baselines(spec, variants, path, lines)
-    return Experiment(spec, path, out_dir, variants, runs, _probe_tasks(spec, path, lines))
+    controls = _controls(spec, variants, runs, out_dir)
+    base_source = ""
+    if spec.base is not None:
+        base_source = spec.base.recipe if isinstance(spec.base.recipe, str) else \
+            f"{path}:{lines.line(('base', 'recipe'))} (inline)"
+    return Experiment(spec, path, out_dir, variants, runs, _probe_tasks(spec, path, lines), base, base_source,
+                      controls)
+
+
+def _base_plan(spec: ExperimentSpec, path: Path, lines: YamlLines, out_dir: Path) -> RunPlan:
+    """The base run: its recipe with the experiment's settings, its own budget, set and seed."""
+    base = spec.base
+    recipe = _resolve_recipe(path, base, _overrides(spec, base.budget, base), f"{path}:{lines.line(('base',))}: base")
+    if any(o.name != "mlm" for o in recipe.objectives):
+        raise _error(path, lines, ("base", "recipe"), "the base must be MLM-only pretraining; its objectives: "
+                     + ", ".join(o.name for o in recipe.objectives))
+    recipe = recipe.model_copy(update={"seed": base.seed, "name": f"{BASE}-seed{base.seed}"})
+    return RunPlan(BASE, base.seed, recipe, out_dir / BASE)
+
+
+def _check_base_shape(base: Recipe, recipe: Recipe, where: str) -> None:
+    """A variant continues from the base's weights, so it must have the base's encoder section."""
+    mine, theirs = encoder_section(recipe), encoder_section(base)
+    key = next((k for k in list(theirs) + list(mine) if theirs.get(k) != mine.get(k)), None)
+    if key is not None:
+        raise ExperimentError(f"{where}: encoder.{key}: {mine.get(key)} here, {theirs.get(key)} in the base: "
+                              "every variant continues from the base's weights, so it needs the base's encoder")
+
+
+def _shape_name(section: dict[str, Any]) -> str:
+    """``esm2_4x128``, ``esm2_35m``, ``modern_35m``: a folder name for an encoder section."""
+    name = str(section.get("name") or section.get("_component_", "encoder").rsplit(".", 1)[-1])
+    preset = section.get("preset")
+    parts = [name] if not preset else [preset] if str(preset).startswith(name) else [name, str(preset)]
+    if "num_layers" in section or "embed_dim" in section:
+        parts.append(f"{section.get('num_layers', '')}x{section.get('embed_dim', '')}")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(parts))
+
+
+def _controls(spec: ExperimentSpec, variants: list[Variant], runs: list[RunPlan], out_dir: Path) -> list[ControlPlan]:
+    """One random-init encoder per experiment seed for each distinct encoder section among the variants;
+    sets each variant's ``shape``."""
+    shapes: list[tuple[dict[str, Any], str, Recipe]] = []
+    for variant in variants:
+        recipe = next(r.recipe for r in runs if r.variant == variant.name)
+        section = encoder_section(recipe)
+        known = next((name for other, name, _ in shapes if other == section), None)
+        if known is None:  # a new shape; two sections with one name (other options) get _2, _3
+            taken = {name for _, name, _ in shapes}
+            known = stem = _shape_name(section)
+            n = 1
+            while known in taken:
+                n += 1
+                known = f"{stem}_{n}"
+            shapes.append((section, known, recipe))
+        variant.shape = known
+    return [ControlPlan(name, seed, recipe, out_dir / CONTROLS / f"random_init_{name}" / f"seed{seed}")
+            for _, name, recipe in shapes for seed in spec.seeds]
 
 
 def _assign_baselines(spec: ExperimentSpec, variants: list[Variant], path: Path, lines: YamlLines) -> None:
