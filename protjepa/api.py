@@ -72,7 +72,7 @@ def train(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None 
 
 def embed(encoder: Encoder | str | os.PathLike, sequences: Sequence[str], *, layer: int | str = "last",
           per_residue: bool = False, device: str | None = None,
-          batch_tokens: int = 16384) -> np.ndarray | list[np.ndarray]:
+          batch_tokens: int | None = None) -> np.ndarray | list[np.ndarray]:
     """Embeddings of ``sequences`` at ``layer`` (``last``, ``half``, or a depth; 0 = the token embeddings):
     ``[N, width]`` float32 means over each sequence's residues, or with ``per_residue`` one
     ``[length, width]`` array per sequence. ``encoder``: an Encoder or anything :func:`load_encoder` takes."""

@@ -36,7 +36,8 @@ def configure(parser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="embed under bf16 autocast; auto (default): on a GPU, and on a CPU where native "
                              "bf16 is faster")
-    parser.add_argument("--batch-tokens", type=int, default=16384, help="tokens per embedding batch (padding included)")
+    parser.add_argument("--batch-tokens", type=int,
+                        help="tokens per embedding batch, padding included (default: 2048 on a CPU, 16384 on a GPU)")
     parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
 
 

@@ -31,6 +31,9 @@ from protjepa.errors import UserError
 from protjepa.precision import bf16_autocast
 
 DEFAULT_CACHE = Path(os.environ.get("PROTJEPA_CACHE", "~/.cache/protjepa")).expanduser() / "embeddings"
+# Tokens a batch, padding included, when none is given. On a CPU small batches keep the
+# activations in cache: 2,048 embedded 1.4-1.6x faster than 16,384 (docs/benchmarks.md).
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -95,16 +98,18 @@ class Embedder:
         layer: int | str = "last",
         *,
         device: str | torch.device | None = None,
-        batch_tokens: int = 16384,
+        batch_tokens: int | None = None,
         max_length: int = 1022,
         cache_dir: str | Path | None = DEFAULT_CACHE,
         progress: bool = True,
         bf16: bool = False,
     ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if batch_tokens is None:
+            batch_tokens = DEFAULT_BATCH_TOKENS.get(self.device.type, DEFAULT_BATCH_TOKENS["cuda"])
         if max_length < 1 or batch_tokens < 1:
             raise UserError(f"max_length {max_length}, batch_tokens {batch_tokens}: both must be at least 1")
         self.depth = encoder.resolve_layer(layer)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder = encoder.eval().to(self.device)
         self.batch_tokens = batch_tokens
         self.max_length = max_length
