@@ -277,7 +277,8 @@ def test_a_second_invocation_skips_the_base_the_runs_and_the_control(continued, 
     assert again.skipped == ["base/seed3", *CONTINUED_RUNS, "random_init_esm2_2x32/seed0"]
     assert main(["experiment", str(experiment.path), "--dry-run", "--output", str(experiment.output)]) == 0
     plan = capsys.readouterr().out
-    assert "base (every variant starts from its final weights) from mlm, budget steps 4" in plan
+    assert "base (the variants marked 'from the base' start from its final weights) from mlm, budget steps 4" in plan
+    assert "variant ema (vs mlm, from the base) from" in plan
     assert f"seed 3: done   {experiment.output / 'base'}" in plan
 
 
@@ -398,6 +399,18 @@ def test_experiment_file_errors_name_file_line_and_key(tmp_path, edit, message):
     path = _write(tmp_path, GOOD.replace(*edit))
     with pytest.raises(ExperimentError, match=message):
         load_experiment(path)
+
+
+def test_a_variant_from_scratch_beside_continued_ones_keeps_its_own_shape(tmp_path):
+    text = GOOD.replace("  - recipe: RECIPES/mlm_jepa_masked.yaml",
+                        "  - recipe: RECIPES/mlm_jepa_masked.yaml\n    from_base: false\n    set: {encoder.num_layers: 1}\n"
+                        "base:\n  recipe: mlm\n  budget: {tokens: 1000}")
+    experiment = load_experiment(_write(tmp_path, text), output=tmp_path / "out")
+    continued, scratch = experiment.runs
+    assert continued.recipe.encoder.checkpoint == str(tmp_path / "out" / "base" / "export")
+    assert scratch.recipe.encoder.checkpoint is None and scratch.recipe.encoder_config.num_layers == 1
+    assert [v.from_base for v in experiment.variants] == [True, False]
+    assert len({c.shape for c in experiment.controls}) == 2  # one random init per compared shape
 
 
 def test_only_names_a_variant(tmp_path):

@@ -125,7 +125,10 @@ def _base_line(experiment: Experiment, base: RunData) -> str:
     budget = ", ".join(f"{k} {v}" for k, v in base.plan.recipe.budget.model_dump(exclude_none=True).items())
     used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
             else "not trained yet")
-    return (f"- continued pretraining: every variant starts from the final weights (encoder and LM head) of the "
+    scratch = [v.name for v in experiment.variants if not v.from_base]
+    who = "every variant starts" if not scratch else \
+        f"every variant but {', '.join(scratch)} (from scratch) starts"
+    return (f"- continued pretraining: {who} from the final weights (encoder and LM head) of the "
             f"**base**, `{experiment.base_source}`, {encoder_text(base.plan)}, budget **{budget}**, seed "
             f"{base.plan.seed} ({used}; `{base.plan.run_dir}`); the variants' budget is their own")
 
@@ -242,8 +245,9 @@ def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], 
         if not random.probed:
             lines.append("Not probed yet.")
             continue
-        trained = {}  # name -> its scores; every variant has the base's shape (checked when loaded)
-        if base is not None and base.probe is not None and experiment.variants[0].shape == shape:
+        trained = {}  # name -> its scores; the base's shape is that of the variants continued from it
+        if base is not None and base.probe is not None and any(v.from_base and v.shape == shape
+                                                                for v in experiment.variants):
             trained["base (start)"] = VariantScores("base (start)", None, [base.probe], [base.plan.seed])
         trained |= {name: v for name, v in scores.items() if experiment.variant(name).shape == shape}
         by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in trained.items()}

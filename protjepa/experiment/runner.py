@@ -205,12 +205,13 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
              f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
              f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
     if experiment.base is not None:
-        lines += [f"base (every variant starts from its final weights) from {experiment.base_source}, "
+        lines += [f"base (the variants marked 'from the base' start from its final weights) from {experiment.base_source}, "
                   f"budget {_budget_text(experiment.base)}", f"  {_run_line(experiment.base)}"]
     chosen = {plan.label for plan in runs}
     for variant in experiment.variants:
         against = f"vs {variant.baseline}" if variant.baseline else "baseline"
-        lines.append(f"variant {variant.name} ({against}) from {variant.source}")
+        start = ", from the base" if variant.from_base else ""
+        lines.append(f"variant {variant.name} ({against}{start}) from {variant.source}")
         lines += [f"  {_run_line(plan)}" for plan in experiment.runs_of(variant.name) if plan.label in chosen]
     for control in chosen_controls(experiment, runs):
         state = "exported" if (control.export / NATIVE_SPEC).is_file() else "new"
@@ -238,7 +239,8 @@ def run_experiment(
         return Outcome()
 
     outcome = Outcome()
-    trained = ([experiment.base] if experiment.base else []) + runs  # the base first: the variants load it
+    needs_base = any(experiment.variant(r.variant).from_base for r in runs)
+    trained = ([experiment.base] if needs_base else []) + runs  # the base first: the variants load it
     for plan in trained:
         status = train_run(plan, data_root=data_root, console=console, log=log)
         {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)

@@ -36,7 +36,8 @@ objectives' predictors and the optimizer new, under the experiment's budget::
 
 The base recipe is resolved like a variant's (the experiment's ``encoder``, ``data`` and
 ``set``, then ``base.set``); each variant gets ``encoder.checkpoint: <output>/base/export``,
-so every variant must have the base's encoder section. The learning rate of continued
+so every variant must have the base's encoder section; a variant with ``from_base: false``
+trains from scratch beside them (paper_gpu runs both arms in one file). The learning rate of continued
 pretraining is the experiment's to set: the paper used 3e-4 from scratch and 10x lower,
 3e-5, to continue a pretrained model (``set: {optim.lr: 3.0e-5}``).
 
@@ -83,6 +84,7 @@ class VariantSpec(Strict):
     name: str | None = Field(None, pattern=NAME, description="default: the recipe's name")
     seeds: list[int] | None = Field(None, min_length=1, description="default: the experiment's seeds")
     baseline: str | None = Field(None, description="compare with this variant instead (itself: with none)")
+    from_base: bool = Field(True, description="start from the base's weights (with a base:); false: from scratch")
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
 
     @field_validator("set")
@@ -218,6 +220,7 @@ class Variant:
     source: str  # the recipe file, or where the inline recipe is
     seeds: list[int]
     shape: str = ""  # its encoder shape: the random-init control it is set against
+    from_base: bool = False  # starts from the experiment's base
 
 
 @dataclass
@@ -300,9 +303,10 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     for i, vspec in enumerate(spec.variants):
         line = lines.line(("variants", i))
         where = f"{path}:{line}: variants[{i}]"
-        recipe = _resolve_recipe(path, vspec, _overrides(spec, spec.budget, vspec) + start, where)
+        from_base = base is not None and vspec.from_base
+        recipe = _resolve_recipe(path, vspec, _overrides(spec, spec.budget, vspec) + start * from_base, where)
         name = vspec.name or recipe.name
-        if base is not None:
+        if from_base:
             _check_base_shape(base.recipe, recipe, f"{where} ({name})")
         if not re.fullmatch(NAME, name):
             raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . -")
@@ -312,7 +316,7 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
         if len(set(seeds)) != len(seeds):
             raise _error(path, lines, ("variants", i, "seeds"), "a seed is listed twice")
         source = vspec.recipe if isinstance(vspec.recipe, str) else f"{path}:{line} (inline)"
-        variants.append(Variant(name, vspec.baseline, source, seeds))
+        variants.append(Variant(name, vspec.baseline, source, seeds, from_base=from_base))
         for seed in seeds:
             run_recipe = recipe.model_copy(update={"seed": seed, "name": f"{name}-seed{seed}"})
             runs.append(RunPlan(name, seed, run_recipe, out_dir / "runs" / name / f"seed{seed}"))
