@@ -97,7 +97,7 @@ def test_budget_table_shows_what_each_run_used(finished):
     assert [r[0] for r in rows] == RUNS
     for row in rows:
         assert row[1] == "3"  # the shared steps budget, whatever the recipe said (30min)
-        assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0
+        assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0 and float(row[4]) > 0  # tokens, FLOPs, seconds
 
 
 def test_seed_noise_compares_the_two_baseline_seeds(finished):
