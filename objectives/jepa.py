@@ -180,7 +180,7 @@ class TransformerPredictor(nn.Module):
         return self.head(gather_positions(self.norm(x), index))
 
     def flops(self, counts: BatchCounts, predicted: int) -> float:
-        """Forward matmul FLOPs: the blocks run over every token, the head on the ``predicted`` rows."""
+        """Forward matmul FLOPs: the blocks run over every (non-padding) token, the head on the ``predicted`` rows."""
         t, w = counts.tokens, self.width
         block = linear(t, w, 3 * w) + linear(t, w, w) + attention(counts.attention_pairs, w)
         dim = self.embed.in_features
