@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from protjepa.alphabet import Alphabet
 from protjepa.errors import UserError
+from protjepa.flops import BatchCounts
 
 
 class LayerError(UserError, ValueError):
@@ -53,6 +54,15 @@ class Encoder(nn.Module):
 
     def lm_head(self, hidden: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} has no LM head")
+
+    def forward_flops(self, counts: BatchCounts, depth: int) -> float | None:
+        """Matmul FLOPs of one forward to ``depth`` over a batch of ``counts`` (see
+        :mod:`protjepa.flops`); None: this encoder cannot count them (no FLOP budget)."""
+        return None
+
+    def lm_head_flops(self, positions: int) -> float | None:
+        """Matmul FLOPs of one LM head forward at ``positions`` rows; None: not counted."""
+        return None
 
     @property
     def has_lm_head(self) -> bool:

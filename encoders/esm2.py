@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
 from protjepa.attention import AttentionLayout, Backend, attend, resolve_backend
 from protjepa.encoders.base import Encoder, EncoderOutput
+from protjepa.flops import BatchCounts, attention, linear
 from protjepa.registry import register_encoder
 
 LAYER_NORM_EPS = 1e-5
@@ -204,6 +205,15 @@ class ESM2(Encoder):
             if depth in wanted:
                 hidden[depth] = x  # the deepest layer is the normalised output (fair-esm's convention)
         return EncoderOutput(x, hidden)
+
+    def forward_flops(self, counts: BatchCounts, depth: int) -> float:
+        """Per block: q, k, v and out projections, the 4x MLP, attention over the pairs."""
+        d, t = self.embed_dim, counts.tokens
+        block = 4 * linear(t, d, d) + linear(t, d, 4 * d) + linear(t, 4 * d, d) + attention(counts.attention_pairs, d)
+        return depth * block
+
+    def lm_head_flops(self, positions: int) -> float:
+        return linear(positions, self.embed_dim, self.embed_dim) + linear(positions, self.embed_dim, len(self.alphabet))
 
     def attention_backend(self, x: Tensor) -> str:
         """The backend that runs for x's device and compute dtype (autocast's, when on); resolved once."""

@@ -28,6 +28,7 @@ from protjepa.alphabet import ESM_ALPHABET, Alphabet
 from protjepa.attention import AttentionLayout, Backend, attend
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.extras import require
+from protjepa.flops import BatchCounts, attention, linear
 from protjepa.registry import register_encoder
 
 # Sizes matched to ESM-2's (8M, 35M, 150M): SwiGLU at 8/3 x width has the parameters of a 4 x GELU MLP.
@@ -175,6 +176,18 @@ class ModernEncoder(Encoder):
             if end in wanted:
                 out[end] = h
         return EncoderOutput(h, out)
+
+    def forward_flops(self, counts: BatchCounts, depth: int) -> float:
+        """Per block: q and out projections, the k and v projections (grouped-query: kv_heads
+        wide), attention over the pairs for every query head, the SwiGLU's three matrices."""
+        c, t = self.config, counts.tokens
+        width, kv_width = c.attention_heads * c.head_dim, c.kv_heads * c.head_dim
+        block = (linear(t, c.embed_dim, width) + 2 * linear(t, c.embed_dim, kv_width) + linear(t, width, c.embed_dim)
+                 + attention(counts.attention_pairs, width) + 3 * linear(t, c.embed_dim, c.ffn_hidden))
+        return depth * block
+
+    def lm_head_flops(self, positions: int) -> float:
+        return linear(positions, self.embed_dim, self.embed_dim) + linear(positions, self.embed_dim, len(self.alphabet))
 
     def lm_head(self, hidden: Tensor) -> Tensor:
         x = self.head_norm(F.gelu(self.head_dense(hidden)))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from protjepa.batch import Batch, gather_positions, mean_pool
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.errors import UserError
+from protjepa.flops import FORWARD_BACKWARD, BatchCounts
 
 
 def _layer_spec(value):
@@ -94,6 +95,17 @@ class Objective(nn.Module):
         """Config field -> shared name it reads; ``student.*`` names are always available."""
         return {}
 
+    def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float | None:
+        """Matmul FLOPs of this objective's own work in one training step, forward and backward
+        (the encoder passes it reads are counted by the model). ``rows`` holds the row count of
+        every feature it may read (``student.*`` and what earlier objectives publish). None: it
+        cannot count them, and a FLOP budget refuses the recipe."""
+        return None
+
+    def published_rows(self, counts: BatchCounts) -> dict[str, int]:
+        """Row counts of the tensors it publishes (for the FLOPs of the objectives that read them)."""
+        return {}
+
     def forward(self, ctx: "StepContext") -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -153,6 +165,12 @@ class StepContext:
 
     STUDENT_FEATURES = ("student.masked", "student.residues", "student.pooled")
 
+    @staticmethod
+    def feature_rows(counts: BatchCounts) -> dict[str, int]:
+        """Rows of each student feature (see ``get``) in a batch of ``counts``."""
+        return {"student.masked": counts.masked, "student.residues": counts.residues,
+                "student.pooled": counts.sequences}
+
     def get(self, name: str) -> Tensor:
         """A published tensor, or a student feature: final hidden states at the masked
         positions [N, D], at every residue [T, D], or mean-pooled per sequence [S, D]."""
@@ -190,6 +208,14 @@ class Regularizer(Objective):
     @classmethod
     def reads(cls, config: RegularizerConfig) -> dict[str, str]:
         return {"input": config.input}
+
+    def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float | None:
+        forward = self.matmul_flops(rows[self.config.input], encoder.embed_dim)
+        return None if forward is None else FORWARD_BACKWARD * forward
+
+    def matmul_flops(self, rows: int, width: int) -> float | None:
+        """Forward matmul FLOPs of ``regularize`` on [rows, width]; None: not counted."""
+        return None
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         x = ctx.get(self.config.input)  # outside the fp32 region: this may run the student forward

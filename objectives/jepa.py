@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from protjepa.attention import AttentionLayout, attend
 from protjepa.batch import Batch, gather_positions
 from protjepa.encoders.base import Encoder
+from protjepa.flops import FORWARD_BACKWARD, BatchCounts, attention, linear
 from protjepa.objectives.base import (
     LayerSpec,
     Objective,
@@ -104,6 +105,10 @@ class SwiGLU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
+    def flops(self, rows: int) -> float:
+        return 2 * linear(rows, self.w1.in_features, self.w1.out_features) + linear(rows, self.w2.in_features,
+                                                                                    self.w2.out_features)
+
 
 class MLPPredictor(nn.Module):
     """Per-token SwiGLU MLP (the paper's predictor); runs on the gathered rows only."""
@@ -114,6 +119,10 @@ class MLPPredictor(nn.Module):
 
     def forward(self, hidden: Tensor, index: Tensor, batch: Batch, layout: AttentionLayout) -> Tensor:
         return self.mlp(gather_positions(hidden, index))
+
+    def flops(self, counts: BatchCounts, predicted: int) -> float:
+        """Forward matmul FLOPs with ``predicted`` rows gathered."""
+        return self.mlp.flops(predicted)
 
 
 def sinusoid(positions: Tensor, width: int) -> Tensor:
@@ -170,6 +179,13 @@ class TransformerPredictor(nn.Module):
             x = block(x, layout)
         return self.head(gather_positions(self.norm(x), index))
 
+    def flops(self, counts: BatchCounts, predicted: int) -> float:
+        """Forward matmul FLOPs: the blocks run over every (non-padding) token, the head on the ``predicted`` rows."""
+        t, w = counts.tokens, self.width
+        block = linear(t, w, 3 * w) + linear(t, w, w) + attention(counts.attention_pairs, w)
+        dim = self.embed.in_features
+        return linear(t, dim, w) + sum(block + b.mlp.flops(t) for b in self.blocks) + linear(predicted, w, dim)
+
 
 PREDICTORS = {"mlp": MLPPredictor, "transformer": TransformerPredictor}
 
@@ -196,6 +212,15 @@ class JEPA(Objective):
     @classmethod
     def publishes(cls, config: JEPAConfig, id: str) -> set[str]:
         return {f"{id}.pred", f"{id}.target"}
+
+    def predicted_rows(self, counts: BatchCounts) -> int:
+        return counts.masked if self.config.positions == "masked" else counts.residues
+
+    def published_rows(self, counts: BatchCounts) -> dict[str, int]:
+        return dict.fromkeys(self.publishes(self.config, self.id), self.predicted_rows(counts))
+
+    def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float:
+        return FORWARD_BACKWARD * self.predictor.flops(counts, self.predicted_rows(counts))
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         cfg = self.config

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from protjepa.batch import gather_positions
 from protjepa.encoders.base import Encoder
+from protjepa.flops import FORWARD_BACKWARD, BatchCounts
 from protjepa.objectives.base import Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput, StepContext
 from protjepa.registry import register_objective
 
@@ -21,6 +22,10 @@ class MLM(Objective):
         super().__init__(config, encoder, id)
         if not encoder.has_lm_head:
             raise ObjectiveError(f"objectives: {id}: {type(encoder).__name__} has no LM head to train with MLM")
+
+    def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float | None:
+        head = encoder.lm_head_flops(counts.masked)
+        return None if head is None else FORWARD_BACKWARD * head
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         batch = ctx.batch

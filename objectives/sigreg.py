@@ -29,6 +29,7 @@ from pydantic import Field
 from torch import Tensor
 
 from protjepa.encoders.base import Encoder
+from protjepa.flops import linear
 from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
 from protjepa.registry import register_objective
 
@@ -80,6 +81,11 @@ class SIGReg(Regularizer):
         generator.manual_seed(self._step)
         a = torch.randn(dim, self.config.num_directions, device=device, generator=generator)
         return a / a.norm(dim=0)
+
+    def matmul_flops(self, rows: int, width: int) -> float:
+        # The projections onto the directions; then the integral, a [K, knots] x [knots] product.
+        directions = self.config.num_directions
+        return linear(rows, width, directions) + linear(directions, self.config.knots, 1)
 
     def regularize(self, x: Tensor) -> ObjectiveOutput:
         projections = x @ self.directions(x.shape[-1], x.device)

@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from protjepa.flops import linear
 from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
 from protjepa.registry import register_objective
 
@@ -32,6 +33,9 @@ def variance_covariance(x: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tup
 @register_objective("vicreg", config=VICRegConfig)
 class VICReg(Regularizer):
     """VICReg variance + covariance penalty on a published tensor (default: jepa.pred)."""
+
+    def matmul_flops(self, rows: int, width: int) -> float:
+        return linear(width, rows, width)  # the covariance, centered^T centered
 
     def regularize(self, x: Tensor) -> ObjectiveOutput:
         cfg = self.config

@@ -29,6 +29,7 @@ class Batch:
     num_residues: int = 0  # host-side count of real residues, for token budgets (no sync)
     num_sequences: int = 0
     num_padding: int = 0  # host-side count of padding tokens (the collator's waste)
+    attention_pairs: int = 0  # host-side sum over sequences of length^2 (<cls>/<eos> included): for FLOP counts
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
         moved = {

@@ -1,4 +1,5 @@
-"""Budget strings people write: ``90s``, ``30min``, ``8h``, ``24h``, ``1h30m``, ``1.5h``, ``2d``.
+"""Budget strings people write: ``90s``, ``30min``, ``8h``, ``24h``, ``1h30m``, ``1.5h``, ``2d``;
+and counts: ``2e8tok``, ``1000steps``, ``3e14flop``.
 
 (Composer's own parser rejects ``90s`` and ``24h``, and its ``max_duration`` rejects wall-clock
 units, so wall-clock budgets are enforced by our callback; see protjepa/training.)
@@ -39,25 +40,28 @@ def parse_duration(text: str | int | float) -> float:
     return seconds
 
 
-_COUNT = re.compile(r"(\d+(?:\.\d+)?(?:e\d+)?)\s*(steps?|ba|tok|tokens?)", re.IGNORECASE)
+_COUNT = re.compile(r"(\d+(?:\.\d+)?(?:e\d+)?)\s*(steps?|ba|tok|tokens?|flops?)", re.IGNORECASE)
 
 
 def parse_budget(text: str) -> dict[str, str | int | float]:
     """A ``--budget`` argument -> the recipe's ``budget:`` mapping.
 
     ``90s`` / ``8h`` / ``1h30m`` -> wall clock; ``2e8tok`` / ``2e8tokens`` -> non-padding
-    residues; ``1000steps`` / ``1000ba`` -> optimizer steps.
+    residues; ``1000steps`` / ``1000ba`` -> optimizer steps; ``3e14flop`` / ``3e14flops`` ->
+    model FLOPs.
     """
     m = _COUNT.fullmatch(text.strip().replace(" ", ""))
     if m is None:
         try:
             parse_duration(text)
         except BudgetError as exc:
-            raise BudgetError(f"budget: {exc}; or a count: 2e8tok, 1000steps") from None
+            raise BudgetError(f"budget: {exc}; or a count: 2e8tok, 1000steps, 3e14flop") from None
         return {"wall_clock": text.strip()}
-    value = float(m.group(1))
-    if value <= 0 or (m.group(2).lower() in ("ba", "step", "steps") and not value.is_integer()):
-        raise BudgetError(f"budget {text!r}: steps must be a positive whole number, tokens positive")
-    if m.group(2).lower().startswith("tok"):
+    value, unit = float(m.group(1)), m.group(2).lower()
+    if value <= 0 or (unit in ("ba", "step", "steps") and not value.is_integer()):
+        raise BudgetError(f"budget {text!r}: steps must be a positive whole number, tokens and FLOPs positive")
+    if unit.startswith("tok"):
         return {"tokens": value}
+    if unit.startswith("flop"):
+        return {"flops": value}
     return {"steps": int(value)}

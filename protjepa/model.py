@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch
 from protjepa.encoders.base import Encoder
+from protjepa.flops import FORWARD_BACKWARD, BatchCounts
 from protjepa.objectives.base import Objective, StepContext
 
 
@@ -72,6 +73,26 @@ class ProtJEPA(nn.Module):
                 metrics[f"{id}/{key}"] = value
         metrics["loss"] = total.detach()
         return StepOutput(total, metrics)
+
+    def flop_parts(self, counts: BatchCounts) -> dict[str, float | None]:
+        """Matmul FLOPs of one training step on a batch of ``counts``, by part: the student
+        encoder (forward and backward), each no-grad target pass (forward only, to the deepest
+        layer asked of it), each objective's own work. None where a part cannot count its own."""
+        student = self.encoder.forward_flops(counts, self.encoder.num_layers)
+        parts = {f"encoder {type(self.encoder).__name__}": None if student is None else FORWARD_BACKWARD * student}
+        for source, depths in self.target_depths.items():
+            net = self.encoder if source == "student" else self.teacher
+            parts[f"target pass ({source})"] = net.forward_flops(counts, max(depths))
+        rows = StepContext.feature_rows(counts)
+        for id, objective in zip(self.ids, self.objectives):
+            parts[f"objective {id}"] = objective.flops(counts, rows, self.encoder)
+            rows.update(objective.published_rows(counts))
+        return parts
+
+    def step_flops(self, counts: BatchCounts) -> float | None:
+        """The sum of :meth:`flop_parts`; None when a part cannot count its FLOPs."""
+        parts = list(self.flop_parts(counts).values())
+        return None if None in parts else sum(parts)
 
     def momentum_at(self, progress: float) -> float:
         """EMA momentum after ``progress`` (fraction of the budget, 0..1): linear start -> end."""

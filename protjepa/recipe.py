@@ -79,20 +79,21 @@ class BudgetConfig(Strict):
         None, description="e.g. 90s, 30min, 8h, 1h30m; a bare number is seconds, as in --budget 90")
     tokens: Number | None = Field(None, gt=0, description="non-padding residues")
     steps: int | None = Field(None, gt=0)
+    flops: Number | None = Field(None, gt=0, description="model FLOPs of the training steps (matmuls; docs/recipes.md)")
     _seconds: float | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _exactly_one(self):
-        given = [k for k in ("wall_clock", "tokens", "steps") if getattr(self, k) is not None]
+        given = [k for k in ("wall_clock", "tokens", "steps", "flops") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of wall_clock, tokens, steps (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of wall_clock, tokens, steps, flops (got {', '.join(given) or 'none'})")
         if self.wall_clock is not None:
             self._seconds = parse_duration(self.wall_clock)
         return self
 
     @property
     def seconds(self) -> float | None:
-        """``wall_clock`` in seconds, parsed once when validated; None for a token or step budget."""
+        """``wall_clock`` in seconds, parsed once when validated; None for a token, step or FLOP budget."""
         return self._seconds
 
 

@@ -10,7 +10,6 @@ import torch
 from protjepa import precision
 from protjepa.bench.batches import Prepared
 from protjepa.bench.config import BenchConfig
-from protjepa.bench.flops import encoder_flops, lm_head_flops
 from protjepa.bench.ratios import cost_over_floor, paired
 from protjepa.bench.rows import Row
 from protjepa.bench.timing import measure
@@ -87,7 +86,7 @@ def test_rows_interleave_abba_on_the_same_batches():
     def row(name):
         return Row(name, name, "padded", lambda p: calls.append((name, p.tokens)))
 
-    batches = {"padded": [Prepared(None, tokens=t, attention_pairs=0, masked=0, peer_inputs={})
+    batches = {"padded": [Prepared(None, tokens=t, counts=None, peer_inputs={})
                           for t in (10, 20, 30)]}
     config = BenchConfig(repeats=3, steps=2, warmup=1)
     samples = measure([row("a"), row("b")], batches, config, torch.device("cpu"))
@@ -107,9 +106,3 @@ def test_ratios_are_medians_of_paired_repetitions():
     assert cost_over_floor(samples, "jepa", "mlm", "fwd") == pytest.approx(1.0)
     # tokens/s ratios 2/3, 3/5, 2/4 -> median 0.6
     assert paired(samples, "jepa", "mlm") == pytest.approx(0.6)
-
-
-def test_flop_counts_by_hand():
-    # 2 blocks of width 4: 24 * 16 per token per block, 4 * 4 per attending pair per block
-    assert encoder_flops(4, 2, tokens=10, attention_pairs=50) == 2 * (24 * 16 * 10 + 16 * 50)
-    assert lm_head_flops(4, 33, positions=3) == 2 * 3 * (16 + 4 * 33)

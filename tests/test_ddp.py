@@ -18,7 +18,9 @@ import torch
 from composer.core import Callback
 from composer.utils import dist
 
+from protjepa.flops import BatchCounts
 from protjepa.recipe import parse_recipe
+from protjepa.training.budget import BudgetTracker
 from protjepa.training.composer_model import unwrap
 from protjepa.training.trainer import train
 
@@ -30,16 +32,21 @@ def digest(tensors):
 
 
 class Fingerprints(Callback):
-    """Each rank writes a digest of its first batch and of its final weights (student and teacher)."""
+    """Each rank writes a digest of its first batch and of its final weights (student and teacher),
+    the model FLOPs of its own batches, and the run's FLOP count as its budget tracker holds it."""
 
     first_batch = None
+    own_flops = 0.0
 
     def after_dataloader(self, state, logger):
         self.first_batch = self.first_batch or digest([state.batch.tokens])
+        self.own_flops += unwrap(state.model).step_flops(BatchCounts.of(state.batch))
 
     def fit_end(self, state, logger):
         weights = digest(unwrap(state.model).state_dict().values())
-        (out / f"rank{dist.get_global_rank()}.txt").write_text(f"{weights} {self.first_batch}")
+        tracker = next(c for c in state.callbacks if isinstance(c, BudgetTracker))
+        (out / f"rank{dist.get_global_rank()}.txt").write_text(
+            f"{weights} {self.first_batch} {self.own_flops!r} {tracker.flops!r}")
 
 
 recipe = parse_recipe({
@@ -74,9 +81,11 @@ def test_two_cpu_ranks_end_with_identical_weights(tmp_path, data_root):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    (weights0, batch0), (weights1, batch1) = ((tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1))
+    (weights0, batch0, own0, run0), (weights1, batch1, own1, run1) = (
+        (tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1))
     assert batch0 != batch1  # each rank read its own shard of the corpus
     assert weights0 == weights1  # gradients averaged every step: one model
+    assert float(run0) == float(run1) == float(own0) + float(own1)  # the run's FLOPs: the sum over ranks
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "ckpt-0.500.pt", "ckpt-0.500.pt.sha256", "ckpt-1.000.pt", "ckpt-1.000.pt.sha256"]
     assert (tmp_path / "run" / "export" / "config.json").is_file()

@@ -116,7 +116,7 @@ def test_budget_table_shows_what_each_run_used(finished):
     assert [r[0] for r in rows] == RUNS
     for row in rows:
         assert row[1] == "3"  # the shared steps budget, whatever the recipe said (30min)
-        assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0
+        assert int(row[2].replace(",", "")) > 0 and float(row[3]) > 0 and float(row[4]) > 0  # tokens, FLOPs, seconds
 
 
 def test_the_random_init_control_is_a_from_scratch_run_at_step_0(finished):

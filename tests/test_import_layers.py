@@ -16,7 +16,7 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 LAYERS = [
     ["errors", "alphabet", "yamlio"],
     ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision"],
-    ["recipe"],
+    ["recipe", "flops"],
     ["attention", "data"],
     ["encoders"],
     ["objectives"],

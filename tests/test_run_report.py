@@ -37,3 +37,12 @@ def test_curves_get_a_panel_per_regularizer(tmp_path):
     height, width, _ = matplotlib.image.imread(path).shape
     # three losses + the collapse monitors + the regulariser: two rows of three panels
     assert (height, width) == (680, 1350)
+
+
+def test_the_summary_gives_the_runs_model_flops_or_says_they_were_not_counted(tmp_path):
+    counted = [{**r, "flops": 2.5e12} for r in records(rank_end=5.0)]
+    assert summarize_run(counted)["flops"] == 2.5e12
+    assert "steps 4 | 100 non-padding tokens | 2.5e+12 model FLOPs | 1.0 s of training clock" in \
+        format_summary(summarize_run(counted), tmp_path)
+    uncounted = summarize_run([{**r, "flops": None} for r in records(rank_end=5.0)])  # an encoder with no count
+    assert uncounted["flops"] is None and "| model FLOPs not counted |" in format_summary(uncounted, tmp_path)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from composer.core import Callback
 
+from protjepa.flops import BatchCounts
 from protjepa.model import ProtJEPA
 from protjepa.paths import DataPathError
 from protjepa.recipe import parse_recipe
@@ -62,10 +63,12 @@ class Spy(Callback):
         self.time, self.step_cost, self.pause_cost = time, step_cost, pause_cost
         self.lrs: list[float] = []
         self.residues: list[int] = []
+        self.flops: list[float] = []  # each step's model FLOPs
 
     def before_forward(self, state, logger):
         self.lrs.append(state.optimizers[0].param_groups[0]["lr"])
         self.residues.append(state.batch.num_residues)
+        self.flops.append(unwrap(state.model).step_flops(BatchCounts.of(state.batch)))
         if self.time is not None:
             self.time.t += self.step_cost
 
@@ -146,6 +149,27 @@ def test_tokens_budget_counts_non_padding_residues(tmp_path, data_root):
     assert int(run.trainer.state.timestamp.token) == sum(spy.residues)
     records = read_records(tmp_path / "metrics.jsonl")
     assert records[-1]["tokens"] == sum(spy.residues)
+    assert records[-1]["flops"] == run.tracker.flops == sum(spy.flops)  # counted whatever the budget's unit
+
+
+@pytest.mark.filterwarnings("ignore:Spy is not in the state_dict")
+def test_flops_budget_stops_at_the_first_step_that_reaches_it_and_resumes_its_count(tmp_path, data_root):
+    budget = 3.5e8  # the tiny MLM+JEPA+SIGReg step on ~500-token batches: about 1.4e8 FLOPs
+    r = recipe(budget={"flops": budget}, train={"checkpoint_at": [0.5, 1.0], "monitor_every": 100})
+    spy = Spy()
+    full = train(r, tmp_path, data_root=str(data_root), console=False, callbacks=(spy,))
+    assert sum(spy.flops) >= budget > sum(spy.flops[:-1])  # stopped at the first step that reached the budget
+    assert full.summary["steps"] == len(spy.flops) == 3
+    assert full.summary["flops"] == sum(spy.flops)
+    assert f"{sum(spy.flops):.3g} model FLOPs" in full.text
+    half = sum(spy.flops[:2])  # the 0.5 checkpoint is written after step 2, the first past half the budget
+    assert half >= budget / 2 > spy.flops[0]
+
+    resumed_spy = Spy()
+    resumed = train(r, tmp_path, data_root=str(data_root), console=False, callbacks=(resumed_spy,),
+                    resume=tmp_path / "checkpoints" / "ckpt-0.500.pt")
+    assert resumed_spy.flops == spy.flops[2:]  # the count went on from the checkpoint's, on the same batches
+    assert resumed.summary["flops"] == full.summary["flops"] and resumed.summary["steps"] == 3
 
 
 def test_ema_teacher_moves_after_each_step_on_the_budget_schedule(tmp_path, data_root, monkeypatch):

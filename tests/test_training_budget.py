@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from protjepa.durations import BudgetError, parse_budget
-from protjepa.recipe import BudgetConfig, OptimConfig
+from protjepa.recipe import BudgetConfig, OptimConfig, RecipeError, parse_recipe
 from protjepa.training.budget import UNREACHABLE_STEPS, Budget, TrainingClock
 from protjepa.training.monitors import effective_rank, embedding_std
 from protjepa.training.schedule import LRSchedule
@@ -24,6 +24,8 @@ from protjepa.training.schedule import LRSchedule
         ("150000tokens", {"tokens": 150000.0}),
         ("1000steps", {"steps": 1000}),
         ("500ba", {"steps": 500}),
+        ("3e14flop", {"flops": 3e14}),
+        ("3e14flops", {"flops": 3e14}),
     ],
 )
 def test_budget_arguments_parse(text, expected):
@@ -32,7 +34,7 @@ def test_budget_arguments_parse(text, expected):
 
 
 @pytest.mark.parametrize("text, says", [("2x", "cannot parse duration '2x'"), ("0s", "must be positive"),
-                                        ("1.5steps", "whole number")])
+                                        ("1.5steps", "whole number"), ("0flop", "FLOPs positive")])
 def test_bad_budget_arguments_say_why_in_one_line(text, says):
     with pytest.raises(BudgetError, match=says) as info:
         parse_budget(text)
@@ -44,6 +46,19 @@ def test_budget_units_and_composer_durations():
     assert Budget.from_config(BudgetConfig(wall_clock="1h30m")).max_duration == f"{UNREACHABLE_STEPS}ba"
     assert Budget.from_config(BudgetConfig(tokens=2e8)).max_duration == "200000000tok"
     assert Budget.from_config(BudgetConfig(steps=10)).max_duration == "10ba"
+    assert Budget.from_config(BudgetConfig(flops=3e14)) == Budget("flops", 3e14)
+    assert Budget.from_config(BudgetConfig(flops=3e14)).max_duration == f"{UNREACHABLE_STEPS}ba"  # the tracker stops it
+
+
+@pytest.mark.parametrize("budget, says", [
+    ({"steps": 10, "flops": 3e14}, "budget: give exactly one of wall_clock, tokens, steps, flops (got steps, flops)"),
+    ({"flops": 0}, "budget.flops: Input should be greater than 0"),
+])
+def test_bad_flop_budgets_in_recipes_are_one_line_errors(budget, says):
+    with pytest.raises(RecipeError) as info:
+        parse_recipe({"name": "x", "encoder": {"name": "esm2", "preset": "esm2_8m"}, "objectives": [{"name": "mlm"}],
+                      "budget": budget}, "x.yaml")
+    assert says in str(info.value) and "\n" not in str(info.value)
 
 
 class FakeTime:

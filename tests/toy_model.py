@@ -66,6 +66,8 @@ def make_batch(rows: list[str], selected: list[list[int]], length: int | None = 
         residue_sequence=sequence,
         num_residues=len(residue),
         num_sequences=len(rows),
+        num_padding=int(padding_mask.sum()),
+        attention_pairs=sum((len(r) + 2) ** 2 for r in rows),
     )
 
 

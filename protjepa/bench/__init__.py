@@ -15,7 +15,7 @@ ratio is the median over repetitions of the ratio within each repetition. Throug
 counts non-padding tokens (residues plus <cls>/<eos>).
 
 Modules: ``config`` (suites, sizes), ``batches``, ``steps`` (what a row runs), ``rows``,
-``timing``, ``ratios``, ``flops``, ``checks`` (GPU only), ``suite`` (one run end to end),
+``timing``, ``ratios``, ``peak``, ``checks`` (GPU only), ``suite`` (one run end to end),
 ``report``; ``embedding`` (the probe embedder against transformers') and ``curves`` (cost
 as crop, batch and loader work grow) are runs of their own.
 """

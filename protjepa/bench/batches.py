@@ -9,6 +9,7 @@ from torch import Tensor
 
 from protjepa.batch import Batch
 from protjepa.data.corpus import make_corpus
+from protjepa.flops import BatchCounts
 from protjepa.recipe import Recipe
 
 
@@ -17,23 +18,21 @@ class Prepared:
     """A batch on the device, with what the clocks and FLOP counts need, computed on the host."""
 
     batch: Batch
-    tokens: int  # non-padding tokens
-    attention_pairs: int  # sum over sequences of length^2: the attention work a perfect kernel does
-    masked: int  # selected positions
+    tokens: int  # non-padding tokens: what tokens/s counts
+    counts: BatchCounts | None  # the sizes model FLOPs are counted from; None: rows that count none
     peer_inputs: dict[str, Tensor]  # transformers' input_ids, attention_mask, labels (-100 off the selection)
 
 
 def prepare(batch: Batch, device: torch.device) -> Prepared:
-    lengths = torch.bincount(batch.residue_sequence, minlength=batch.num_sequences) + 2  # + <cls>, <eos>
     labels = torch.full((batch.tokens.numel(),), -100, dtype=torch.long)
     labels[batch.masked_index] = batch.tokens.flatten()[batch.masked_index]
     peer_inputs = dict(input_ids=batch.inputs, attention_mask=(~batch.padding_mask).long(),
                        labels=labels.view_as(batch.tokens))
+    counts = BatchCounts.of(batch)
     return Prepared(
         batch=batch.to(device, non_blocking=False),
-        tokens=batch.tokens.numel() - batch.num_padding,
-        attention_pairs=int(lengths.square().sum()),
-        masked=batch.masked_index.numel(),
+        tokens=counts.tokens,
+        counts=counts,
         peer_inputs={k: v.to(device) for k, v in peer_inputs.items()},
     )
 

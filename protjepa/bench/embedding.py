@@ -82,7 +82,7 @@ def embedding_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row]
     ours = {bf16: Embedder(encoder, "last", device=device, cache_dir=None, progress=False, bf16=bf16)
             for bf16 in (False, True)}
     residues = sum(len(s) for s in sequences)
-    whole = [Prepared(batch=None, tokens=residues, attention_pairs=0, masked=0, peer_inputs={})]
+    whole = [Prepared(batch=None, tokens=residues, counts=None, peer_inputs={})]
     precisions = [False] + ([True] if device.type == "cuda" or cpu_bf16_missing() is None else [])
     rows = []
     for bf16 in precisions:

@@ -11,9 +11,9 @@ from protjepa.attention import resolve_backend
 from protjepa.bench.batches import Prepared, corpus_batches
 from protjepa.bench.config import (VARIANTS, SIZES, BenchConfig, dtype_of, layout_budget, layout_suffix, recipe_for,
                                    step_budget)
-from protjepa.bench.flops import encoder_flops, lm_head_flops
 from protjepa.bench.steps import encoder_pass, model_step, peer_model, peer_step, target_forward
 from protjepa.build import build_encoder, build_model
+from protjepa.flops import FORWARD_BACKWARD
 from protjepa.model import ProtJEPA
 from protjepa.precision import cpu_bf16_missing
 
@@ -31,12 +31,17 @@ class Row:
     what: str
     layout: str  # key of the batch list it reads
     run: Callable[[Prepared], None]
-    flops: Callable[[Prepared], float] | None = None  # model FLOPs per batch, when well defined
+    flops: Callable[[Prepared], float] | None = None  # model FLOPs per batch (protjepa.flops), when counted
 
 
 def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
     """bf16 rows beside fp32 ones: asked for, on a CPU that multiplies bf16 natively."""
     return config.bf16_rows and config.dtype == "fp32" and device.type == "cpu" and cpu_bf16_missing() is None
+
+
+def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
+    """A row's model FLOPs per batch: those of ``model``'s training step."""
+    return lambda p: model.step_flops(p.counts)
 
 
 def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], dict[str, list[Prepared]]]:
@@ -53,9 +58,6 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
     batches = {key: corpus_batches(mlm_recipe, crop, budget, packing, count, device, config.data_root)
                for key, (crop, budget, packing) in layouts.items()}
 
-    def train_flops(p: Prepared) -> float:
-        return 3 * (encoder_flops(d, layers, p.tokens, p.attention_pairs) + lm_head_flops(d, 33, p.masked))
-
     rows: dict[str, Row] = {}
 
     def add(name: str, what: str, layout: str, run: Callable[[Prepared], None], flops=None) -> None:
@@ -67,7 +69,7 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
         torch.manual_seed(config.seed)
         recipe = recipe_for(config, variant)
         models[variant] = model = build_model(recipe).to(device)
-        flops = train_flops if variant == "mlm" else None
+        flops = step_flops(model)
         add(variant, f"training step, recipes/{recipe_file}", "padded",
             model_step(model, recipe.optim, device, config.dtype), flops)
         if bf16 and variant in BF16_ROWS:
@@ -79,12 +81,13 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
             add(f"{variant}+compile", f"training step, recipes/{recipe_file}, torch.compile'd encoder", "padded",
                 model_step(compiled, recipe.optim, device, config.dtype), flops)
     mlm = models["mlm"]
+    train_flops = step_flops(mlm)  # the peer rows do the MLM step's work
     add("mlm_packed", "training step, recipes/mlm.yaml, packed rows", "packed",
         model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)
     for name, depth in (("target_forward_last", layers), ("target_forward_half", mlm.encoder.resolve_layer("half"))):
         add(name, f"no-grad target pass to depth {depth} (JEPA floor)", "padded",
             target_forward(mlm.encoder, depth, device, config.dtype),
-            lambda p, depth=depth: encoder_flops(d, depth, p.tokens, p.attention_pairs))
+            lambda p, depth=depth: mlm.encoder.forward_flops(p.counts, depth))
     if config.peer:
         torch.manual_seed(config.seed)
         peer = peer_model(sizes, device)
@@ -110,7 +113,7 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
         for backward, kind in ((False, "fwd"), (True, "fwd_bwd")):
             add(f"encoder_{kind}[{backend}]", f"encoder {'forward+backward' if backward else 'forward'}, {backend} "
                 "attention", "padded", encoder_pass(encoder, backward, device, config.dtype),
-                lambda p, m=3 if backward else 1: m * encoder_flops(d, layers, p.tokens, p.attention_pairs))
+                lambda p, m=FORWARD_BACKWARD if backward else 1, e=encoder: m * e.forward_flops(p.counts, layers))
     # Rows compared with each other run next to each other, so that load changes hit both alike.
     first = [name for name in ADJACENT if name in rows]
     return [rows[n] for n in first] + [row for n, row in rows.items() if n not in first], batches

@@ -8,7 +8,7 @@ import torch
 from protjepa.bench.checks import check_no_sync, check_xformers
 from protjepa.bench.config import SIZES, BenchConfig, BenchError
 from protjepa.bench.embedding import embedding_rows
-from protjepa.bench.flops import peak_flops
+from protjepa.bench.peak import peak_flops
 from protjepa.bench.ratios import Ratio, ratios
 from protjepa.bench.rows import build_rows
 from protjepa.bench.timing import RowResult, measure, summarize

@@ -12,8 +12,8 @@ def configure(parser) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="VARIANT",
                         help="train and probe only this variant (repeatable; the base, if any, is trained first); "
                         "the report shows every finished run")
-    parser.add_argument("--budget", help="replaces the shared budget of every run: 90s, 3min, 2e8tok, 1000steps "
-                        "(runs made under another budget are refused, so pair it with --output)")
+    parser.add_argument("--budget", help="replaces the shared budget of every run: 90s, 3min, 2e8tok, 1000steps, "
+                        "3e14flop (runs made under another budget are refused, so pair it with --output)")
     parser.add_argument("--output", help="folder of the runs and the report (default: the experiment's output)")
     parser.add_argument("--data-root", help="folder the data paths are relative to (default: ../shared/data)")
 

@@ -19,7 +19,8 @@ def configure(parser) -> None:
     parser.add_argument("recipe", help="recipe YAML file, or a shipped recipe's name (protjepa recipes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. data.batch_tokens=4096 (repeatable)")
-    parser.add_argument("--budget", help="replaces the recipe's budget: 90s, 30min, 8h, 1h30m, 2e8tok, 1000steps")
+    parser.add_argument("--budget", help="replaces the recipe's budget: 90s, 30min, 8h, 1h30m, 2e8tok, 1000steps, "
+                        "3e14flop")
     parser.add_argument("--run-dir", help="where the run is written (default: the recipe's train.run_dir, runs/<name>)")
     parser.add_argument("--data-root", help="folder the recipe's data paths are relative to (default: ../shared/data)")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",

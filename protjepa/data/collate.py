@@ -127,6 +127,7 @@ class Collator:
             num_residues=len(residue_index),
             num_sequences=len(sequences),
             num_padding=rows * length - sum(lengths),
+            attention_pairs=sum(n * n for n in lengths),
         )
 
 

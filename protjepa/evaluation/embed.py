@@ -81,6 +81,7 @@ def inference_batch(tokens: list[torch.Tensor], pad_idx: int) -> Batch:
         residue_sequence=torch.repeat_interleave(torch.arange(len(tokens)), lengths),
         num_residues=int(lengths.sum()),
         num_sequences=len(tokens),
+        attention_pairs=sum(len(t) ** 2 for t in tokens),
     )
 
 

@@ -282,17 +282,19 @@ def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], 
 
 def _budget_table(runs: list[RunData]) -> list[str]:
     lines = ["## Budget used", "",
-             "Training clock counts only training steps (the budget's wall-clock); tokens are non-padding residues.",
-             "", "| run | steps | tokens | training clock (s) | tokens/s | final loss | held-out MLM loss |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "Training clock counts only training steps (the budget's wall-clock); tokens are non-padding residues; "
+             "FLOPs are model matmul FLOPs (docs/recipes.md, budget).",
+             "", "| run | steps | tokens | FLOPs | training clock (s) | tokens/s | final loss | held-out MLM loss |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in runs:
         s = run.summary
         if not s:
-            lines.append(f"| {run.plan.label} | not trained yet | | | | | |")
+            lines.append(f"| {run.plan.label} | not trained yet | | | | | | |")
             continue
         final = s.get("final", {}).get("loss")
         mlm = s.get("monitor_end", {}).get(HELD_OUT_MLM)
-        lines.append(f"| {run.plan.label} | {s['steps']} | {s['tokens']:,} | {s['train_seconds']:.4g} | "
+        flops = "n/a" if s.get("flops") is None else f"{s['flops']:.3g}"
+        lines.append(f"| {run.plan.label} | {s['steps']} | {s['tokens']:,} | {flops} | {s['train_seconds']:.4g} | "
                      f"{s['tokens_per_s']:,.0f} | {_fmt(final)} | {_fmt(mlm)} |")
     return lines
 

@@ -1,8 +1,9 @@
-"""Budgets in wall-clock seconds, tokens or steps, and the training clock.
+"""Budgets in wall-clock seconds, tokens, steps or model FLOPs, and the training clock.
 
-Composer 0.32.1 rejects a wall-clock ``max_duration``, so a wall-clock run gets an
-unreachable step limit and :class:`BudgetTracker` stops it. The tracker also tells the
-LR schedule, the EMA momentum and the checkpointer what fraction of the budget is spent.
+Composer 0.32.1 rejects a wall-clock ``max_duration`` and has no FLOP unit, so such a run
+gets an unreachable step limit and :class:`BudgetTracker` stops it. The tracker also tells
+the LR schedule, the EMA momentum and the checkpointer what fraction of the budget is spent,
+and counts every run's model FLOPs (:mod:`protjepa.flops`), whatever its budget.
 """
 from __future__ import annotations
 
@@ -15,16 +16,22 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from protjepa.batch import Batch
+from protjepa.errors import UserError
 from protjepa.recipe import BudgetConfig
 
-Unit = Literal["wall_clock", "tokens", "steps"]
+Unit = Literal["wall_clock", "tokens", "steps", "flops"]
 UNREACHABLE_STEPS = 10**12
+
+
+class FlopCountError(UserError, ValueError):
+    """A FLOP budget on a model or checkpoint that cannot count FLOPs."""
 
 
 @dataclass(frozen=True)
 class Budget:
     unit: Unit
-    amount: float  # seconds, non-padding residues, or optimizer steps
+    amount: float  # seconds, non-padding residues, optimizer steps, or model FLOPs
 
     @classmethod
     def from_config(cls, config: BudgetConfig) -> "Budget":
@@ -32,11 +39,13 @@ class Budget:
             return cls("wall_clock", config.seconds)
         if config.tokens is not None:
             return cls("tokens", float(config.tokens))
+        if config.flops is not None:
+            return cls("flops", float(config.flops))
         return cls("steps", float(config.steps))
 
     @property
     def max_duration(self) -> str:
-        """Composer's ``max_duration``: steps and tokens are native units, wall-clock is ours."""
+        """Composer's ``max_duration``: steps and tokens are native units, wall-clock and FLOPs are ours."""
         if self.unit == "steps":
             return f"{int(self.amount)}ba"
         if self.unit == "tokens":
@@ -46,6 +55,8 @@ class Budget:
     def __str__(self) -> str:
         if self.unit == "wall_clock":
             return f"{self.amount:g} s of training clock"
+        if self.unit == "flops":
+            return f"{self.amount:g} model FLOPs"
         return f"{self.amount:g} {'non-padding tokens' if self.unit == 'tokens' else 'steps'}"
 
 
@@ -71,15 +82,21 @@ class TrainingClock:
 
 
 class BudgetTracker(Callback):
-    """Keeps the training clock, stops a wall-clock run at its budget, and reports progress.
+    """Keeps the training clock and the FLOP count, stops a wall-clock or FLOP run at its
+    budget, and reports progress.
 
-    Its state (training-clock seconds) goes into Composer checkpoints, so a resumed run
-    continues the same budget rather than starting a new one.
+    ``step_flops`` gives a batch's training-step FLOPs from host-side sizes; None when the
+    model cannot count them (``flops`` then stays None, and a FLOP budget is refused before).
+    Its state (training-clock seconds, FLOPs) goes into Composer checkpoints, so a resumed
+    run continues the same budget rather than starting a new one.
     """
 
-    def __init__(self, budget: Budget, clock: TrainingClock | None = None):
+    def __init__(self, budget: Budget, clock: TrainingClock | None = None,
+                 step_flops: Callable[[Batch], float] | None = None):
         self.budget = budget
         self.clock = clock or TrainingClock()
+        self.step_flops = step_flops
+        self.flops: float | None = None if step_flops is None else 0.0  # summed over ranks
 
     def spent(self, state: State) -> float:
         """Budget spent by the finished steps: the same number on every rank."""
@@ -87,6 +104,8 @@ class BudgetTracker(Callback):
             return float(state.timestamp.batch.value)
         if self.budget.unit == "tokens":
             return float(state.timestamp.token.value)  # Composer sums it over ranks
+        if self.budget.unit == "flops":
+            return self.flops
         return self.clock.elapsed
 
     def fraction(self, state: State) -> float:
@@ -97,6 +116,10 @@ class BudgetTracker(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         self.clock.stop()
+        if self.flops is not None:
+            self._count_flops(state)
+        if self.budget.unit == "flops" and self.flops >= self.budget.amount:
+            state.stop_training()
         if self.budget.unit != "wall_clock":
             return
         if dist.get_world_size() > 1:
@@ -108,8 +131,23 @@ class BudgetTracker(Callback):
         if self.clock.elapsed >= self.budget.amount:
             state.stop_training()
 
+    def _count_flops(self, state: State) -> None:
+        flops = self.step_flops(state.batch)
+        if dist.get_world_size() > 1:
+            # Every rank ran its own batch: the run's count is their sum, the same on every rank.
+            total = state.device.tensor_to_device(torch.tensor([flops], dtype=torch.float64))
+            dist.all_reduce(total, reduce_operation="SUM")
+            flops = total.item()
+        self.flops += flops
+
     def state_dict(self) -> dict:
-        return {"train_seconds": self.clock.elapsed}
+        return {"train_seconds": self.clock.elapsed, "flops": self.flops}
 
     def load_state_dict(self, state: dict) -> None:
         self.clock.elapsed = float(state["train_seconds"])
+        if self.flops is not None:
+            # None: saved by a run that did not count them; its FLOPs are unknown from here on.
+            self.flops = state.get("flops")
+            if self.flops is None and self.budget.unit == "flops":
+                raise FlopCountError("budget.flops: the checkpoint holds no FLOP count (saved by a run that did "
+                                     "not count them), so it cannot continue a FLOP budget")

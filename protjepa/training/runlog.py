@@ -47,7 +47,7 @@ class Console:
         self.stream = stream
         self.bar = None
         if stream.isatty():
-            unit = {"wall_clock": "s", "tokens": "tok", "steps": "step"}[budget.unit]
+            unit = {"wall_clock": "s", "tokens": "tok", "steps": "step", "flops": "FLOP"}[budget.unit]
             self.bar = tqdm(total=budget.amount, unit=unit, file=stream, dynamic_ncols=True, unit_scale=True)
 
     def show(self, record: dict) -> None:
@@ -94,6 +94,7 @@ class RunLog:
             "step": int(state.timestamp.batch),
             "tokens": int(state.timestamp.token),
             "seconds": round(tracker.clock.elapsed, 3),
+            "flops": tracker.flops,  # model FLOPs so far; None when the model cannot count them
             "fraction": round(tracker.fraction(state), 6),
             **values,
         }

@@ -88,7 +88,8 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
 
 
 def summarize_run(records: list[dict]) -> dict:
-    """Steps, tokens, training-clock seconds, the run's tokens/s, and the last logged values."""
+    """Steps, tokens, model FLOPs (None: not counted), training-clock seconds, the run's tokens/s,
+    and the last logged values."""
     last = records[-1]
     train = [r for r in records if r["kind"] == "train"]
     monitor = [r for r in records if r["kind"] == "monitor"]
@@ -96,6 +97,7 @@ def summarize_run(records: list[dict]) -> dict:
     summary = {
         "steps": last["step"],
         "tokens": last["tokens"],
+        "flops": last.get("flops"),  # absent from the records of runs made before FLOPs were counted
         "train_seconds": last["seconds"],
         "tokens_per_s": last["tokens"] / last["seconds"] if last["seconds"] else 0.0,
     }
@@ -121,10 +123,12 @@ def rank_warning(summary: dict) -> str | None:
 
 
 def format_summary(summary: dict, run_dir: Path, notes: list[str] = ()) -> str:
+    flops = summary.get("flops")
     lines = [
         f"run directory: {run_dir}",
         f"steps {summary['steps']} | {summary['tokens']:,} non-padding tokens | "
-        f"{summary['train_seconds']:.1f} s of training clock | {summary['tokens_per_s']:,.0f} tokens/s",
+        + (f"{flops:.3g} model FLOPs | " if flops is not None else "model FLOPs not counted | ")
+        + f"{summary['train_seconds']:.1f} s of training clock | {summary['tokens_per_s']:,.0f} tokens/s",
     ]
     if "final" in summary:
         lines[-1] += f" | padding {100 * summary['padding_fraction']:.1f}% of batch tokens"

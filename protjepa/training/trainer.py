@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from composer import Trainer
@@ -29,6 +30,7 @@ from protjepa.card import write_card
 from protjepa.data.corpus import fixed_batch, make_corpus
 from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.weights import export_hf
+from protjepa.flops import BatchCounts
 from protjepa.export import save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
@@ -36,7 +38,7 @@ from protjepa.precision import choose_bf16
 from protjepa.provenance import write_provenance
 from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
 from protjepa.registry import import_component
-from protjepa.training.budget import Budget, BudgetTracker, TrainingClock
+from protjepa.training.budget import Budget, BudgetTracker, FlopCountError, TrainingClock
 from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible, clean_partials, latest_checkpoint
 from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
@@ -139,6 +141,19 @@ def monitor_batch(recipe: Recipe, data_root: str | None) -> tuple[Batch, str]:
     return batch, where
 
 
+def flop_counter(model: ProtJEPA, budget: Budget) -> Callable[[Batch], float] | None:
+    """A batch -> its training step's model FLOPs, counted from host-side sizes; None when a
+    part of the model cannot count its FLOPs (then a FLOP budget is refused, in one line)."""
+    # Any sizes do: what matters is which parts answer None.
+    uncounted = [part for part, flops in model.flop_parts(BatchCounts(0, 0, 0, 0, 0)).items() if flops is None]
+    if not uncounted:
+        return lambda batch: model.step_flops(BatchCounts.of(batch))
+    if budget.unit == "flops":
+        raise FlopCountError(f"budget.flops: cannot count the FLOPs of {', '.join(uncounted)} (no count declared, "
+                             "see docs/extending.md); give budget.wall_clock, tokens or steps")
+    return None
+
+
 class AllowUnusedParameters(Algorithm):
     """Tells Composer's DDP wrapper that some parameters may get no gradient (the LM head
     of a JEPA-only recipe), which DDP otherwise reports as an error on the second step."""
@@ -212,7 +227,7 @@ def build_run(
     held_out, monitor_source = monitor_batch(recipe, data_root)
 
     budget = Budget.from_config(recipe.budget)
-    tracker = BudgetTracker(budget, clock)
+    tracker = BudgetTracker(budget, clock, flop_counter(model, budget))
     log = RunLog(run_dir / "metrics.jsonl", Console(budget) if console else None)
     metrics_log = MetricsLog(recipe.train.log_every, tracker, log)
     checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker, metrics_log.non_finite)

@@ -1,4 +1,4 @@
-"""Model FLOPs of the rows, and the GPUs' bf16 peaks they are set against (MFU)."""
+"""The GPUs' bf16 peaks that the rows' model FLOPs (protjepa.flops) are set against: MFU."""
 from __future__ import annotations
 
 import torch
@@ -12,16 +12,6 @@ PEAK_BF16_FLOPS: dict[str, float] = {
     "L40S": 362e12,
     "A10G": 70e12,
 }
-
-
-def encoder_flops(embed_dim: int, depth: int, tokens: int, attention_pairs: int) -> float:
-    """Forward FLOPs of ``depth`` ESM-2 blocks: 24 d^2 per token (q, k, v, out, 4x MLP)
-    plus 4 d per attending pair (q k^T and attention x v); norms and activations left out."""
-    return depth * (24.0 * embed_dim**2 * tokens + 4.0 * embed_dim * attention_pairs)
-
-
-def lm_head_flops(embed_dim: int, vocab: int, positions: int) -> float:
-    return 2.0 * positions * (embed_dim**2 + embed_dim * vocab)
 
 
 def peak_flops(requested: float | None, device: torch.device, dtype: str) -> float | None:
