@@ -96,6 +96,11 @@ class BudgetConfig(Strict):
         """``wall_clock`` in seconds, parsed once when validated; None for a token, step or FLOP budget."""
         return self._seconds
 
+    def __str__(self) -> str:
+        """``flops 4e+13``, ``tokens 8e+06``, ``wall_clock 5min``, ``steps 300``: the one unit given."""
+        unit, value = next((k, v) for k, v in self.model_dump(exclude_none=True).items())
+        return f"{unit} {value:g}" if isinstance(value, float) else f"{unit} {value}"
+
 
 class ComponentSpec(BaseModel):
     """``_component_:`` a dotted path to a class or factory (torchtune's convention); the other keys

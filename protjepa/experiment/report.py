@@ -122,7 +122,7 @@ def encoder_text(plan: RunPlan) -> str:
 
 def _base_line(experiment: Experiment, base: RunData) -> str:
     """The header's line naming the base every variant continues from, and what it used."""
-    budget = ", ".join(f"{k} {v}" for k, v in base.plan.recipe.budget.model_dump(exclude_none=True).items())
+    budget = str(base.plan.recipe.budget)
     used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
             else "not trained yet")
     scratch = [v.name for v in experiment.variants if not v.from_base]
@@ -135,7 +135,7 @@ def _base_line(experiment: Experiment, base: RunData) -> str:
 
 def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     spec = experiment.spec
-    budget = ", ".join(f"{k} {v}" for k, v in spec.budget.model_dump(exclude_none=True).items())
+    budget = str(spec.budget)
     data = experiment.runs[0].recipe.data
     settings = spec.probe.settings()
     caps = [f"{k} {v}" for k, v in (("max_train", settings.max_train), ("max_test", settings.max_test),

@@ -180,10 +180,6 @@ class Prober:
 # --------------------------------------------------------------------------- the whole experiment
 
 
-def _budget_text(plan: RunPlan) -> str:
-    return ", ".join(f"{k} {v}" for k, v in plan.recipe.budget.model_dump(exclude_none=True).items())
-
-
 def _run_line(plan: RunPlan) -> str:
     enc = plan.recipe.encoder
     objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
@@ -199,14 +195,14 @@ def chosen_controls(experiment: Experiment, runs: list[RunPlan]) -> list[Control
 def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
     """What ``--dry-run`` prints: every run, its status and the shared settings."""
     spec = experiment.spec
-    budget = ", ".join(f"{k} {v}" for k, v in spec.budget.model_dump(exclude_none=True).items())
+    budget = str(spec.budget)
     lines = [f"experiment {spec.name} ({experiment.path}) -> {experiment.output}",
              f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
              f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
              f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
     if experiment.base is not None:
         lines += [f"base (the variants marked 'from the base' start from its final weights) from {experiment.base_source}, "
-                  f"budget {_budget_text(experiment.base)}", f"  {_run_line(experiment.base)}"]
+                  f"budget {experiment.base.recipe.budget}", f"  {_run_line(experiment.base)}"]
     chosen = {plan.label for plan in runs}
     for variant in experiment.variants:
         against = f"vs {variant.baseline}" if variant.baseline else "baseline"
