@@ -148,3 +148,33 @@ def test_probe_command_errors_are_one_line(tmp_path, capsys):
     assert main(["probe", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "stability" in listing and "(not default)" in listing
+
+
+def test_beta_lactamase_and_ec_tasks_end_to_end_on_the_real_files(data_root, tmp_path):
+    """The four shipped tasks on their real files, a tiny random ESM-2 at small caps: finite scores,
+    and the leakage of the corpus (three split10 and one New-392 sequence) counted in the results."""
+    from protjepa.evaluation.leakage import Corpus
+    from protjepa.evaluation.task_data import TEST, TRAIN, load_task
+    from protjepa.evaluation.tasks import task_registry
+
+    registry = task_registry()
+    names = ["beta_lactamase", "beta_lactamase_zero_shot", "ec_class_new392", "ec_class_price149"]
+    ec = load_task(registry.get("ec_class_new392"), data_root)
+    leaked = [s for s, p in zip(ec.sequences, ec.part) if p == TRAIN][:3] + \
+        [s for s, p in zip(ec.sequences, ec.part) if p == TEST][:1]
+    (tmp_path / "corpus.fa").write_text("".join(f">c{i}\n{s}\n" for i, s in enumerate(leaked)))
+    embedder = Embedder(ESM2(2, 32, 4), cache_dir=None, progress=False, device="cpu")
+    settings = SuiteSettings(max_train=40, max_test=20, max_records=60)
+    results = run_probe_suite(registry.select(names), embedder, data_root, settings,
+                              Corpus([tmp_path / "corpus.fa"]), log=lambda line: None)
+    tasks = results["tasks"]
+    for name in names:
+        assert "error" not in tasks[name], tasks[name].get("error")
+        assert math.isfinite(tasks[name]["value"]) and all(math.isfinite(v) for v in tasks[name]["metrics"].values())
+    assert (tasks["beta_lactamase"]["n_train"], tasks["beta_lactamase"]["n_test"]) == (40, 20)
+    assert tasks["beta_lactamase_zero_shot"]["n_test"] == 60
+    assert (tasks["ec_class_price149"]["n_train"], tasks["ec_class_price149"]["n_test"]) == (40, 20)
+    assert tasks["ec_class_new392"]["leakage"] == {"exact": {"train": 3, "test": 1}}
+    assert tasks["ec_class_price149"]["leakage"] == {"exact": {"train": 3, "test": 0}}
+    _, md_path = write_results(results, tmp_path / "out")
+    assert "- ec_class_new392: in the pretraining corpus (exact: 3 train, 1 test)" in md_path.read_text()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from protjepa.evaluation.tables import TaskDataError
-from protjepa.evaluation.task_data import LEFT_OUT, TEST, TRAIN, load_task
+from protjepa.evaluation.task_data import LEFT_OUT, TEST, TRAIN, extract_labels, load_task
 from protjepa.evaluation.tasks import Caps, TaskRegistry, TaskSpecError, load_spec, parse_spec, task_registry
 
 GOOD = """\
@@ -44,6 +44,14 @@ def _spec_file(tmp_path, text: str):
      r"spec.yaml:6: train\[0\]: cannot tell the format of .train.xlsx."),
     (GOOD + "fast: {records: 10}\n", r"spec.yaml:8: fast.records: rule files caps train and test"),
     (GOOD.replace("regression", "binary").replace("spearman", "auc"), r"spec.yaml:1: positive: a binary task names"),
+    (GOOD + "label_pattern: '(\\d)(\\d)'\n", r"spec.yaml:8: label_pattern: needs exactly one group \(the label\), has 2"),
+    (GOOD + "label_pattern: '(\\d'\n", r"spec.yaml:8: label_pattern: not a regular expression: missing \)"),
+    (GOOD.replace("type: regression\nmetric: spearman", "type: per_residue_regression\nmetric: spearman\nseparator: ','")
+     + "label_pattern: '(.)'\n", r"spec.yaml:9: label_pattern: a label pattern derives one label per sequence"),
+    (GOOD.replace("type: regression", "type: variant_effect").replace("train: train.csv\ntest: test.csv\n",
+     "data: d.csv\nsplit: {rule: all}\nwild_type: {fasta: wt.fa}\n"), r"spec.yaml:8: wild_type.file: required key missing"),
+    (GOOD.replace("type: regression", "type: variant_effect").replace("train: train.csv\ntest: test.csv\n",
+     "data: d.csv\nsplit: {rule: all}\n"), r"spec.yaml:1: wild_type: give the wild-type sequence, 'consensus' or"),
 ])
 def test_spec_errors_name_file_line_and_key(tmp_path, text, message):
     with pytest.raises(TaskSpecError, match=message):
@@ -113,6 +121,55 @@ def test_joined_fasta_tables_header_fields_and_residue_masks(tmp_path):
         load_task(spec, tmp_path)
 
 
+EC_FIRST_DIGIT = r"(?:^|;)(\d+)\."
+
+
+def test_label_pattern_extracts_agreeing_matches_and_drops_the_rest(tmp_path):
+    labels, disagree = extract_labels(EC_FIRST_DIGIT, ["3.5.2.6", "2.7.7.18;3.6.1.41", "4.2.3.104;4.2.3.57",
+                                                       "10.1.1.1", "1.1.1.1;1.2.3.4;2.1.1.1"], ["row"] * 5)
+    assert labels == ["3", "2", "4", "10", "1"] and disagree.tolist() == [False, True, False, False, True]
+    _write(tmp_path / "train.tsv", "Entry\tEC number\tSequence\na\t3.5.2.6\tMKV\nb\t2.7.7.18;3.6.1.41\tGGH\n"
+                                   "c\t4.2.3.104;4.2.3.57\tWWA\n")
+    _write(tmp_path / "test.tsv", "Entry\tEC number\tSequence\nd\t1.1.1.1;2.1.1.1\tAAA\ne\t3.1.1.1\tCCC\n")
+    spec = parse_spec({"name": "ec", "description": "d", "type": "multiclass", "metric": "accuracy",
+                       "fields": {"sequence": "Sequence", "label": "EC number"}, "label_pattern": EC_FIRST_DIGIT,
+                       "train": "train.tsv", "test": "test.tsv"})
+    data = load_task(spec, tmp_path)
+    assert data.part.tolist() == [TRAIN, LEFT_OUT, TRAIN, LEFT_OUT, TEST]
+    kept = data.part >= 0
+    assert [t for t, k in zip(data.targets, kept) if k] == ["3", "4", "3"]
+    assert data.notes == ["dropped records whose label_pattern matches disagree: 1 train, 1 test"]
+    _write(tmp_path / "test.tsv", "Entry\tEC number\tSequence\nd\tn/a\tAAA\n")
+    with pytest.raises(TaskDataError, match=r"test.tsv:2: label 'n/a' has no match of label_pattern"):
+        load_task(spec, tmp_path)
+
+
+def test_wild_type_from_a_fasta_file_and_its_one_line_errors(tmp_path):
+    _write(tmp_path / "v.csv", "seq,y\nMKWA,1\nMRVA,2\n")
+    spec = parse_spec({"name": "v", "description": "d", "type": "variant_effect", "metric": "spearman",
+                       "fields": {"sequence": "seq", "label": "y"}, "data": "v.csv", "split": {"rule": "all"},
+                       "wild_type": {"file": "wt/wt.fa.gz"}})
+    (tmp_path / "wt").mkdir()
+    _write(tmp_path / "wt" / "wt.fa.gz", ">wt the wild type\nmk\nVA\n", gz=True)
+    assert load_task(spec, tmp_path).wild_type == "MKVA"
+    inline = parse_spec({**spec.model_dump(exclude_none=True), "wild_type": "mkva"})
+    assert load_task(inline, tmp_path).wild_type == "MKVA"
+    consensus = parse_spec({**spec.model_dump(exclude_none=True), "wild_type": "consensus"})
+    assert load_task(consensus, tmp_path).wild_type is None  # the evaluator derives it from the variants
+    for text, message in (
+        (">wt\nMKVA\n>other\nMKVA\n", r"<spec>: wild_type.file: .*wt.fa.gz holds 2 FASTA records, not the one wild"),
+        ("", r"<spec>: wild_type.file: .*wt.fa.gz holds 0 FASTA records"),
+        (">wt\n", r"wt.fa.gz:1: empty sequence"),
+        (">wt\nMKJA\n", r"wt.fa.gz:2:3: unknown residue letter 'J'"),
+    ):
+        _write(tmp_path / "wt" / "wt.fa.gz", text)
+        with pytest.raises(TaskDataError, match=message):
+            load_task(spec, tmp_path)
+    (tmp_path / "wt" / "wt.fa.gz").unlink()
+    with pytest.raises(TaskDataError, match=r"^<spec>: wild_type.file: .*wt.fa.gz: no such data file"):
+        load_task(spec, tmp_path)
+
+
 def _regression_on(tmp_path, n: int, split: dict, fast: dict | None = None):
     rows = "".join(f"{'ACDEFGHIKLMNPQRSTVWY'[i % 20] * (1 + i % 7)}{'W' * (i // 20)},{i}\n" for i in range(n))
     _write(tmp_path / "d.csv", "seq,y\n" + rows)
@@ -169,6 +226,15 @@ SHIPPED = {
     "fluorescence": {"records": 5362},
     "fluorescence_zero_shot": {"records": 5362},
     "scope40": {"records": 12119},
+    "beta_lactamase": {"train": 4019, "test": 977},  # 4,996 variants, 20% by a hash of the sequence
+    "beta_lactamase_zero_shot": {"records": 4996},
+    "ec_class_new392": {"train": 7585, "test": 388},  # records with one first EC digit
+    "ec_class_price149": {"train": 7585, "test": 149},
+}
+# first EC digit -> test records, counted from the TSV files apart from protjepa
+EC_TEST_CLASSES = {
+    "ec_class_new392": {"1": 86, "2": 110, "3": 85, "4": 89, "5": 8, "6": 6, "7": 4},
+    "ec_class_price149": {"1": 58, "2": 29, "3": 21, "4": 24, "5": 9, "6": 8},
 }
 
 
@@ -190,6 +256,13 @@ def test_shipped_spec_loads_the_real_data(data_root, name):
         assert np.isnan(np.concatenate(data.targets)).mean() > 0.05
     if name == "scope40":
         assert data.targets[0] == "a.1.1.1" and data.sequences[0].startswith("SLFEQLGGQAAVQ")
+    if name in EC_TEST_CLASSES:
+        test_labels = [t for t, p in zip(data.targets, data.part) if p == TEST]
+        assert {c: test_labels.count(c) for c in sorted(set(test_labels))} == EC_TEST_CLASSES[name]
+        assert "dropped records whose label_pattern matches disagree: 172 train" in data.notes[-1]
+    if name == "beta_lactamase_zero_shot":  # every variant one substitution away from the FASTA's wild type
+        assert len(data.wild_type) == 263 and data.wild_type.startswith("HPETLVKVKDAEDQ")
+        assert {sum(a != b for a, b in zip(s, data.wild_type)) for s in data.sequences} == {1}
     if spec.fast != Caps():
         data.subsample(spec.fast)
         assert any("subsampled" in note for note in data.notes) or name == "gb1_one_vs_rest"
@@ -197,7 +270,8 @@ def test_shipped_spec_loads_the_real_data(data_root, name):
 
 def test_default_suite_leaves_out_the_extra_gb1_splits():
     names = [s.name for s in task_registry().select()]
-    assert "gb1_three_vs_rest" in names and "gb1_two_vs_rest" not in names
+    assert names == sorted(set(SHIPPED) - {"gb1_low_vs_high", "gb1_one_vs_rest", "gb1_two_vs_rest"})
+    assert len(names) == 16 and "beta_lactamase_zero_shot" in names and "ec_class_price149" in names
     assert len(task_registry().select(["all"])) == len(SHIPPED)
 
 
@@ -209,6 +283,9 @@ def test_exact_leakage_matches_the_documented_overlaps(data_root):
     folder = data_root / "pretrain_swissprot50"
     corpus = Corpus([folder / "swissprot2014_50_train.fasta.gz", folder / "swissprot2014_50_valid.fasta.gz"])
     registry = task_registry()
-    for name, part, expected in (("scope40", 0, 163), ("remote_homology", TEST, 11), ("solubility", TEST, 113)):
+    # EC (ec_clean/SOURCE.md counts 5,487 and 62 against the train file alone; the valid file adds 207 and 4)
+    for name, part, expected in (("scope40", 0, 163), ("remote_homology", TEST, 11), ("solubility", TEST, 113),
+                                 ("ec_class_new392", TRAIN, 5694), ("ec_class_new392", TEST, 66),
+                                 ("ec_class_price149", TEST, 2)):
         data = load_task(registry.get(name), data_root)
         assert int((corpus.exact(data.sequences) & (data.part == part)).sum()) == expected, name

@@ -138,11 +138,10 @@ def _retrieval(data: TaskData, embedder: Embedder) -> dict:
 def _variant_effect(data: TaskData, embedder: Embedder) -> dict:
     kept = np.flatnonzero(data.part >= 0)
     lengths = np.array([len(data.sequences[i]) for i in kept])
-    if data.spec.wild_type == "consensus":
+    wild_type = data.wild_type
+    if wild_type is None:  # 'consensus'
         common = np.bincount(lengths).argmax()
         wild_type = consensus([data.sequences[i] for i in kept[lengths == common]])
-    else:
-        wild_type = data.spec.wild_type
     indels = lengths != len(wild_type)
     if indels.any():  # a substitution score has no meaning for them
         other_length = np.isin(np.arange(len(data.part)), kept[indels])

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from protjepa.alphabet import ESM_ALPHABET
-from protjepa.data.fasta import clean_letters, residue_pattern
+from protjepa.data.fasta import clean_letters, fasta_entries, residue_pattern
 from protjepa.errors import UserError
 from protjepa.evaluation.tables import TaskDataError, read_tables
 from protjepa.evaluation.tasks import Caps, TaskSpec
+from protjepa.paths import DataPathError, resolve
 
 TRAIN, TEST, LEFT_OUT = 0, 1, -1
 
@@ -37,6 +39,7 @@ class TaskData:
     where: list[str]
     part: np.ndarray
     notes: list[str] = field(default_factory=list)
+    wild_type: str | None = None  # variant_effect: the spec's sequence or file; None for 'consensus'
 
     @property
     def part_names(self) -> dict[int, str]:
@@ -107,10 +110,49 @@ def load_task(spec: TaskSpec, root: str | Path) -> TaskData:
             places.setdefault(name, []).extend(group_places[name])
         part.append(np.full(len(group_values["sequence"]), TEST if group == "test" else TRAIN, dtype=np.int64))
     sequences = _clean_sequences(spec, values["sequence"], places["sequence"])
+    disagree = None
+    if spec.label_pattern is not None:
+        values["label"], disagree = extract_labels(spec.label_pattern, values["label"], places["label"])
     data = TaskData(spec, sequences, _targets(spec, values, sequences, places), places["sequence"],
-                    np.concatenate(part), list(spec.notes))
+                    np.concatenate(part), list(spec.notes), _wild_type(spec, root))
     _assign_split(data, values)
+    if disagree is not None:
+        data.leave_out(disagree, "records whose label_pattern matches disagree")
     return data
+
+
+def extract_labels(pattern: str, fields: list[str], where: list[str]) -> tuple[list[str], np.ndarray]:
+    """The label each field's matches of ``pattern`` capture (its one group), and True where
+    they disagree (the label is then the first match's, and the record is to be dropped)."""
+    regex = re.compile(pattern)
+    labels, disagree = [], np.zeros(len(fields), dtype=bool)
+    for i, (text, place) in enumerate(zip(fields, where)):
+        found = {m.group(1): None for m in regex.finditer(text)}  # distinct, in order
+        if not found:
+            raise TaskDataError(f"{place}: label {text!r} has no match of label_pattern {pattern!r}")
+        labels.append(next(iter(found)))
+        disagree[i] = len(found) > 1
+    return labels, disagree
+
+
+def _wild_type(spec: TaskSpec, root: Path) -> str | None:
+    """The wild type a variant_effect spec gives (inline, or its FASTA file's one record); None otherwise."""
+    given = spec.wild_type
+    if given is None or given == "consensus":
+        return None
+    if isinstance(given, str):
+        return _clean_sequences(spec, [given], [f"{spec.source}: wild_type"])[0]
+    try:
+        path = resolve(root, given.file)
+    except DataPathError as exc:
+        raise TaskDataError(f"{spec.source}: wild_type.file: {exc}") from None
+    records = list(fasta_entries(path))
+    if len(records) != 1:
+        raise TaskDataError(f"{spec.source}: wild_type.file: {path} holds {len(records)} FASTA records, "
+                            "not the one wild type")
+    _, body, line = records[0]
+    first = body[0][0] if body else line  # exact line:column for a one-line sequence
+    return _clean_sequences(spec, ["".join(text for _, text in body)], [f"{path}:{first}"])[0]
 
 
 def _clean_sequences(spec: TaskSpec, raw: list[str], where: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Probe tasks as YAML specs: which files, which fields, what to predict, how to split.
+r"""Probe tasks as YAML specs: which files, which fields, what to predict, how to split.
 
 A spec names its data relative to the data root (``protjepa.paths.data_root``)::
 
@@ -24,14 +24,27 @@ plain or gzip) defaults from the name. ``fields`` maps what the task needs (``se
 ``KEY`` (a ``KEY=VALUE`` word of the header). Per-residue labels are one character per
 residue (``classes`` lists them) or numbers joined by ``separator``; a ``mask`` field
 (one ``1``/``0`` per residue) leaves out residues marked ``0``.
+
+``label_pattern`` derives a sequence-level label from its field: a regular expression with
+one group, searched through the field; the label is what the group captures. A field may
+match several times (a list of values): the matches must agree, and a record whose matches
+capture different values is dropped with a note; a field with no match is an error. The
+first digit of ``;``-separated EC numbers (``3.5.2.6;3.1.1.1`` -> ``3``)::
+
+    label_pattern: '(?:^|;)\s*(\d+)\.'
+
+A ``variant_effect`` task scores variants against ``wild_type``: the sequence itself,
+``consensus`` (the most common letter at each position of the variants), or a FASTA file
+of one record, relative to the data root: ``wild_type: {file: folder/wild_type.fasta.gz}``.
 """
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
 from protjepa.yamlio import Strict, YamlLines, first_error, located, read_yaml
@@ -111,6 +124,17 @@ RULES = ("column", "hash", "cross_validation", "all")
 SplitRule = Annotated[Union[ColumnSplit, HashSplit, CrossValidation, AllRecords], Field(discriminator="rule")]
 
 
+class WildTypeFile(Strict):
+    file: str = Field(description="FASTA file (relative to the data root) holding the one wild-type record")
+
+
+# a mapping is a file, anything else must be a sequence: one error from the form given, not one per form
+WildType = Annotated[
+    Union[Annotated[str, Tag("sequence")], Annotated[WildTypeFile, Tag("file")]],
+    Discriminator(lambda value: "file" if isinstance(value, (dict, WildTypeFile)) else "sequence"),
+]
+
+
 class Caps(Strict):
     """Most records to keep per part (a deterministic subsample by a hash of the sequence)."""
 
@@ -140,7 +164,9 @@ class TaskSpec(Strict):
         description="retrieval: level -> number of leading dot-separated label parts",
     )
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 10, 30], min_length=1)
-    wild_type: str | None = Field(None, description="variant_effect: the wild-type sequence, or 'consensus'")
+    label_pattern: str | None = Field(None, description="regex with one group: the label is what it captures")
+    wild_type: WildType | None = Field(
+        None, description="variant_effect: the wild-type sequence, 'consensus', or {file: FASTA}")
     unknown_letters: Literal["error", "x"] = "error"
     fast: Caps = Field(default_factory=Caps)
 
@@ -229,7 +255,18 @@ def _problems(spec: TaskSpec) -> Iterator[tuple[tuple, str]]:
     if spec.type == "per_residue_regression" and spec.separator is None:
         yield ("separator",), "per-residue numbers need their separator (e.g. ',')"
     if spec.type == "variant_effect" and not spec.wild_type:
-        yield ("wild_type",), "give the wild-type sequence, or 'consensus'"
+        yield ("wild_type",), "give the wild-type sequence, 'consensus' or {file: FASTA}"
+    if spec.label_pattern is not None:
+        if spec.type in PER_RESIDUE:
+            yield ("label_pattern",), "a label pattern derives one label per sequence, not per residue"
+        else:
+            try:
+                groups = re.compile(spec.label_pattern).groups
+            except re.error as exc:
+                yield ("label_pattern",), f"not a regular expression: {exc}"
+            else:
+                if groups != 1:
+                    yield ("label_pattern",), f"needs exactly one group (the label), has {groups}"
     whole = spec.rule in ("cross_validation", "all")
     for part in ("train", "test", "records"):
         if getattr(spec.fast, part) is not None and (part == "records") != whole:
@@ -248,7 +285,8 @@ def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> Tas
         spec = TaskSpec.model_validate(raw)
     except ValidationError as exc:
         loc, message = first_error(exc)
-        if loc[:1] == ("split",) and len(loc) > 1 and loc[1] in RULES:
+        tags = {"split": RULES, "wild_type": ("sequence", "file")}.get(loc[0] if loc else None, ())
+        if len(loc) > 1 and loc[1] in tags:
             loc = loc[:1] + loc[2:]  # pydantic puts the union member's tag in the path; YAML has no such key
         _raise(source, lines, loc, message)
     for loc, message in _problems(spec):
