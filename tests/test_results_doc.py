@@ -7,6 +7,9 @@ import re
 import json
 from pathlib import Path
 
+from protjepa.experiment.report import report_text
+from protjepa.experiment.spec import load_experiment
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 REPORT = DOCS / "results" / "paper_small" / "report.md"
 RESULTS = DOCS / "results.md"
@@ -87,3 +90,38 @@ def test_anti_collapse_table_matches_the_committed_runs():
     measured = {tuple(anti_collapse_cells(run)) for run in runs}
     assert {tuple(row[3:]) for row in rows} == measured
     assert all(run.name.endswith(("-s0", "-s1")) for run in runs)  # every run names its seed
+
+
+CONTINUED = Path("docs") / "results" / "continued_small"  # relative, as the committed report names it
+
+
+def regenerated(name: str, folder: Path) -> tuple[str, str]:
+    """(the committed report, the report written again from the committed runs' done markers and probe
+    results), each without its "Generated ..." line."""
+    report = (folder / "report.md").read_text()
+    plots = [folder / "plots" / p for p in re.findall(r"\]\(plots/([^)]+\.png)\)", report)]
+    experiment = load_experiment(DOCS.parent / "recipes" / "experiments" / f"{name}.yaml", output=folder)
+    again = report_text(experiment, plots)
+
+    def strip(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.startswith("Generated "))
+
+    return strip(report), strip(again)
+
+
+def test_continued_small_report_is_what_its_committed_runs_say(monkeypatch):
+    monkeypatch.chdir(DOCS.parent)
+    report, again = regenerated("continued_small", CONTINUED)
+    assert report == again
+    for name in re.findall(r"\]\(plots/([^)]+\.png)\)", report):
+        assert (CONTINUED / "plots" / name).is_file(), name
+
+
+def test_results_md_states_the_continued_small_verdicts(monkeypatch):
+    monkeypatch.chdir(DOCS.parent)
+    verdicts = table_rows((CONTINUED / "report.md").read_text(), "## Verdicts")
+    results = RESULTS.read_text()
+    for variant, _, tie_wlt, tie_p, noise_wlt, noise_p, _, verdict in verdicts:
+        line = row_of(results, f"| ours, continued_small, {variant}")
+        for cell in (tie_wlt, tie_p, noise_wlt, noise_p, verdict):
+            assert cell in line, (variant, cell, line)

@@ -20,7 +20,9 @@ SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def _colour(experiment: Experiment, variant: str) -> str:
-    return f"C{[v.name for v in experiment.variants].index(variant) % 10}"
+    """One colour a variant in every plot; grey for anything else (the base of a continued run)."""
+    names = [v.name for v in experiment.variants]
+    return f"C{names.index(variant) % 10}" if variant in names else "#555555"
 
 
 def _style(run: RunData, experiment: Experiment) -> dict:
@@ -76,7 +78,8 @@ def plot_collapse(runs: list[RunData], experiment: Experiment, path: Path) -> Pa
     return _save(fig, path)
 
 
-def plot_deltas(seeded: dict[str, SeededComparison], experiment: Experiment, path: Path) -> Path:
+def plot_deltas(seeded: dict[str, SeededComparison], experiment: Experiment, path: Path,
+                title: str = "per-task deltas to the baseline") -> Path:
     """Per task, each variant's delta of means to its baseline; whiskers: the noise band
     (2 standard errors of the difference), none where no seed noise is measured."""
     names = list(seeded)
@@ -96,6 +99,6 @@ def plot_deltas(seeded: dict[str, SeededComparison], experiment: Experiment, pat
     ax.set_yticks([t + 0.4 - height / 2 for t in range(len(tasks))], tasks)
     ax.invert_yaxis()
     ax.set(xlabel="delta of the task's main metric (means over seeds; whiskers: 2 SE of the difference)",
-           title="per-task deltas to the baseline")
+           title=title)
     ax.legend(fontsize="small")
     return _save(fig, path)

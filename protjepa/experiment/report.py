@@ -231,6 +231,27 @@ def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
     return lines
 
 
+BASE_START = "base (start)"
+
+
+def control_comparisons(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
+                        random: VariantScores, shape: str) -> dict[str, SeededComparison]:
+    """The base (when variants of ``shape`` continue from it) and every variant of ``shape``
+    against ``random``, its random init, under the noise rule (seed noise pooled over them all)."""
+    tie = experiment.spec.tie_tolerance
+    trained = {}
+    if base is not None and base.probe is not None and any(v.from_base and v.shape == shape
+                                                            for v in experiment.variants):
+        trained[BASE_START] = VariantScores(BASE_START, None, [base.probe], [base.plan.seed])
+    trained |= {name: v for name, v in scores.items() if experiment.variant(name).shape == shape}
+    by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in trained.items()}
+    random_by_seed = seed_scores(random.probed, random.seeds)
+    noise = task_noise([random_by_seed, *by_seed.values()])
+    return {name: compare_seeds(compare(v.mean, random.mean, tie, name, random.name), by_seed[name],
+                                random_by_seed, noise)
+            for name, v in trained.items()}
+
+
 def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
                       controls: dict[str, VariantScores]) -> list[str]:
     """Per encoder shape: the base and every variant of that shape against its random init, under the noise rule."""
@@ -245,17 +266,8 @@ def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], 
         if not random.probed:
             lines.append("Not probed yet.")
             continue
-        trained = {}  # name -> its scores; the base's shape is that of the variants continued from it
-        if base is not None and base.probe is not None and any(v.from_base and v.shape == shape
-                                                                for v in experiment.variants):
-            trained["base (start)"] = VariantScores("base (start)", None, [base.probe], [base.plan.seed])
-        trained |= {name: v for name, v in scores.items() if experiment.variant(name).shape == shape}
-        by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in trained.items()}
-        random_by_seed = seed_scores(random.probed, random.seeds)
-        noise = task_noise([random_by_seed, *by_seed.values()])
-        comps = {name: compare_seeds(compare(v.mean, random.mean, tie, name, random.name), by_seed[name],
-                                     random_by_seed, noise)
-                 for name, v in trained.items()}
+        comps = control_comparisons(experiment, scores, base, random, shape)
+        trained = list(comps)
         lines += [f"| task | metric | random init (seeds {', '.join(map(str, random.seeds))}) | "
                   + " | ".join(trained) + " |", "|---|---|---:|" + "---:|" * len(trained)]
         for task, result in random.mean["tasks"].items():
@@ -384,6 +396,15 @@ def render(experiment: Experiment, runs: list[RunData], scores: dict[str, Varian
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
+def report_text(experiment: Experiment, plots: list[Path]) -> str:
+    """The report's Markdown, from what the runs left on disk; ``plots``: the PNGs it shows."""
+    runs = collect(experiment)
+    scores = variant_scores(experiment, runs)
+    base = run_data(experiment.base) if experiment.base is not None else None
+    return render(experiment, runs, scores, comparisons(experiment, scores), plots, base,
+                  collect_controls(experiment))
+
+
 def write_report(experiment: Experiment) -> Path:
     runs = collect(experiment)
     scores = variant_scores(experiment, runs)
@@ -395,8 +416,11 @@ def write_report(experiment: Experiment) -> Path:
     if comps:
         seeded = seed_statistics(scores, comps, experiment.spec.tie_tolerance).comparisons
         plots.append(plot_deltas(seeded, experiment, folder / "deltas.png"))
-    path = experiment.output / REPORT
     base = run_data(experiment.base) if experiment.base is not None else None
-    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base,
-                           collect_controls(experiment)))
+    for shape, random in collect_controls(experiment).items():
+        if random.probed:
+            plots.append(plot_deltas(control_comparisons(experiment, scores, base, random, shape), experiment,
+                                     folder / f"control_{shape}.png", f"per-task deltas to {random.name}"))
+    path = experiment.output / REPORT
+    path.write_text(report_text(experiment, [p for p in plots if p is not None]))
     return path
