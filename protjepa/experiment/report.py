@@ -396,19 +396,22 @@ def render(experiment: Experiment, runs: list[RunData], scores: dict[str, Varian
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
-def report_text(experiment: Experiment, plots: list[Path]) -> str:
-    """The report's Markdown, from what the runs left on disk; ``plots``: the PNGs it shows."""
+def _gather(experiment: Experiment) -> tuple:
+    """What the report is made of, read from disk once: runs, scores, comparisons, base, controls."""
     runs = collect(experiment)
     scores = variant_scores(experiment, runs)
     base = run_data(experiment.base) if experiment.base is not None else None
-    return render(experiment, runs, scores, comparisons(experiment, scores), plots, base,
-                  collect_controls(experiment))
+    return runs, scores, comparisons(experiment, scores), base, collect_controls(experiment)
+
+
+def report_text(experiment: Experiment, plots: list[Path]) -> str:
+    """The report's Markdown, from what the runs left on disk; ``plots``: the PNGs it shows."""
+    runs, scores, comps, base, controls = _gather(experiment)
+    return render(experiment, runs, scores, comps, plots, base, controls)
 
 
 def write_report(experiment: Experiment) -> Path:
-    runs = collect(experiment)
-    scores = variant_scores(experiment, runs)
-    comps = comparisons(experiment, scores)
+    runs, scores, comps, base, controls = _gather(experiment)
     folder = experiment.output / PLOTS
     folder.mkdir(parents=True, exist_ok=True)
     plots = [plot_losses(runs, experiment, folder / "loss_curves.png"),
@@ -416,11 +419,10 @@ def write_report(experiment: Experiment) -> Path:
     if comps:
         seeded = seed_statistics(scores, comps, experiment.spec.tie_tolerance).comparisons
         plots.append(plot_deltas(seeded, experiment, folder / "deltas.png"))
-    base = run_data(experiment.base) if experiment.base is not None else None
-    for shape, random in collect_controls(experiment).items():
+    for shape, random in controls.items():
         if random.probed:
             plots.append(plot_deltas(control_comparisons(experiment, scores, base, random, shape), experiment,
                                      folder / f"control_{shape}.png", f"per-task deltas to {random.name}"))
     path = experiment.output / REPORT
-    path.write_text(report_text(experiment, [p for p in plots if p is not None]))
+    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base, controls))
     return path
