@@ -16,7 +16,8 @@ from composer.utils.reproducibility import seed_all
 from protjepa.build import build_model
 from protjepa.cli import main
 from protjepa.evaluation.compare import load_results, sign_test
-from protjepa.experiment.records import mean_results, read_done, read_metrics
+from protjepa.evaluation.seed_stats import mean_results
+from protjepa.experiment.records import read_done, read_metrics
 from protjepa.experiment.report import write_report
 from protjepa.experiment.runner import run_experiment, train_run
 from protjepa.experiment.spec import ExperimentError, load_experiment
@@ -101,11 +102,13 @@ def test_wlt_totals_agree_with_the_per_task_table(finished):
     counts = {k: sum(m.group(3) == k for m in outcomes) for k in "WLT"}
     totals = {row[0]: row[3] for row in body if row[0].startswith("**")}
     assert totals["**W / L / T, noise rule**"] == f"**{counts['W']} / {counts['L']} / {counts['T']}**"
-    p = totals["**sign test p, noise rule**"]
-    assert float(p) == pytest.approx(sign_test(counts["W"], counts["L"]), rel=1e-3)
+    p = totals["**sign test p, better / worse, noise rule**"]
+    better, worse = p.split(" / ")
+    assert float(better) == pytest.approx(sign_test(counts["W"], counts["L"]), rel=1e-3)
+    assert float(worse) == pytest.approx(sign_test(counts["L"], counts["W"]), rel=1e-3)
     verdict = _table(report, "## Verdicts")[1]
     assert verdict[:2] == ["masked", "mlm"]
-    assert verdict[2:4] == [totals["**W / L / T, tie rule**"], totals["**sign test p, tie rule**"]]
+    assert verdict[2:4] == [totals["**W / L / T, tie rule**"], totals["**sign test p, better / worse, tie rule**"]]
     assert verdict[4:6] == [f"{counts['W']} / {counts['L']} / {counts['T']}", p]
     assert verdict[7] == "not separable from noise"  # two tasks can never give a sign test p < 0.05
 
@@ -332,7 +335,7 @@ def test_report_from_three_seeds_states_the_rule_and_the_verdicts(tmp_path):
     _fake_runs(experiment, scores)
     report = write_report(experiment).read_text()
     verdicts = {row[0]: row for row in _table(report, "## Verdicts")[1:]}
-    assert verdicts["better"][2:6] == ["6 / 0 / 0", "0.01562", "6 / 0 / 0", "0.01562"]
+    assert verdicts["better"][2:6] == ["6 / 0 / 0", "0.01562 / 1", "6 / 0 / 0", "0.01562 / 1"]
     assert verdicts["better"][6].endswith("; 18)") and verdicts["better"][7] == "win"
     assert verdicts["same"][4] == "0 / 0 / 6" and verdicts["same"][7] == "not separable from noise"
     assert "**Noise rule.**" in report and "2 s sqrt(1/n_a + 1/n_b)" in report

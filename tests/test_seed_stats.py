@@ -4,19 +4,22 @@ null, each against values worked out by hand."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 
 import pytest
 from scipy import stats
 
-from protjepa.evaluation.compare import compare
+from protjepa.cli import main
+from protjepa.evaluation.compare import CompareError, compare
 from protjepa.evaluation.seed_stats import (
     LOSS,
     NOT_SEPARABLE,
     WIN,
     SeedNoise,
     compare_seeds,
+    load_seeds,
     minimal_detectable_effect,
     noise_band,
     null_summary,
@@ -168,3 +171,48 @@ def test_seed_against_seed_counts():
     assert (summary.pairs, summary.below_alpha) == (3, 0)
     assert (summary.wins, summary.losses, summary.ties) == pytest.approx((10 / 3, 1 / 3, 1 / 3))
     assert summary.smallest_p == pytest.approx(1 / 16)
+
+
+def _seed_folders(root, scores: dict[str, list[float]], probed: tuple[int, ...] = (0, 1, 2)):
+    """An experiment's layout: ``root/seed<k>/probe/results.json``; seeds outside ``probed`` left unprobed."""
+    for k in range(3):
+        (root / f"seed{k}").mkdir(parents=True)
+        if k in probed:
+            (root / f"seed{k}" / "probe").mkdir()
+            (root / f"seed{k}" / "probe" / "results.json").write_text(
+                json.dumps(_results({t: v[k] for t, v in scores.items()})))
+    return root
+
+
+def test_compare_command_over_seed_folders(tmp_path, capsys):
+    a, b = _seed_folders(tmp_path / "jepa", A), _seed_folders(tmp_path / "mlm", B)
+    assert load_seeds(a)[1] == [0, 1, 2]
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    # the three-seed table worked out above: t1 0.62 ± 0.02 against 0.52 ± 0.02, band 2 (0.02) sqrt(2/3)
+    assert "| t1 | spearman | 0.6200 ± 0.0200 (3) | 0.5200 ± 0.0200 (3) | +0.1000 | 0.0327 | W | W |" in out
+    assert "| t2 | spearman | 0.5500 ± 0.0500 (3) | 0.5300 ± 0.0500 (3) | +0.0200 | 0.0816 | T | W |" in out
+    assert "noise rule: 1 wins / 1 losses / 2 ties**; one-sided sign test (ties left out) p = 0.75" in out
+    assert "tie rule: 2 / 1 / 1" in out and "12 pairs" in out
+    assert f"**verdict: {NOT_SEPARABLE}**" in out
+    # B's seeds against each other: every task moves up by the same step from seed to seed
+    assert "- mlm, seed against seed (3 pairs, tie rule)" in out
+    assert (tmp_path / "cmp" / "compare.md").read_text() in out
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+
+
+def test_compare_one_result_against_seeds_and_unprobed_seed_folders(tmp_path, capsys):
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "results.json").write_text(json.dumps(_results({t: v[0] for t, v in A.items()})))
+    b = _seed_folders(tmp_path / "mlm", B, probed=(0, 2))  # seed 1 unprobed: left out
+    assert load_seeds(b)[1] == [0, 2] and load_seeds(single)[1] == [None]
+    assert main(["compare", str(single), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    # t1: 0.60 (one result) against seeds 0 and 2 of B, mean 0.52, s = std(0.50, 0.54) = 0.02 sqrt(2)
+    band = 2 * 0.02 * math.sqrt(2) * math.sqrt(1 + 1 / 2)
+    assert f"| t1 | spearman | 0.6000 (1) | 0.5200 ± 0.0283 (2) | +0.0800 | {band:.4f} | W | W |" in out
+    assert "paired test: no seed in common" in out and f"**verdict: {NOT_SEPARABLE}**" in out
+    empty = _seed_folders(tmp_path / "empty", B, probed=())
+    with pytest.raises(CompareError, match=r"empty: none of its seed folders \(seed0, seed1, seed2\) holds probe"):
+        load_seeds(empty)

@@ -53,7 +53,13 @@ class Comparison:
 
     @property
     def p_value(self) -> float:
+        """One-sided sign test that A is better."""
         return sign_test(self.count("W"), self.count("L"))
+
+    @property
+    def p_worse(self) -> float:
+        """One-sided sign test that A is worse."""
+        return sign_test(self.count("L"), self.count("W"))
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -134,22 +140,27 @@ def to_markdown(c: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(c: Comparison, path: str | Path) -> Path:
-    """A horizontal bar per task: delta, coloured by outcome, the tie band shaded."""
+def plot(c: Comparison, path: str | Path, outcomes: dict[str, str] | None = None,
+         bands: dict[str, float | None] | None = None, title: str | None = None) -> Path:
+    """A horizontal bar per task: delta, coloured by outcome (the tie rule's unless ``outcomes``
+    gives them per task), the tie band shaded; ``bands``: whiskers per task (the noise band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"W": "#2a9d8f", "L": "#e76f51", "T": "#9e9e9e"}
+    outcomes = outcomes or {r.task: r.outcome(c.tie) for r in c.rows}
+    whiskers = [(bands or {}).get(r.task) or 0.0 for r in c.rows]
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(c.rows) + 1.6))
     names = [f"{r.task} ({r.metric})" for r in c.rows]
-    ax.barh(names, [r.delta for r in c.rows], color=[colours[r.outcome(c.tie)] for r in c.rows])
+    ax.barh(names, [r.delta for r in c.rows], color=[colours[outcomes[r.task]] for r in c.rows],
+            xerr=whiskers if any(whiskers) else None)
     ax.axvspan(-c.tie, c.tie, color="#eeeeee", zorder=0)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{c.name_a} - {c.name_b}")
-    ax.set_title(f"{c.count('W')} W / {c.count('L')} L / {c.count('T')} T, sign test p = {c.p_value:.3g}")
+    ax.set_title(title or f"{c.count('W')} W / {c.count('L')} L / {c.count('T')} T, sign test p = {c.p_value:.3g}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -19,22 +19,57 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from scipy import stats
 
-from protjepa.evaluation.compare import Comparison, Row, compare, sign_test
+from protjepa.evaluation.compare import CompareError, Comparison, Row, compare, load_results, sign_test
 
 ALPHA = 0.05
 POWER = 0.8
 WIN, LOSS, NOT_SEPARABLE = "win", "loss", "not separable from noise"
 
-SeedScores = dict[str, dict[int, float]]  # task -> seed -> the task's main metric
+SeedScores = dict[str, dict[int | None, float]]  # task -> seed -> the task's main metric
+SEED_FOLDER = re.compile(r"seed(\d+)")
 
 
-def seed_scores(probed: list[dict], seeds: list[int]) -> SeedScores:
+def load_seeds(path: str | Path) -> tuple[list[dict], list[int | None]]:
+    """One variant's probe results and seeds: a folder of ``seed<k>/`` folders (each a run, a
+    probe folder or a results file, as :func:`~protjepa.evaluation.compare.load_results` reads
+    them; the layout an experiment writes), or one result of an unknown seed (``[None]``)."""
+    path = Path(path)
+    folders = sorted((int(m.group(1)), child) for child in (path.iterdir() if path.is_dir() else [])
+                     if child.is_dir() and (m := SEED_FOLDER.fullmatch(child.name)))
+    if not folders:
+        return [load_results(path)], [None]
+    probed, seeds, unprobed = [], [], []
+    for seed, folder in folders:
+        try:
+            probed.append(load_results(folder))
+            seeds.append(seed)
+        except CompareError:
+            unprobed.append(folder.name)
+    if not probed:
+        raise CompareError(f"{path}: none of its seed folders ({', '.join(unprobed)}) holds probe results "
+                           "(run protjepa probe on each first)")
+    return probed, seeds
+
+
+def mean_results(probed: list[dict]) -> dict:
+    """Per task, the mean over seeds of the main metric (None when a seed has no score)."""
+    tasks = {}
+    for name, first in probed[0]["tasks"].items():
+        values = [p["tasks"].get(name, {}).get("value") for p in probed]
+        mean = statistics.fmean(values) if all(v is not None for v in values) else None
+        tasks[name] = {"metric": first["metric"], "value": mean}
+    return {"tasks": tasks, "settings": probed[0].get("settings", {})}
+
+
+def seed_scores(probed: list[dict], seeds: list[int | None]) -> SeedScores:
     """One variant's probe results (one a seed, in ``seeds`` order) as task -> seed -> score;
     a seed without a score on a task is left out of it."""
     out: SeedScores = {}
@@ -52,6 +87,10 @@ class Spread:
     mean: float
     std: float | None  # sample std (n - 1); None with one seed
     n: int
+
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
 
 
 def spread(values: Iterable[float]) -> Spread:
@@ -162,17 +201,21 @@ class SeededComparison:
 
     @property
     def p_value(self) -> float:
-        """One-sided sign test on the noise rule's wins and losses."""
+        """One-sided sign test on the noise rule's wins and losses, that A is better."""
         return sign_test(self.count("W"), self.count("L"))
+
+    @property
+    def p_worse(self) -> float:
+        """Likewise, that A is worse."""
+        return sign_test(self.count("L"), self.count("W"))
 
     @property
     def verdict(self) -> str:
         """``win`` when the noise rule's sign test and the paired test both say A is better at
         ``ALPHA``; ``loss`` when both say worse; otherwise not separable from noise."""
-        wins, losses = self.count("W"), self.count("L")
-        if sign_test(wins, losses) < ALPHA and self.paired.greater < ALPHA:
+        if self.p_value < ALPHA and self.paired.greater < ALPHA:
             return WIN
-        if sign_test(losses, wins) < ALPHA and self.paired.less < ALPHA:
+        if self.p_worse < ALPHA and self.paired.less < ALPHA:
             return LOSS
         return NOT_SEPARABLE
 
@@ -218,3 +261,54 @@ def null_summary(pairs: list[Comparison]) -> NullSummary:
 
     return NullSummary(len(pairs), mean("W"), mean("L"), mean("T"), min(p.p_value for p in pairs),
                        sum(p.p_value < ALPHA for p in pairs))
+
+
+def compare_variants(a: tuple[list[dict], list[int | None]], b: tuple[list[dict], list[int | None]],
+                     tie: float, name_a: str = "A", name_b: str = "B") -> SeededComparison:
+    """Variant A against variant B, each ``(probe results, seeds)`` as :func:`load_seeds` reads
+    them: the seed noise pooled over both, the noise rule per task, the paired test on the seeds
+    both have, the paper's tie rule on the means beside it."""
+    by_a, by_b = seed_scores(*a), seed_scores(*b)
+    means = compare(mean_results(a[0]), mean_results(b[0]), tie, name_a, name_b)
+    return compare_seeds(means, by_a, by_b, task_noise([by_a, by_b]))
+
+
+def seeded_markdown(s: SeededComparison, nulls: dict[str, NullSummary]) -> str:
+    """``protjepa compare`` over seeds: the per-task table, both rules' counts, the paired test,
+    the verdict and, per variant with two seeds or more, its seeds against each other."""
+    c = s.means
+    lines = [
+        f"# {c.name_a} vs {c.name_b}, over seeds",
+        "",
+        f"Main metric per task (higher is better): mean ± sample std over seeds; delta = {c.name_a} - {c.name_b} "
+        f"of the means. **Noise rule**: a win or a loss only when |delta| > {c.tie:g} and |delta| > the band, "
+        "2 s sqrt(1/n_a + 1/n_b) with s the task's seed noise pooled over both variants († none measured: the tie "
+        f"rule alone). **Tie rule** (the paper's): a tie when |delta| <= {c.tie:g}.",
+        "",
+        f"| task | metric | {c.name_a} (n) | {c.name_b} (n) | delta | band | noise rule | tie rule |",
+        "|---|---|---:|---:|---:|---:|:---:|:---:|",
+    ]
+    lines += [f"| {r.row.task} | {r.row.metric} | {r.a} ({r.a.n}) | {r.b} ({r.b.n}) | {r.row.delta:+.4f} | "
+              + ("† |" if r.band is None else f"{r.band:.4f} |") + f" {r.outcome(c.tie)} | {r.row.outcome(c.tie)} |"
+              for r in s.rows]
+    paired = s.paired
+    lines += [
+        "",
+        f"- **noise rule: {s.count('W')} wins / {s.count('L')} losses / {s.count('T')} ties**; one-sided sign test "
+        f"(ties left out) p = {s.p_value:.4g} ({c.name_a} better), {s.p_worse:.4g} (worse)",
+        f"- tie rule: {c.count('W')} / {c.count('L')} / {c.count('T')}; p = {c.p_value:.4g} (better), "
+        f"{c.p_worse:.4g} (worse)",
+        (f"- paired test (seed k against seed k on every task, deltas in units of s; Wilcoxon; {paired.n} pairs, "
+         f"optimistic: one seed's pairs share a model): one-sided p = {paired.greater:.4g} ({c.name_a} better), "
+         f"{paired.less:.4g} (worse), two-sided {paired.two_sided:.4g}") if paired.n else
+        "- paired test: no seed in common (or no seed noise measured), so none",
+        f"- **verdict: {s.verdict}** (a win or a loss needs the noise rule's sign test and the paired test "
+        f"both at p < {ALPHA:g})",
+    ]
+    for name, null in nulls.items():
+        lines.append(f"- {name}, seed against seed ({null.pairs} pair{'s' * (null.pairs > 1)}, tie rule): on average "
+                     f"{null.wins:.3g} W / {null.losses:.3g} L / {null.ties:.3g} T; smallest sign test p "
+                     f"{null.smallest_p:.3g}")
+    lines += [f"- not compared: {why}" for why in c.unmatched]
+    lines += [f"- warning: {why}" for why in c.warnings]
+    return "\n".join(lines) + "\n"

@@ -5,10 +5,10 @@ and its plots read them through here.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from protjepa.evaluation.seed_stats import mean_results
 from protjepa.experiment.spec import Experiment, RunPlan
 
 DONE = "done"
@@ -76,16 +76,6 @@ def collect_controls(experiment: Experiment) -> dict[str, VariantScores]:
             scores.probed.append(json.loads(results.read_text()))
             scores.seeds.append(control.seed)
     return out
-
-
-def mean_results(probed: list[dict]) -> dict:
-    """Per task, the mean over seeds of the main metric (None when a seed has no score)."""
-    tasks = {}
-    for name, first in probed[0]["tasks"].items():
-        values = [p["tasks"].get(name, {}).get("value") for p in probed]
-        mean = statistics.fmean(values) if all(v is not None for v in values) else None
-        tasks[name] = {"metric": first["metric"], "value": mean}
-    return {"tasks": tasks, "settings": probed[0].get("settings", {})}
 
 
 @dataclass

@@ -24,7 +24,6 @@ from protjepa.evaluation.seed_stats import (
     NullSummary,
     SeededComparison,
     SeedNoise,
-    Spread,
     compare_seeds,
     minimal_detectable_effect,
     null_summary,
@@ -174,13 +173,13 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
 
 def _verdicts(seeded: dict[str, SeededComparison]) -> list[str]:
     lines = ["## Verdicts", "",
-             "| variant | vs | tie rule W / L / T | tie rule sign p | noise rule W / L / T | noise rule sign p "
-             "| paired p, one-sided (two-sided; pairs) | verdict |",
+             "| variant | vs | tie rule W / L / T | tie rule sign p, better / worse | noise rule W / L / T "
+             "| noise rule sign p, better / worse | paired p, one-sided (two-sided; pairs) | verdict |",
              "|---|---|:---:|---:|:---:|---:|---:|---|"]
     for name, s in seeded.items():
         c = s.means
         paired = s.paired
-        lines.append(f"| {name} | {c.name_b} | {_wlt(c)} | {c.p_value:.4g} | {_wlt(s)} | {s.p_value:.4g} | "
+        lines.append(f"| {name} | {c.name_b} | {_wlt(c)} | {_p(c)} | {_wlt(s)} | {_p(s)} | "
                      f"{paired.greater:.4g} ({paired.two_sided:.4g}; {paired.n}) | {s.verdict} |")
     lines += ["", VERDICT_RULE + " The rules: see *Seeds and statistics* below."]
     left_out = {name: s.paired.left_out for name, s in seeded.items() if s.paired.left_out}
@@ -193,8 +192,9 @@ def _wlt(c: Comparison | SeededComparison) -> str:
     return f"{c.count('W')} / {c.count('L')} / {c.count('T')}"
 
 
-def _mean_std(spread: Spread) -> str:
-    return f"{spread.mean:.4f}" if spread.std is None else f"{spread.mean:.4f} ± {spread.std:.4f}"
+def _p(c: Comparison | SeededComparison) -> str:
+    """The two one-sided sign tests: that the variant is better, that it is worse."""
+    return f"{c.p_value:.4g} / {c.p_worse:.4g}"
 
 
 def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
@@ -215,13 +215,13 @@ def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
             for name in variants:
                 row = rows[name].get(task)
                 cells.append("n/a" if row is None else
-                             f"{_mean_std(row.a)} ({row.row.delta:+.4f}, {row.outcome(seeded[name].means.tie)}"
+                             f"{row.a} ({row.row.delta:+.4f}, {row.outcome(seeded[name].means.tie)}"
                              + ("†" if row.band is None else "") + ")")
-            lines.append(f"| {task} | {first.row.metric} | {_mean_std(first.b)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {first.row.metric} | {first.b} | " + " | ".join(cells) + " |")
         totals = [("W / L / T, noise rule", lambda c: f"**{_wlt(c)}**"),
-                  ("sign test p, noise rule", lambda c: f"{c.p_value:.4g}"),
+                  ("sign test p, better / worse, noise rule", _p),
                   ("W / L / T, tie rule", lambda c: _wlt(c.means)),
-                  ("sign test p, tie rule", lambda c: f"{c.means.p_value:.4g}")]
+                  ("sign test p, better / worse, tie rule", lambda c: _p(c.means))]
         lines += [f"| **{label}** | | | " + " | ".join(cell(seeded[n]) for n in variants) + " |"
                   for label, cell in totals]
         unmatched = [f"{n}: {why}" for n in variants for why in seeded[n].means.unmatched]
@@ -276,7 +276,7 @@ def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], 
                 row = next((r for r in comp.rows if r.row.task == task), None)
                 cells.append("n/a" if row is None else
                              f"{row.a.mean:.4f} ({row.row.delta:+.4f}, {row.outcome(tie)})")
-            spread_cell = next((_mean_std(r.b) for c in comps.values() for r in c.rows if r.row.task == task),
+            spread_cell = next((str(r.b) for c in comps.values() for r in c.rows if r.row.task == task),
                                _fmt(result["value"]))
             lines.append(f"| {task} | {result['metric']} | {spread_cell} | " + " | ".join(cells) + " |")
         lines.append("| **W / L / T (noise rule)** | | | " + " | ".join(
