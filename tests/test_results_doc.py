@@ -3,9 +3,11 @@ step counts for paper_small are the ones in docs/results/paper_small/report.md, 
 anti-collapse table is what the committed metrics.jsonl of docs/results/anti_collapse say."""
 from __future__ import annotations
 
-import re
 import json
+import re
 from pathlib import Path
+
+import pytest
 
 from protjepa.experiment.report import report_text
 from protjepa.experiment.spec import load_experiment
@@ -92,7 +94,11 @@ def test_anti_collapse_table_matches_the_committed_runs():
     assert all(run.name.endswith(("-s0", "-s1")) for run in runs)  # every run names its seed
 
 
-CONTINUED = Path("docs") / "results" / "continued_small"  # relative, as the committed report names it
+CPU_EXPERIMENTS = ("continued_small", "modern_small")
+
+
+def committed(name: str) -> Path:
+    return Path("docs") / "results" / name  # relative, as the committed report names it
 
 
 def regenerated(name: str, folder: Path) -> tuple[str, str]:
@@ -109,19 +115,21 @@ def regenerated(name: str, folder: Path) -> tuple[str, str]:
     return strip(report), strip(again)
 
 
-def test_continued_small_report_is_what_its_committed_runs_say(monkeypatch):
+@pytest.mark.parametrize("name", CPU_EXPERIMENTS)
+def test_cpu_experiment_report_is_what_its_committed_runs_say(monkeypatch, name):
     monkeypatch.chdir(DOCS.parent)
-    report, again = regenerated("continued_small", CONTINUED)
+    report, again = regenerated(name, committed(name))
     assert report == again
-    for name in re.findall(r"\]\(plots/([^)]+\.png)\)", report):
-        assert (CONTINUED / "plots" / name).is_file(), name
+    for plot in re.findall(r"\]\(plots/([^)]+\.png)\)", report):
+        assert (committed(name) / "plots" / plot).is_file(), plot
 
 
-def test_results_md_states_the_continued_small_verdicts(monkeypatch):
+@pytest.mark.parametrize("name", CPU_EXPERIMENTS)
+def test_results_md_states_the_cpu_experiment_verdicts(monkeypatch, name):
     monkeypatch.chdir(DOCS.parent)
-    verdicts = table_rows((CONTINUED / "report.md").read_text(), "## Verdicts")
+    verdicts = table_rows((committed(name) / "report.md").read_text(), "## Verdicts")
     results = RESULTS.read_text()
     for variant, _, tie_wlt, tie_p, noise_wlt, noise_p, _, verdict in verdicts:
-        line = row_of(results, f"| ours, continued_small, {variant}")
+        line = row_of(results, f"| ours, {name}, {variant}")
         for cell in (tie_wlt, tie_p, noise_wlt, noise_p, verdict):
             assert cell in line, (variant, cell, line)
