@@ -106,3 +106,20 @@ def test_ratios_are_medians_of_paired_repetitions():
     assert cost_over_floor(samples, "jepa", "mlm", "fwd") == pytest.approx(1.0)
     # tokens/s ratios 2/3, 3/5, 2/4 -> median 0.6
     assert paired(samples, "jepa", "mlm") == pytest.approx(0.6)
+
+
+def test_cost_curves_measure_every_point_and_plot_them(tmp_path, data_root, capsys):
+    png, out = tmp_path / "curves.png", tmp_path / "curves.json"
+    assert main(["bench", "--curves", str(png), "--size", "tiny", "--repeats", "1", "--steps", "1", "--warmup", "0",
+                 "--json", str(out), "--data-root", str(data_root)]) == 0
+    points = json.loads(out.read_text())["curves"][0]["points"]
+    crops = {(p["series"], p["x"]) for p in points if p["curve"] == "crop"}
+    assert crops == {(s, c) for s in ("mlm", "mlm_jepa_masked", "peer_hf_mlm") for c in (128, 256, 512, 1024)}
+    batches = {(p["series"], p["x"]) for p in points if p["curve"] == "batch"}
+    assert batches == {(s, b) for s in ("mlm", "peer_hf_mlm") for b in (2048, 4096, 8192, 16384)}
+    stages = [(p["series"], p["x"]) for p in points if p["curve"] == "pipeline"]
+    assert stages == [("read", 0), ("+ crop, encode, collate", 0), ("+ masking", 0), ("+ packing", 0),
+                      ("DataLoader", 1), ("DataLoader", 2)]
+    assert all(p["tokens_per_s"] > 0 for p in points)
+    assert all(p["range"][0] <= p["tokens_per_s"] <= p["range"][1] for p in points if p["curve"] != "pipeline")
+    assert png.stat().st_size > 10_000 and f"plotted {png}" in capsys.readouterr().out

@@ -121,10 +121,13 @@ def plot(points: list[Point], path: str | Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), gridspec_kw={"width_ratios": [1, 1, 1.4]})
+    # one colour a series in both step panels
+    colours = {s: f"C{i}" for i, s in enumerate(dict.fromkeys(p.series for p in points if p.curve != "pipeline"))}
     for ax, curve, xlabel in zip(axes[:2], ("crop", "batch"), ("crop (residues)", "batch tokens (padded)")):
         for series in dict.fromkeys(p.series for p in points if p.curve == curve):
             line = [p for p in points if p.curve == curve and p.series == series]
             ax.errorbar([p.x for p in line], [p.tokens_per_s for p in line], fmt="o-", label=series, capsize=3,
+                        color=colours[series],
                         yerr=[[p.tokens_per_s - p.range[0] for p in line], [p.range[1] - p.tokens_per_s for p in line]])
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
