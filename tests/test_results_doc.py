@@ -1,6 +1,8 @@
 """docs/results.md makes no claim its committed runs do not back: its W/L/T, sign-test and
-step counts for paper_small are the ones in docs/results/paper_small/report.md, and its
-anti-collapse table is what the committed metrics.jsonl of docs/results/anti_collapse say."""
+step counts for paper_small are the ones in docs/results/paper_small/report.md, its
+anti-collapse table is what the committed metrics.jsonl of docs/results/anti_collapse say, and
+the continued_small and modern_small reports are what their committed runs render to, their
+verdicts the ones results.md states."""
 from __future__ import annotations
 
 import json

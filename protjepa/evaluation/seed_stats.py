@@ -88,7 +88,6 @@ class Spread:
     std: float | None  # sample std (n - 1); None with one seed
     n: int
 
-
     def __str__(self) -> str:
         return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
 
