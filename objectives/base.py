@@ -57,13 +57,16 @@ class Objective(nn.Module):
     its config (``@register_objective(name, config=...)``).
 
     What the model asks of an objective, besides ``forward``: the depths it reads
-    (``student_layers``, ``target_requests``), the shared names it publishes and reads, and
-    ``ema_momentum``.
+    (``student_layers``, ``target_requests``), the shared names it publishes and reads,
+    ``ema_momentum`` and ``latent_score``.
     """
 
     # The (start, end) momentum schedule of the EMA teacher it reads; None: it reads none.
     # The model keeps one teacher, so every objective that sets this must agree.
     ema_momentum: tuple[float, float] | None = None
+    # The metric it logs that says whether its latent prediction beats a constant (``lift``, ``r2``);
+    # None: it predicts no latent target. Run summaries and experiment reports read it.
+    latent_score: str | None = None
 
     def __init__(self, config: ObjectiveConfig, encoder: Encoder, id: str):
         super().__init__()

@@ -31,6 +31,7 @@ from protjepa.objectives.base import (
 from protjepa.registry import register_objective
 
 LatentLoss = Literal["cosine", "mse", "smooth_l1"]
+LatentScore = Literal["auto", "lift", "r2"]
 
 
 class TargetConfig(ObjectiveConfig):
@@ -82,6 +83,41 @@ class JEPAConfig(ObjectiveConfig):
     target: TargetConfig = Field(default_factory=TargetConfig)
     student_layer: LayerSpec = Field("last", description="the student depth fed to the predictor")
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    score: LatentScore = Field(
+        "auto", description="the latent score that says whether the term learns: lift (any loss) or r2 (mse, "
+                            "smooth_l1); auto: lift for cosine, r2 otherwise")
+
+    @model_validator(mode="after")
+    def _score_the_loss_has(self):
+        if self.score == "r2" and self.loss == "cosine":
+            raise ValueError("score r2 needs loss mse or smooth_l1: a cosine loss leaves the predictions' scale free")
+        return self
+
+    @property
+    def score_metric(self) -> str:
+        """The metric (of :func:`latent_scores`) that says whether this latent term learns."""
+        if self.score != "auto":
+            return self.score
+        return "lift" if self.loss == "cosine" else "r2"
+
+
+def latent_scores(pred: Tensor, target: Tensor, loss: LatentLoss) -> dict[str, Tensor]:
+    """How well ``pred`` [N, D] predicts ``target`` [N, D], beside the best constant prediction.
+
+    LayerNorm'd targets share a large common direction, so a cosine alone says little:
+    ``cosine_of_mean`` is the mean cos(mean(t), t) over the rows (the constant prediction
+    mean(t)'s score) and ``lift`` = cosine - cosine_of_mean (0 for the mean itself). For the
+    value losses (mse, smooth_l1) also ``r2`` = 1 - sum |t - p|^2 / sum |t - mean(t)|^2
+    (0 for the mean, 1 for the target itself, below 0 for worse than the mean).
+    """
+    mean = target.mean(0, keepdim=True)
+    cosine = F.cosine_similarity(pred, target, dim=-1).mean()
+    cosine_of_mean = F.cosine_similarity(target, mean, dim=-1).mean()
+    scores = {"cosine": cosine, "cosine_of_mean": cosine_of_mean, "lift": cosine - cosine_of_mean}
+    if loss != "cosine":
+        spread = (target - mean).square().sum().clamp_min(torch.finfo(target.dtype).tiny)
+        scores["r2"] = 1 - (target - pred).square().sum() / spread
+    return scores
 
 
 def latent_loss(pred: Tensor, target: Tensor, kind: LatentLoss) -> Tensor:
@@ -202,12 +238,22 @@ class JEPA(Objective):
         self.ema_momentum = (
             (config.target.momentum, config.target.momentum_end) if config.target.source == "ema" else None
         )
+        self.latent_score = config.score_metric
 
     def student_layers(self) -> set[int]:
         return {self.student_depth}
 
     def target_requests(self) -> set[TargetRequest]:
         return {TargetRequest(self.config.target.source, self.target_depth)}
+
+    def predicted_index(self, batch: Batch) -> Tensor:
+        """Flat indices of the rows it predicts: the selected positions, or every residue."""
+        return batch.masked_index if self.config.positions == "masked" else batch.residue_index
+
+    def normalized(self, x: Tensor) -> Tensor:
+        """A prediction or target row as the loss compares it: float32, LayerNorm'd when ``normalize``."""
+        x = x.float()
+        return F.layer_norm(x, x.shape[-1:]) if self.config.normalize else x
 
     @classmethod
     def publishes(cls, config: JEPAConfig, id: str) -> set[str]:
@@ -225,21 +271,18 @@ class JEPA(Objective):
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         cfg = self.config
         batch = ctx.batch
-        index = batch.masked_index if cfg.positions == "masked" else batch.residue_index
+        index = self.predicted_index(batch)
         pred = self.predictor(ctx.student_layer(self.student_depth), index, batch, ctx.layout)
         target = gather_positions(ctx.target(cfg.target.source, self.target_depth), index)
         ctx.shared[f"{self.id}.pred"] = pred
         ctx.shared[f"{self.id}.target"] = target
-        pred, target = pred.float(), target.float()
-        if cfg.normalize:
-            pred = F.layer_norm(pred, pred.shape[-1:])
-            target = F.layer_norm(target, target.shape[-1:])
+        pred, target = self.normalized(pred), self.normalized(target)
         loss = latent_loss(pred, target, cfg.loss)
         pred, target = pred.detach(), target.detach()
         return ObjectiveOutput(
             loss,
             {
-                "cosine": F.cosine_similarity(pred, target, dim=-1).mean(),
+                **latent_scores(pred, target, cfg.loss),
                 "pred_std": pred.std(0, correction=0).mean(),
                 "target_std": target.std(0, correction=0).mean(),
             },

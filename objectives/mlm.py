@@ -1,13 +1,23 @@
 """Masked language modelling: cross-entropy of the LM head at the selected positions."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from protjepa.batch import gather_positions
 from protjepa.encoders.base import Encoder
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts
 from protjepa.objectives.base import Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput, StepContext
 from protjepa.registry import register_objective
+
+
+def unigram_entropy(labels: Tensor, vocabulary: int) -> Tensor:
+    """Entropy (nats) of the labels' own frequencies: the cross-entropy of the best constant
+    prediction, the yardstick an MLM loss must get under to have learned more than composition."""
+    counts = labels.new_zeros(vocabulary, dtype=torch.float32)
+    counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))  # no bincount: it syncs
+    return torch.special.entr(counts / counts.sum().clamp_min(1)).sum()
 
 
 class MLMConfig(ObjectiveConfig):
@@ -35,4 +45,5 @@ class MLM(Objective):
         labels = gather_positions(batch.tokens, batch.masked_index)
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.detach().argmax(-1) == labels).float().mean()
-        return ObjectiveOutput(loss, {"accuracy": accuracy, "perplexity": loss.detach().exp()})
+        return ObjectiveOutput(loss, {"accuracy": accuracy, "perplexity": loss.detach().exp(),
+                                      "unigram_entropy": unigram_entropy(labels, logits.shape[-1])})

@@ -28,6 +28,7 @@ from protjepa.errors import UserError
 SAFE_GLOBALS = [datetime.timedelta, TorchVersion, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
                 np.zeros(1).__reduce__()[0]]
 REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+NAME = re.compile(r"ckpt-(\d\.\d{3})\.pt")  # ckpt-<fraction of the budget>.pt
 DIGEST_CHUNK = 1 << 20
 
 
@@ -59,6 +60,12 @@ def verify_digest(path: Path) -> None:
                               "or was changed after it was written; resume from another checkpoint")
 
 
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint furthest into the budget in ``folder`` (``ckpt-<fraction>.pt``), or None."""
+    found = [(float(m.group(1)), p) for p in folder.glob("ckpt-*.pt") if (m := NAME.fullmatch(p.name))]
+    return max(found)[1] if found else None
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> dict:
     """A training checkpoint's contents: digest checked, then unpickled with ``weights_only=True``."""
     path = Path(path)
@@ -76,3 +83,27 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bo
     except Exception as exc:  # torch.load raises many types for foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a protjepa training checkpoint ({first})") from None
+
+
+def model_state(path: Path, model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The weights in training checkpoint ``path`` whose names start with ``prefix`` (``model.``:
+    the ProtJEPA inside Composer's model), without it; refused in one line unless they fit ``model``."""
+    try:
+        saved = read_checkpoint(path, mmap=True)["state"]["model"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: not a protjepa training checkpoint (no model state)") from None
+    saved = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
+    current = model.state_dict()
+    problems = [f"{k} is missing" for k in current if k not in saved]
+    problems += [f"{k} is not in this model" for k in saved if k not in current]
+    problems += [
+        f"{k} has shape {list(saved[k].shape)} there, {list(v.shape)} here"
+        for k, v in current.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(
+            f"{path}: saved from a different architecture: {problems[0]}{more}; use it with the recipe that wrote it"
+        )
+    return saved

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "list": "print the registered encoders and objectives",
     "train": "train a recipe on Composer under its budget",
     "probe": "score a checkpoint on the frozen-embedding probe suite",
+    "readout": "score a run's latent term on held-out masked positions against a constant and ridge readouts",
     "compare": "compare two probed runs task by task (W/L/T, sign test)",
     "bench": "measure training-step throughput against transformers' ESM",
     "experiment": "train and probe a list of recipes under one budget and write a report",

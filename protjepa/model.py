@@ -61,7 +61,10 @@ class ProtJEPA(nn.Module):
         )
 
     def forward(self, batch: Batch) -> StepOutput:
-        ctx = self.context(batch)
+        return self.losses(self.context(batch))
+
+    def losses(self, ctx: StepContext) -> StepOutput:
+        """The weighted sum of the objectives on ``ctx``; afterwards ``ctx.shared`` holds what they published."""
         total = None
         metrics: dict[str, Tensor] = {}
         for id, weight, objective in zip(self.ids, self.weights, self.objectives):
@@ -73,6 +76,10 @@ class ProtJEPA(nn.Module):
                 metrics[f"{id}/{key}"] = value
         metrics["loss"] = total.detach()
         return StepOutput(total, metrics)
+
+    def latent_scores(self) -> dict[str, str]:
+        """Objective id -> the metric saying whether its latent term beats a constant (``lift``, ``r2``)."""
+        return {id: obj.latent_score for id, obj in zip(self.ids, self.objectives) if obj.latent_score}
 
     def flop_parts(self, counts: BatchCounts) -> dict[str, float | None]:
         """Matmul FLOPs of one training step on a batch of ``counts``, by part: the student

@@ -17,10 +17,10 @@ from protjepa.cli import main
 
 STEP_ROWS = ["mlm", "mlm_jepa_masked", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only", "mlm_packed",
              "peer_hf_mlm@128", "mlm_padded@128", "mlm_packed@128", "target_forward_last", "target_forward_half",
-             "peer_hf_mlm"]
+             "peer_hf_mlm", "latent_metrics"]
 ENCODER_ROWS = ["encoder_fwd[math]", "encoder_fwd_bwd[math]", "encoder_fwd[sdpa]", "encoder_fwd_bwd[sdpa]"]
 RATIOS = ["mlm / peer", "mlm packed / peer", "mlm / peer (crop 128)", "mlm packed / peer (crop 128)",
-          "mlm_jepa_masked / floor", "mlm_jepa_ema_half / floor",
+          "mlm_jepa_masked / floor", "mlm_jepa_ema_half / floor", "latent metrics / mlm_jepa_masked",
           "mlm_jepa_masked / mlm", "mlm_jepa_ema_half / mlm", "mlm_jepa_all / mlm", "jepa_only / mlm",
           "target_forward_last / mlm", "packed / padded (crop 128)", "packed / padded (step batches)",
           "math / sdpa fwd", "math / sdpa fwd_bwd"]
@@ -58,6 +58,7 @@ def test_quick_run_writes_every_row(data_root, tmp_path, capsys):
     (check,) = run["checks"]
     assert check["name"] == "embeddings match transformers'" and check["passed"], check
     assert ratios["mlm_jepa_masked / floor"]["target"] == "<= 1.1"
+    assert ratios["latent metrics / mlm_jepa_masked"]["target"] == "<= 0.01"
     assert ratios["mlm / peer (crop 128)"]["target"] == ">= 1.3"
     if NATIVE_BF16:  # the step crop's peer target is held in bf16; fp32's ratio is information
         assert ratios["mlm bf16 / peer bf16"]["target"] == ">= 1.3" and ratios["mlm / peer"]["target"] is None

@@ -18,7 +18,7 @@ from protjepa.data import (
     FastaReader,
     batch_of_sequences,
     first_fit_decreasing,
-    fixed_batch,
+    fixed_batches,
     holdout_score,
     in_split,
     make_corpus,
@@ -245,16 +245,19 @@ def test_streams_without_reading_the_whole_file(tmp_path, data_root):
     assert time.perf_counter() - start < 5.0
 
 
-def test_fixed_batch(data_root, tmp_path):
+def test_fixed_batches(data_root, tmp_path):
     path = data_root / VALID
-    first = fixed_batch(path, 8, crop=64)
+    [first] = fixed_batches(path, 8, crop=64)
     assert first.num_sequences == 8 and first.masked_index.numel() == 0
-    assert torch.equal(first.tokens, fixed_batch(path, 8, crop=64).tokens)
-    masked = fixed_batch(path, 8, crop=64, masking=MaskingConfig())
+    assert torch.equal(first.tokens, fixed_batches(path, 8, crop=64)[0].tokens)
+    [masked] = fixed_batches(path, 8, crop=64, masking=MaskingConfig())
     assert torch.equal(masked.tokens, first.tokens) and masked.masked_index.numel() > 0
-    assert torch.equal(masked.masked_index, fixed_batch(path, 8, crop=64, masking=MaskingConfig()).masked_index)
-    with pytest.raises(CorpusError, match="only 1 records in split 'all', a fixed batch needs 2"):
-        fixed_batch(write_fasta(tmp_path / "one.fa", [("a", "MK")]), 2)
+    assert torch.equal(masked.masked_index, fixed_batches(path, 8, crop=64, masking=MaskingConfig())[0].masked_index)
+    chunks = fixed_batches(path, 8, chunk=3, crop=64)  # the same records, cropped the same way, in 3 + 3 + 2
+    assert [c.num_sequences for c in chunks] == [3, 3, 2]
+    assert [c.num_residues for c in chunks] and sum(c.num_residues for c in chunks) == first.num_residues
+    with pytest.raises(CorpusError, match="only 1 records in split 'all', 2 are needed"):
+        fixed_batches(write_fasta(tmp_path / "one.fa", [("a", "MK")]), 2)
 
 
 # --------------------------------------------------------------------------- recipe -> corpus

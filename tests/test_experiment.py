@@ -18,7 +18,7 @@ from protjepa.cli import main
 from protjepa.evaluation.compare import load_results, sign_test
 from protjepa.evaluation.seed_stats import mean_results
 from protjepa.experiment.records import read_done, read_metrics
-from protjepa.experiment.report import write_report
+from protjepa.experiment.report import NOT_LEARNED, write_report
 from protjepa.experiment.runner import run_experiment, train_run
 from protjepa.experiment.spec import ExperimentError, load_experiment
 from protjepa.export import load_encoder
@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "experiments" / "smoke.yaml"
 RUNS = ["mlm/seed0", "mlm/seed1", "masked/seed0"]
 CONTROL = "random_init_esm2_2x32/seed0"  # smoke's one encoder shape, untrained, its one experiment seed
-SECTIONS = ["# Experiment smoke", "## Verdicts", "## Per-task results", "### Against mlm",
+SECTIONS = ["# Experiment smoke", "## Verdicts", "## Latent term against a constant", "## Per-task results",
+            "### Against mlm",
             "## Learning control: against random init", "## Budget used", "## Collapse monitors",
             "## Seeds and statistics", "## Probe notes", "## Plots"]
 
@@ -43,8 +44,9 @@ def finished(tmp_path_factory, data_root):
 
 
 def _table(report: str, heading: str) -> list[list[str]]:
-    """The cells of the first Markdown table after ``heading`` (header row included, rule row left out)."""
-    block = report.split(heading + "\n", 1)[1]
+    """The cells of the first Markdown table after the line that starts with ``heading`` (header row
+    included, rule row left out)."""
+    block = report.split(heading, 1)[1].split("\n", 1)[1]
     rows = []
     for line in block.splitlines():
         if line.startswith("|"):
@@ -110,7 +112,35 @@ def test_wlt_totals_agree_with_the_per_task_table(finished):
     assert verdict[:2] == ["masked", "mlm"]
     assert verdict[2:4] == [totals["**W / L / T, tie rule**"], totals["**sign test p, better / worse, tie rule**"]]
     assert verdict[4:6] == [f"{counts['W']} / {counts['L']} / {counts['T']}", p]
-    assert verdict[7] == "not separable from noise"  # two tasks can never give a sign test p < 0.05
+    readout = json.loads((experiment.output / "runs" / "masked" / "seed0" / "readout.json").read_text())
+    learned = readout["latent"]["jepa"]["lift"] > 0  # 3 steps: usually not
+    # two tasks can never give a sign test p < 0.05; no verdict at all where the latent term did not learn
+    assert verdict[7] == ("not separable from noise" if learned else NOT_LEARNED)
+
+
+def test_latent_section_reads_each_runs_readout(finished):
+    experiment, outcome, lines = finished
+    assert outcome.read_out == RUNS and any(line == "== reading out masked/seed0 (ckpt-1.000.pt)" for line in lines)
+    report = outcome.report.read_text()
+    runs = _table(report, "## Latent term against a constant")
+    assert runs[0][:4] == ["run", "held-out MLM loss (constant)", "effective rank", "latent score"]
+    for row in runs[1:]:
+        run = row[0].split(" ")[0]
+        readout = json.loads((experiment.output / "runs" / run / "readout.json").read_text())
+        mlm = readout["mlm"]["mlm"]
+        assert row[1] == f"{mlm['loss']:.4f} ({mlm['unigram_entropy']:.4f})"
+        if run == "masked/seed0":
+            jepa = readout["latent"]["jepa"]
+            assert row[0] == "masked/seed0 (jepa)" and row[3] == f"lift {jepa['lift']:+.4f}"
+            assert row[4] == f"{jepa['cosine']:.4f} ({jepa['cosine_of_mean']:.4f})"
+            assert row[5] == " / ".join(f"{jepa['readout_r2'][k]:.4f}" for k in ("student", "predictions", "residue"))
+        else:
+            assert row[3:] == ["-", "-", "-"]
+    variants = {row[0]: row for row in _table(report, "Per variant.")}
+    lift = json.loads((experiment.output / "runs" / "masked" / "seed0" / "readout.json").read_text())["latent"]["jepa"]
+    assert variants["masked"][1] == "mlm" and variants["masked"][5] == ("yes" if lift["lift"] > 0 else "**no**")
+    assert variants["masked"][4] == f"lift {lift['lift']:+.3f}"
+    assert variants["mlm"][5] == "-" and variants["mlm"][6] == "(baseline)"
 
 
 def test_budget_table_shows_what_each_run_used(finished):

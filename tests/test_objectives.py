@@ -15,7 +15,8 @@ from protjepa.batch import Batch, gather_positions
 from protjepa.build import build_model
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.objectives.base import ObjectiveError
-from protjepa.objectives.jepa import PredictorConfig, TransformerPredictor, latent_loss
+from protjepa.objectives.jepa import PredictorConfig, TransformerPredictor, latent_loss, latent_scores
+from protjepa.objectives.mlm import unigram_entropy
 from protjepa.objectives.sigreg import SIGReg, SIGRegConfig
 from protjepa.objectives.vicreg import VICReg, VICRegConfig
 from protjepa.recipe import RecipeError
@@ -100,6 +101,45 @@ def test_latent_losses_on_known_vectors():
     assert latent_loss(pred, target, "mse").item() == pytest.approx((4 + 0 + 1 + 1) / 4)
     # smooth L1, beta 1: |2| -> 1.5, 0 -> 0, |1| -> 0.5 twice
     assert latent_loss(pred, target, "smooth_l1").item() == pytest.approx((1.5 + 0 + 0.5 + 0.5) / 4)
+
+
+def test_latent_scores_set_the_prediction_against_the_mean_target():
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # mean (2/3, 2/3)
+    # cos((1, 1), t) for each row: 1/sqrt(2), 1/sqrt(2), 1
+    of_mean = (2 / math.sqrt(2) + 1) / 3
+    mean = latent_scores(target.mean(0).expand(3, 2), target, "mse")
+    assert mean["cosine"].item() == pytest.approx(of_mean) and mean["cosine_of_mean"].item() == pytest.approx(of_mean)
+    assert mean["lift"].item() == pytest.approx(0, abs=1e-7) and mean["r2"].item() == pytest.approx(0, abs=1e-7)
+    itself = latent_scores(target, target, "smooth_l1")
+    assert itself["cosine"].item() == pytest.approx(1) and itself["r2"].item() == 1
+    assert itself["lift"].item() == pytest.approx(1 - of_mean)
+    # rows shuffled: the sum of squared errors (2 + 1 + 1) exceeds the spread about the mean (4/3)
+    shuffled = latent_scores(target[[1, 2, 0]], target, "mse")
+    assert shuffled["r2"].item() == pytest.approx(1 - 4 / (4 / 3)) and shuffled["r2"].item() < 0
+    assert shuffled["cosine"].item() == pytest.approx((0 + 1 / math.sqrt(2) + 1 / math.sqrt(2)) / 3)
+    assert "r2" not in latent_scores(target, target, "cosine")  # a cosine loss has no scale to score
+
+
+def test_jepa_logs_its_latent_scores_and_names_its_score():
+    batch = toy_batch()
+    for loss, score in (("cosine", "lift"), ("mse", "r2")):
+        model = model_of({"name": "jepa", "loss": loss})
+        assert model.latent_scores() == {"jepa": score}
+        out = model(batch)
+        assert out.metrics["jepa/lift"].item() == pytest.approx(
+            out.metrics["jepa/cosine"].item() - out.metrics["jepa/cosine_of_mean"].item(), abs=1e-6)
+        assert ("jepa/r2" in out.metrics) == (loss == "mse")
+    assert model_of({"name": "jepa", "loss": "mse", "score": "lift"}).latent_scores() == {"jepa": "lift"}
+    assert model_of({"name": "mlm"}).latent_scores() == {}
+
+
+def test_unigram_entropy_is_the_best_constant_predictions_loss():
+    labels = torch.tensor([4, 4, 5, 6])  # frequencies 1/2, 1/4, 1/4
+    expected = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))
+    assert unigram_entropy(labels, 33).item() == pytest.approx(expected, rel=1e-6)
+    constant = torch.full((33,), -math.inf)  # no mass on residues that never occur
+    constant[[4, 5, 6]] = torch.tensor([0.5, 0.25, 0.25]).log()  # logits of those frequencies
+    assert F.cross_entropy(constant.expand(4, 33), labels).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_jepa_masked_cosine_with_layernorm_matches_by_hand():
@@ -415,6 +455,9 @@ def test_sigreg_directions_follow_the_step_and_survive_a_checkpoint():
         ([{"name": "jepa"}, {"name": "sigreg", "input": "student.cls"}],
          "objectives[1].input: expected student.masked|student.residues|student.pooled"),
         ([{"name": "sigreg", "num_directions": 0}], "objectives[0].num_directions: Input should be greater than"),
+        ([{"name": "jepa", "score": "r2"}],
+         "objectives[0]: score r2 needs loss mse or smooth_l1: a cosine loss leaves the predictions' scale free"),
+        ([{"name": "jepa", "score": "accuracy"}], "objectives[0].score: expected auto|lift|r2"),
     ],
 )
 def test_bad_configs_name_the_key(objectives, message):

@@ -15,7 +15,7 @@ from protjepa.cli import main
 from protjepa.commands.train import main_job_settings, unused_run_dir
 from protjepa.export import load_encoder
 from protjepa.recipe import load_recipe
-from protjepa.training.checkpoints import latest_checkpoint
+from protjepa.checkpoint_file import latest_checkpoint
 from protjepa.training.summary import read_records
 
 REPO = Path(__file__).resolve().parents[1]

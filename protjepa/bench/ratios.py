@@ -81,6 +81,9 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[
     add("mlm_jepa_ema_half / floor", "EMA-teacher half-depth MLM+JEPA step time / (MLM step + no-grad target "
         "pass to half depth)", cost_over_floor(samples, "mlm_jepa_ema_half", "mlm", "target_forward_half"),
         at_most(1.10))
+    add("latent metrics / mlm_jepa_masked", "time of the metrics that set each score beside a constant "
+        "prediction's (lift, cosine_of_mean, r2, unigram entropy) over the masked MLM+JEPA step's",
+        1 / paired(samples, "latent_metrics", "mlm_jepa_masked"), at_most(0.01))
     for variant in ("mlm_jepa_masked", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only"):
         add(f"{variant} / mlm", f"step time of {variant} over the MLM-only step (the paper's JEPA: 1.8)",
             1 / paired(samples, variant, "mlm"))

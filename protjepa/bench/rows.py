@@ -11,7 +11,7 @@ from protjepa.attention import resolve_backend
 from protjepa.bench.batches import Prepared, corpus_batches
 from protjepa.bench.config import (VARIANTS, SIZES, BenchConfig, dtype_of, layout_budget, layout_suffix, recipe_for,
                                    step_budget)
-from protjepa.bench.steps import encoder_pass, model_step, peer_model, peer_step, target_forward
+from protjepa.bench.steps import encoder_pass, latent_metrics, model_step, peer_model, peer_step, target_forward
 from protjepa.build import build_encoder, build_model
 from protjepa.flops import FORWARD_BACKWARD
 from protjepa.model import ProtJEPA
@@ -19,7 +19,7 @@ from protjepa.precision import cpu_bf16_missing
 
 # The order of the rows that the ratios pair up; the other rows follow.
 ADJACENT = ("peer_hf_mlm", "mlm", "mlm+bf16", "peer_hf_mlm+bf16", "mlm+compile", "mlm_packed", "target_forward_last",
-            "mlm_jepa_masked", "mlm_jepa_masked+bf16", "mlm_jepa_masked+compile", "target_forward_half",
+            "mlm_jepa_masked", "latent_metrics", "mlm_jepa_masked+bf16", "mlm_jepa_masked+compile", "target_forward_half",
             "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only")
 # Rows repeated under bf16 autocast beside the fp32 ones (BenchConfig.bf16_rows).
 BF16_ROWS = ("mlm", "peer_hf_mlm", "mlm_jepa_masked")
@@ -81,6 +81,8 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
             add(f"{variant}+compile", f"training step, recipes/{recipe_file}, torch.compile'd encoder", "padded",
                 model_step(compiled, recipe.optim, device, config.dtype), flops)
     mlm = models["mlm"]
+    add("latent_metrics", "the latent scores and unigram entropy the objectives log, alone, on the masked rows",
+        "padded", latent_metrics(d, len(mlm.encoder.alphabet), device))
     train_flops = step_flops(mlm)  # the peer rows do the MLM step's work
     add("mlm_packed", "training step, recipes/mlm.yaml, packed rows", "packed",
         model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)

@@ -12,6 +12,8 @@ from protjepa.bench.batches import Prepared
 from protjepa.bench.config import BenchError, Dtype
 from protjepa.encoders.base import Encoder
 from protjepa.model import ProtJEPA
+from protjepa.objectives.jepa import latent_scores
+from protjepa.objectives.mlm import unigram_entropy
 from protjepa.precision import bf16_autocast
 from protjepa.recipe import OptimConfig
 from protjepa.training.trainer import build_optimizer
@@ -99,5 +101,21 @@ def encoder_pass(encoder: Encoder, backward: bool, device: torch.device, dtype: 
         if backward:
             out.last.float().square().mean().backward()
             encoder.zero_grad(set_to_none=True)
+
+    return run
+
+
+def latent_metrics(width: int, vocabulary: int, device: torch.device) -> Callable[[Prepared], None]:
+    """What the objectives compute to set their scores beside a constant prediction's, alone: the
+    latent scores on the step's masked rows (float32, as the JEPA objective computes them) and the
+    unigram entropy of their labels. Its time over a step's is what those metrics cost."""
+    rows: dict[str, Tensor] = {}
+
+    def run(p: Prepared) -> None:
+        n = p.batch.masked_index.numel()
+        if "pred" not in rows or rows["pred"].shape[0] < n:  # row values do not change the work: made once
+            rows["pred"], rows["target"] = torch.randn(2, n, width, device=device).unbind(0)
+        latent_scores(rows["pred"][:n], rows["target"][:n], "cosine")
+        unigram_entropy(p.batch.tokens.flatten().index_select(0, p.batch.masked_index), vocabulary)
 
     return run

@@ -27,8 +27,8 @@ def run(args) -> int:
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
     outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
     if not args.dry_run:
-        for what in ("trained", "resumed", "exported", "probed", "skipped"):
+        for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
             labels = getattr(outcome, what)
             if labels:
-                print(f"{what}: {', '.join(labels)}")
+                print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
     return 0

@@ -82,7 +82,7 @@ def run(args) -> int:
     if args.main_job and not args.run_dir and not args.resume:
         run_dir = unused_run_dir(run_dir)  # running the demo twice makes a second run
 
-    from protjepa.training.checkpoints import CheckpointError, latest_checkpoint
+    from protjepa.checkpoint_file import CheckpointError, latest_checkpoint
     from protjepa.training.trainer import RunInterrupted, train
 
     resume = None

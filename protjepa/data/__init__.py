@@ -3,7 +3,8 @@ from protjepa.data.collate import Collator, batch_of_sequences, encode_sequences
 from protjepa.data.corpus import (
     CorpusError,
     FastaCorpus,
-    fixed_batch,
+    fixed_batches,
+    held_out_batches,
     holdout_score,
     in_split,
     make_corpus,
@@ -14,7 +15,7 @@ from protjepa.data.masking import mask_tokens
 
 __all__ = [
     "Collator", "batch_of_sequences", "encode_sequences", "first_fit_decreasing",
-    "CorpusError", "FastaCorpus", "fixed_batch", "holdout_score", "in_split", "make_corpus",
+    "CorpusError", "FastaCorpus", "fixed_batches", "held_out_batches", "holdout_score", "in_split", "make_corpus",
     "split_sequences",
     "FastaError", "FastaReader", "FastaRecord", "write_fasta",
     "mask_tokens",

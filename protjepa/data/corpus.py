@@ -240,15 +240,33 @@ def make_corpus(data: DataConfig, masking: MaskingConfig | None, split: Literal[
     return None
 
 
-def fixed_batch(path: str | os.PathLike, n: int, *, crop: int = 512, masking: MaskingConfig | None = None,
-                seed: int = 0, split: Split = "all", holdout_fraction: float = 0.0,
-                unknown_letters: UnknownLetters = "error", alphabet: Alphabet = ESM_ALPHABET) -> Batch:
-    """The first ``n`` records of the split as one padded batch, cropped (and masked) the same way every call."""
+def fixed_batches(path: str | os.PathLike, n: int, *, chunk: int | None = None, crop: int = 512,
+                  masking: MaskingConfig | None = None, seed: int = 0, split: Split = "all",
+                  holdout_fraction: float = 0.0, unknown_letters: UnknownLetters = "error",
+                  alphabet: Alphabet = ESM_ALPHABET) -> list[Batch]:
+    """The first ``n`` records of the split as padded batches of ``chunk`` records (default: one
+    batch of all ``n``), cropped (and masked) the same way every call."""
     rng = random.Random(seed)
     sequences = []
     for sequence in split_sequences(path, split, holdout_fraction, unknown_letters, alphabet):
         sequences.append(alphabet.encode(random_crop(sequence, crop, rng)))
         if len(sequences) == n:
-            return Collator(alphabet, masking, seed=seed)(sequences)
-    raise CorpusError(f"{path}: only {len(sequences)} records in split {split!r}, a fixed batch needs {n}")
+            collate, chunk = Collator(alphabet, masking, seed=seed), chunk or n
+            return [collate(sequences[i:i + chunk]) for i in range(0, n, chunk)]
+    raise CorpusError(f"{path}: only {len(sequences)} records in split {split!r}, {n} are needed")
 
+
+def held_out_batches(data: DataConfig, masking: MaskingConfig | None, n: int, *, chunk: int | None = None,
+                     seed: int = 0, root: str | None = None) -> tuple[list[Batch], str]:
+    """The first ``n`` held-out records of the recipe's data (``valid``, else the holdout split of
+    ``train``, else the first records of ``train``) as :func:`fixed_batches`, and where they came from."""
+    source = make_corpus(data, masking, "valid", seed=seed, root=root)
+    if source is None:  # no held-out split: the first training records
+        source = make_corpus(data, masking, "train", seed=seed, root=root)
+        where = f"the first {n} records of {data.train} (no held-out split)"
+    else:
+        where = f"{n} held-out records"
+    batches = fixed_batches(source.path, n, chunk=chunk, crop=data.crop, masking=masking, seed=seed,
+                            split=source.split, holdout_fraction=data.holdout_fraction,
+                            unknown_letters=data.unknown_letters)
+    return batches, where

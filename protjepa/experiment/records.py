@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from protjepa.evaluation.readout import READOUT
 from protjepa.evaluation.seed_stats import mean_results
 from protjepa.experiment.spec import Experiment, RunPlan
 
@@ -32,6 +33,7 @@ class RunData:
     done: dict | None  # None: not finished
     records: list[dict]  # metrics.jsonl, without the records of an interrupted stretch that was redone
     probe: dict | None  # probe/results.json, None: not probed
+    readout: dict | None = None  # readout.json (the latent term on held-out rows), None: not read out
 
     @property
     def summary(self) -> dict:
@@ -58,7 +60,9 @@ def run_data(plan: RunPlan) -> RunData:
     done = read_done(plan.run_dir)
     results = plan.run_dir / PROBE_DIR / RESULTS
     probe = json.loads(results.read_text()) if done and results.is_file() else None
-    return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe)
+    readout = plan.run_dir / READOUT
+    return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe,
+                   json.loads(readout.read_text()) if done and readout.is_file() else None)
 
 
 def collect(experiment: Experiment) -> list[RunData]:

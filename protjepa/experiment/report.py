@@ -31,6 +31,7 @@ from protjepa.evaluation.seed_stats import (
     seed_scores,
     task_noise,
 )
+from protjepa.experiment.latent import VariantLatent, latent_section, variant_latents
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
 from protjepa.experiment.records import (
     HELD_OUT_MLM,
@@ -171,7 +172,10 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     return lines
 
 
-def _verdicts(seeded: dict[str, SeededComparison]) -> list[str]:
+NOT_LEARNED = "no verdict: its latent term did not learn"
+
+
+def _verdicts(seeded: dict[str, SeededComparison], latents: dict[str, VariantLatent]) -> list[str]:
     lines = ["## Verdicts", "",
              "| variant | vs | tie rule W / L / T | tie rule sign p, better / worse | noise rule W / L / T "
              "| noise rule sign p, better / worse | paired p, one-sided (two-sided; pairs) | verdict |",
@@ -179,9 +183,13 @@ def _verdicts(seeded: dict[str, SeededComparison]) -> list[str]:
     for name, s in seeded.items():
         c = s.means
         paired = s.paired
+        latent = latents.get(name)
+        verdict = NOT_LEARNED if latent and latent.has_latent_term and not latent.learned else s.verdict
         lines.append(f"| {name} | {c.name_b} | {_wlt(c)} | {_p(c)} | {_wlt(s)} | {_p(s)} | "
-                     f"{paired.greater:.4g} ({paired.two_sided:.4g}; {paired.n}) | {s.verdict} |")
-    lines += ["", VERDICT_RULE + " The rules: see *Seeds and statistics* below."]
+                     f"{paired.greater:.4g} ({paired.two_sided:.4g}; {paired.n}) | {verdict} |")
+    lines += ["", VERDICT_RULE + " A variant whose latent term did not beat a constant prediction in every seed "
+              f"gets *{NOT_LEARNED}* (see *Latent term against a constant*). The rules: see *Seeds and statistics* "
+              "below."]
     left_out = {name: s.paired.left_out for name, s in seeded.items() if s.paired.left_out}
     lines += [""] * bool(left_out) + [f"- {name}: paired test without {', '.join(tasks)} (no seed noise measured)"
                                       for name, tasks in left_out.items()]
@@ -384,9 +392,14 @@ def render(experiment: Experiment, runs: list[RunData], scores: dict[str, Varian
            controls: dict[str, VariantScores] | None = None) -> str:
     seeds = seed_statistics(scores, comps, experiment.spec.tie_tolerance)
     trained = ([base] if base is not None else []) + runs
+    latents = variant_latents(runs, {v.name: v.baseline for v in experiment.variants})
     sections = [_header(experiment, trained)]
     if comps:
-        sections += [_verdicts(seeds.comparisons), _task_tables(seeds.comparisons)]
+        sections.append(_verdicts(seeds.comparisons, latents))
+    if latents:
+        sections.append(latent_section(latents))
+    if comps:
+        sections.append(_task_tables(seeds.comparisons))
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
     sections += [_learning_control(experiment, scores, base, controls or {}), _budget_table(trained),

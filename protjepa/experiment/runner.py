@@ -4,7 +4,8 @@ Each run lives in ``<output>/runs/<variant>/seed<k>/`` (the run directory of ``p
 train``). A run is finished when its ``done`` marker exists: the marker is written last,
 after the encoder export, so a run interrupted at any point has none, and the next
 invocation resumes it from its latest budget checkpoint (or starts it again when it has
-none). Probe results are kept in the run's ``probe/`` and reused while the encoder weights,
+none). After training, each run's newest checkpoint is read out (``readout.json``: the latent
+term against a constant and ridge readouts, :mod:`protjepa.evaluation.readout`). Probe results are kept in the run's ``probe/`` and reused while the encoder weights,
 the task list and the probe options are those recorded beside them (``experiment_key.json``,
 written after the results).
 
@@ -30,6 +31,7 @@ from protjepa.build import encoder_from_spec
 from protjepa.encoders.weights import NATIVE_SPEC
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
+from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, write_readout
 from protjepa.evaluation.suite import run_probe_suite, write_results
 from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
@@ -37,7 +39,7 @@ from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentEr
 from protjepa.export import load_encoder, save_encoder
 from protjepa.paths import data_root as resolve_data_root
 from protjepa.recipe import dump_recipe, load_recipe
-from protjepa.training.checkpoints import latest_checkpoint
+from protjepa.checkpoint_file import latest_checkpoint
 from protjepa.training.trainer import train
 
 
@@ -50,6 +52,7 @@ class Outcome:
     probed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # finished and probed before
     exported: list[str] = field(default_factory=list)  # random-init controls built and exported now
+    read_out: list[str] = field(default_factory=list)  # runs whose latent readout was (re)computed now
     report: Path | None = None
 
 
@@ -129,6 +132,22 @@ def export_control(control: ControlPlan) -> bool:
     torch.manual_seed(control.seed)  # what train's seed_all does for the encoder's (torch-only) initialisation
     encoder = encoder_from_spec(control.recipe.encoder, control.recipe.encoder_config)  # no checkpoint: untrained
     save_encoder(encoder, control.export, section)
+    return True
+
+
+def read_out_run(plan: RunPlan, *, data_root: str | None, log: Callable[[str], None]) -> bool:
+    """Write the finished run's ``readout.json`` (:mod:`protjepa.evaluation.readout`) unless it reads
+    its newest checkpoint already; True when it read out now."""
+    newest = latest_checkpoint(plan.run_dir / "checkpoints")
+    if newest is None:
+        log(f"== {plan.label}: no checkpoint left to read out (kept readout: "
+            f"{'yes' if (plan.run_dir / READOUT).is_file() else 'none'})")
+        return False
+    saved = plan.run_dir / READOUT
+    if saved.is_file() and json.loads(saved.read_text()).get("checkpoint_sha256") == checkpoint_digest(newest):
+        return False
+    log(f"== reading out {plan.label} ({newest.name})")
+    write_readout(read_out(plan.run_dir, checkpoint=newest, data_root=data_root), plan.run_dir)
     return True
 
 
@@ -251,6 +270,10 @@ def run_experiment(
             outcome.probed.append(label)
             if label in outcome.skipped:
                 outcome.skipped.remove(label)
+
+    for plan in trained:
+        if read_out_run(plan, data_root=data_root, log=log):
+            outcome.read_out.append(plan.label)
 
     outcome.report = write_report(experiment)
     log(f"report: {outcome.report}")

@@ -33,6 +33,7 @@ objectives' predictors and the optimizer new, under the experiment's budget::
       budget: {tokens: 6e6}           # the base's own: tokens or steps, never wall_clock
       seed: 0
       set: {optim.lr: 1.0e-3}         # key path -> value, after the experiment's encoder, data and set
+      run_dir: runs/experiments/continued_small/base   # optional: share another experiment's base
 
 The base recipe is resolved like a variant's (the experiment's ``encoder``, ``data`` and
 ``set``, then ``base.set``); each variant gets ``encoder.checkpoint: <output>/base/export``,
@@ -103,6 +104,9 @@ class BaseSpec(Strict):
     budget: BudgetConfig = Field(description="the base's own budget: tokens or steps")
     seed: int = 0
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
+    run_dir: str | None = Field(
+        None, description="where the base is trained (default: <output>/base); another experiment's base folder "
+                          "shares that base, trained once, while their base recipes are the same")
 
     @field_validator("budget")
     @classmethod
@@ -338,7 +342,7 @@ def _base_plan(spec: ExperimentSpec, path: Path, lines: YamlLines, out_dir: Path
         raise _error(path, lines, ("base", "recipe"), "the base must be MLM-only pretraining; its objectives: "
                      + ", ".join(o.name for o in recipe.objectives))
     recipe = recipe.model_copy(update={"seed": base.seed, "name": f"{BASE}-seed{base.seed}"})
-    return RunPlan(BASE, base.seed, recipe, out_dir / BASE)
+    return RunPlan(BASE, base.seed, recipe, Path(base.run_dir) if base.run_dir else out_dir / BASE)
 
 
 def _check_base_shape(base: Recipe, recipe: Recipe, where: str) -> None:

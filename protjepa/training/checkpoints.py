@@ -10,7 +10,6 @@ Composer's own restore included.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -20,22 +19,15 @@ from composer.utils import checkpoint as composer_checkpoint
 from composer.utils import dist
 from composer.utils.checkpoint import save_checkpoint
 
-from protjepa.checkpoint_file import CheckpointError, digest_path, file_digest, read_checkpoint
+from protjepa.checkpoint_file import CheckpointError, digest_path, file_digest, latest_checkpoint, read_checkpoint
 from protjepa.training.budget import BudgetTracker
 from protjepa.training.finite import FirstNonFinite
 
-NAME = re.compile(r"ckpt-(\d\.\d{3})\.pt")
 PARTIAL = ".partial-"
 
 
 def checkpoint_path(folder: Path, fraction: float) -> Path:
     return folder / f"ckpt-{fraction:.3f}.pt"
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint furthest into the budget in ``folder``, or None."""
-    found = [(float(m.group(1)), p) for p in folder.glob("ckpt-*.pt") if (m := NAME.fullmatch(p.name))]
-    return max(found)[1] if found else None
 
 
 def clean_partials(folder: Path) -> list[Path]:
@@ -122,24 +114,3 @@ class BudgetCheckpointer(Callback):
                     target.unlink(missing_ok=True)
                     os.link(source, target)
                 self.saved.append(link)
-
-
-def check_compatible(path: Path, model: torch.nn.Module) -> None:
-    """Refuse, in one line, a file that is not a training checkpoint of this architecture."""
-    try:
-        saved = read_checkpoint(path, mmap=True)["state"]["model"]
-    except (KeyError, TypeError):
-        raise CheckpointError(f"{path}: not a protjepa training checkpoint (no model state)") from None
-    current = model.state_dict()
-    problems = [f"{k} is missing" for k in current if k not in saved]
-    problems += [f"{k} is not in this model" for k in saved if k not in current]
-    problems += [
-        f"{k} has shape {list(saved[k].shape)} there, {list(v.shape)} here"
-        for k, v in current.items()
-        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
-    ]
-    if problems:
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(
-            f"{path}: saved from a different architecture: {problems[0]}{more}; resume it with the recipe that wrote it"
-        )

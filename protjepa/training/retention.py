@@ -13,7 +13,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from protjepa.training.checkpoints import NAME
+from protjepa.checkpoint_file import NAME
 
 
 def _checkpoints(folder: Path) -> list[tuple[float, Path]]:

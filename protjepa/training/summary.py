@@ -26,34 +26,60 @@ def _regularizer_ids(records: list[dict]) -> list[str]:
     return sorted(k.removesuffix("/std") for k in keys if k.endswith("/std") and k.replace("/std", "/loss") in keys)
 
 
+def _plot_series(ax, train: list[dict], monitor: list[dict], key: str, colour: str, label: str) -> None:
+    """``key`` over the steps: solid on the training records, dashed on the held-out ones (``val/<key>``)."""
+    for prefix, records, style in (("", train, "-"), ("val/", monitor, "--.")):
+        points = [(r["step"], r[prefix + key]) for r in records if prefix + key in r]
+        if points:
+            ax.plot(*zip(*points), colour + style, label=f"{label} ({'held-out' if prefix else 'train'})")
+
+
 def _plot_regularizer(ax, train: list[dict], monitor: list[dict], rid: str) -> None:
     """The regulariser's statistic (log scale) and the per-dimension std of its input, which
     should settle near 1 (N(0, 1) rows) rather than shrink towards 0."""
-    for prefix, records, style in (("", train, "-"), ("val/", monitor, "--.")):
-        points = [(r["step"], r[f"{prefix}{rid}/loss"]) for r in records if f"{prefix}{rid}/loss" in r]
-        if points:
-            ax.plot(*zip(*points), "C3" + style, label=f"statistic ({'held-out' if prefix else 'train'})")
+    _plot_series(ax, train, monitor, f"{rid}/loss", "C3", "statistic")
     ax.set(xlabel="step", ylabel="statistic", yscale="log", title=f"anti-collapse: {rid}")
     std_axis = ax.twinx()
-    for prefix, records, style in (("", train, "-"), ("val/", monitor, "--.")):
-        points = [(r["step"], r[f"{prefix}{rid}/std"]) for r in records if f"{prefix}{rid}/std" in r]
-        if points:
-            std_axis.plot(*zip(*points), "C2" + style, label=f"input std ({'held-out' if prefix else 'train'})")
+    _plot_series(std_axis, train, monitor, f"{rid}/std", "C2", "input std")
     std_axis.axhline(1.0, color="C2", lw=0.5, ls=":")
     std_axis.set_ylabel("per-dim std of its input")
     handles = ax.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize="x-small", loc="center right")
 
 
+def _latent_ids(records: list[dict]) -> list[str]:
+    """Objectives that log a latent score beside the constant's (``<id>/cosine_of_mean``)."""
+    keys = {k.removeprefix("val/") for r in records for k in r}
+    return sorted(k.removesuffix("/cosine_of_mean") for k in keys if k.endswith("/cosine_of_mean"))
+
+
+def _plot_latent(ax, train: list[dict], monitor: list[dict], lid: str) -> None:
+    """The latent term's cosine beside the mean target's (the best constant): the gap is the lift;
+    r2 on its own axis where the loss has one."""
+    _plot_series(ax, train, monitor, f"{lid}/cosine", "C0", "cosine")
+    _plot_series(ax, train, monitor, f"{lid}/cosine_of_mean", "C7", "mean target's cosine")
+    ax.set(xlabel="step", ylabel="cosine", title=f"latent term: {lid} (lift = the gap)")
+    handles = ax.get_legend_handles_labels()[0]
+    if any(f"{lid}/r2" in r for r in train) or any(f"val/{lid}/r2" in r for r in monitor):
+        r2_axis = ax.twinx()
+        _plot_series(r2_axis, train, monitor, f"{lid}/r2", "C1", "r2")
+        r2_axis.axhline(0.0, color="C1", lw=0.5, ls=":")
+        r2_axis.set_ylabel("r2 (0: the mean target)")
+        handles += r2_axis.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize="x-small", loc="lower right")
+
+
 def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
     """One panel per loss (the total, then each objective's; solid: training, dashed: the
-    held-out batch), since their scales differ; then the collapse monitors, and one panel per
-    anti-collapse regulariser with its statistic beside the std of its input."""
+    held-out batch), since their scales differ; then the collapse monitors, one panel per
+    latent term with its cosine beside the best constant's, and one panel per anti-collapse
+    regulariser with its statistic beside the std of its input."""
     train = [r for r in records if r["kind"] == "train"]
     monitor = [r for r in records if r["kind"] == "monitor"]
     keys = _loss_keys(train) or _loss_keys([{k.removeprefix("val/"): v for k, v in r.items()} for r in monitor])
+    latents = _latent_ids(records)
     regularizers = _regularizer_ids(records)
-    panel_count = len(keys) + 1 + len(regularizers)
+    panel_count = len(keys) + 1 + len(latents) + len(regularizers)
     columns = min(panel_count, 3)
     rows = -(-panel_count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
@@ -76,7 +102,9 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
         std_axis.set_ylabel("per-dim std, normalised embeddings")
         handles = collapse.get_legend_handles_labels()[0] + std_axis.get_legend_handles_labels()[0]
         collapse.legend(handles=handles, fontsize="small")
-    for ax, rid in zip(panels[len(keys) + 1:], regularizers):
+    for ax, lid in zip(panels[len(keys) + 1:], latents):
+        _plot_latent(ax, train, monitor, lid)
+    for ax, rid in zip(panels[len(keys) + 1 + len(latents):], regularizers):
         _plot_regularizer(ax, train, monitor, rid)
     for ax in panels[panel_count:]:
         ax.axis("off")
@@ -87,9 +115,10 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def summarize_run(records: list[dict]) -> dict:
+def summarize_run(records: list[dict], latent_scores: dict[str, str] | None = None) -> dict:
     """Steps, tokens, model FLOPs (None: not counted), training-clock seconds, the run's tokens/s,
-    and the last logged values."""
+    the last logged values, and ``latent_scores`` (objective id -> the metric saying whether its
+    latent term beats a constant: ``ProtJEPA.latent_scores``)."""
     last = records[-1]
     train = [r for r in records if r["kind"] == "train"]
     monitor = [r for r in records if r["kind"] == "monitor"]
@@ -108,7 +137,49 @@ def summarize_run(records: list[dict]) -> dict:
     if monitor:
         summary["monitor_start"] = {k: v for k, v in monitor[0].items() if k.startswith("monitor/")}
         summary["monitor_end"] = {k: v for k, v in monitor[-1].items() if "/" in k}
+    if latent_scores:
+        summary["latent_scores"] = dict(latent_scores)
     return summary
+
+
+def held_out_latent(summary: dict) -> dict[str, dict]:
+    """Per latent term (objective id): its score's name and, on the held-out batch at the end,
+    ``score`` (that metric's value), ``cosine``, ``cosine_of_mean``, ``lift`` and ``r2`` where logged."""
+    end = summary.get("monitor_end", {})
+    out = {}
+    for id, metric in summary.get("latent_scores", {}).items():
+        values = {k: end[f"val/{id}/{k}"] for k in ("cosine", "cosine_of_mean", "lift", "r2") if f"val/{id}/{k}" in end}
+        if metric in values:
+            out[id] = {"metric": metric, "score": values[metric], **values}
+    return out
+
+
+def held_out_mlm(summary: dict) -> dict[str, tuple[float, float | None]]:
+    """Per MLM objective (id; those logging a perplexity): (held-out loss, the unigram entropy of the
+    same residues, None in runs made before it was logged) at the end."""
+    end = summary.get("monitor_end", {})
+    ids = [k[len("val/"):-len("/perplexity")] for k in end if k.endswith("/perplexity")]
+    return {id: (end[f"val/{id}/loss"], end.get(f"val/{id}/unigram_entropy")) for id in ids if f"val/{id}/loss" in end}
+
+
+def latent_text(id: str, held: dict) -> str:
+    """``jepa: lift +0.061 (cosine 0.612, the mean target's 0.551)``, with r2 where logged."""
+    text = f"{id}: lift {held['lift']:+.3f} (cosine {held['cosine']:.3f}, the mean target's {held['cosine_of_mean']:.3f})"
+    return text + (f", r2 {held['r2']:+.3f}" if "r2" in held else "")
+
+
+def yardstick_lines(summary: dict) -> list[str]:
+    """How to read the run: each held-out loss and latent score beside its constant prediction's,
+    and a warning for a latent term that predicts no better than that constant."""
+    lines = [f"held-out MLM loss ({id}) {loss:.3f} nats; a constant prediction (the residues' unigram entropy) "
+             f"scores {entropy:.3f}" for id, (loss, entropy) in held_out_mlm(summary).items() if entropy is not None]
+    for id, held in held_out_latent(summary).items():
+        lines.append(f"held-out latent term {latent_text(id, held)}; {held['metric']} > 0 beats the constant")
+        if held["score"] <= 0:
+            lines.append(f"warning: the latent term {id} predicts the held-out targets no better than a constant "
+                         f"(the mean target): {held['metric']} {held['score']:+.3f}, cosine {held['cosine']:.3f} "
+                         f"against the mean target's {held['cosine_of_mean']:.3f}")
+    return lines
 
 
 def rank_warning(summary: dict) -> str | None:
@@ -141,6 +212,7 @@ def format_summary(summary: dict, run_dir: Path, notes: list[str] = ()) -> str:
         lines.append("held-out batch (collapse monitors and losses):")
         lines += [f"  {k:<28} {v:.4f}" + (f"  (at start {start[k]:.4f})" if k in start else "")
                   for k, v in summary["monitor_end"].items()]
+        lines += yardstick_lines(summary)
         warning = rank_warning(summary)
         if warning:
             lines.append(warning)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from protjepa.batch import Batch
 from protjepa.build import build_model
 from protjepa.card import write_card
-from protjepa.data.corpus import fixed_batch, make_corpus
+from protjepa.data.corpus import held_out_batches, make_corpus
 from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.weights import export_hf
 from protjepa.flops import BatchCounts
@@ -39,7 +39,8 @@ from protjepa.provenance import write_provenance
 from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
 from protjepa.registry import import_component
 from protjepa.training.budget import Budget, BudgetTracker, FlopCountError, TrainingClock
-from protjepa.training.checkpoints import BudgetCheckpointer, check_compatible, clean_partials, latest_checkpoint
+from protjepa.checkpoint_file import latest_checkpoint, model_state
+from protjepa.training.checkpoints import BudgetCheckpointer, clean_partials
 from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
@@ -128,17 +129,9 @@ def train_data(recipe: Recipe, data_root: str | None) -> DataSpec:
 
 def monitor_batch(recipe: Recipe, data_root: str | None) -> tuple[Batch, str]:
     """The fixed held-out batch the collapse monitors read, and where it came from."""
-    data = recipe.data
-    source = make_corpus(data, recipe.masking, "valid", seed=recipe.seed, root=data_root)
-    if source is None:  # no held-out split in this recipe: the first training records
-        source = make_corpus(data, recipe.masking, "train", seed=recipe.seed, root=data_root)
-        where = f"the first {recipe.train.monitor_sequences} records of {data.train} (no held-out split)"
-    else:
-        where = f"{recipe.train.monitor_sequences} held-out records"
-    batch = fixed_batch(source.path, recipe.train.monitor_sequences, crop=data.crop, masking=recipe.masking,
-                        seed=recipe.seed, split=source.split, holdout_fraction=data.holdout_fraction,
-                        unknown_letters=data.unknown_letters)
-    return batch, where
+    batches, where = held_out_batches(recipe.data, recipe.masking, recipe.train.monitor_sequences, seed=recipe.seed,
+                                      root=data_root)
+    return batches[0], where
 
 
 def flop_counter(model: ProtJEPA, budget: Budget) -> Callable[[Batch], float] | None:
@@ -222,7 +215,7 @@ def build_run(
     model = build_model(recipe)
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     if resume is not None:
-        check_compatible(Path(resume), composer_model)
+        model_state(Path(resume), composer_model)  # refuses another architecture's checkpoint in one line
     data = train_data(recipe, data_root)
     held_out, monitor_source = monitor_batch(recipe, data_root)
 
@@ -380,7 +373,7 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
-    summary = summarize_run(records)
+    summary = summarize_run(records, run.model.latent_scores())
     lines = list(notes) + run.notes + [run.retention.describe(), f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)

@@ -1,0 +1,43 @@
+"""``protjepa readout RUN``: what a run's latent term learned, on held-out masked positions.
+
+Loads the run's newest training checkpoint (or ``--checkpoint``) whole, with its predictors,
+and prints, for each latent (JEPA) objective, its cosine beside the mean target's (lift), r2
+for the value losses, and the held-out R² of ridge readouts of the target from the student
+state, from the predictions and from the residue identity alone; for each MLM objective its
+held-out loss beside the unigram entropy (:mod:`protjepa.evaluation.readout`). Writes
+``<run>/readout.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"at least 2 (a fit half and a scored half), got {value}")
+    return value
+
+
+def configure(parser) -> None:
+    from protjepa.evaluation.readout import SEQUENCES
+
+    parser.add_argument("run", help="a run folder of protjepa train")
+    parser.add_argument("--checkpoint", help="a training checkpoint of the run (default: its newest)")
+    parser.add_argument("--sequences", type=positive_int, default=SEQUENCES,
+                        help=f"held-out sequences to read out on (default {SEQUENCES})")
+    parser.add_argument("--data-root", help="folder the run's data paths are relative to (default: ../shared/data)")
+
+
+def run(args) -> int:
+    from protjepa.evaluation.readout import format_readout, read_out, write_readout
+
+    result = read_out(args.run, checkpoint=args.checkpoint, sequences=args.sequences, data_root=args.data_root)
+    print(format_readout(result))
+    print(f"written: {write_readout(result, Path(args.run))}")
+    return 0
