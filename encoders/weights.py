@@ -7,7 +7,9 @@ and the native format for any encoder (built and written whole by :mod:`protjepa
   carry fair-esm's names, so only the prefixes go.
 * Hugging Face: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``), as
   ``EsmForMaskedLM.save_pretrained`` writes them; names mapped by ``_HF_TO_OURS_MODULES``.
-* native: ``encoder.yaml`` (the recipe's ``encoder:`` section) + ``model.safetensors``.
+* native: ``encoder.yaml`` (the recipe's ``encoder:`` section) + ``model.safetensors``; the whole
+  spec is read by :func:`protjepa.recipe.read_encoder_spec` (the recipe layer owns it), here only an
+  ESM-2's sizes.
 
 Nothing is downloaded. Files are written under a temporary name and renamed, so a
 checkpoint on disk is never half-written.
@@ -17,23 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from protjepa.checkpoint_file import load_weights_only
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
-from protjepa.recipe import EncoderSpec, RecipeError
-from protjepa.yamlio import YamlLines, located_first_error
+from protjepa.yamlio import YamlLines, located_first_error, read_json, read_yaml
 
 NATIVE_SPEC = "encoder.yaml"
 WEIGHTS = "model.safetensors"
@@ -155,15 +155,9 @@ _FAIR_ESM_IGNORED = re.compile(r"(^contact_head\.|rot_emb\.inv_freq$)")  # conta
 
 
 def _read_fair_esm(file: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
-    try:
-        # fair-esm keeps its model config as an argparse.Namespace: allow exactly that.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler" in line), _first_line(exc))
-        raise WeightsError(f"{file}: not a plain fair-esm checkpoint: {reason}") from None
-    except Exception as exc:
-        raise WeightsError(f"{file}: cannot read as a torch checkpoint: {_first_line(exc)}") from None
+    # fair-esm keeps its model config as an argparse.Namespace: allow exactly that.
+    data = load_weights_only(file, "plain fair-esm checkpoint", WeightsError, [argparse.Namespace],
+                             map_location="cpu")
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise WeightsError(f"{file}: not a fair-esm checkpoint (expected a dict with a 'model' state dict)")
     cfg = data.get("cfg")
@@ -243,10 +237,9 @@ _HF_DEFAULTS = {"rope_theta": ROTARY_BASE, "emb_layer_norm_before": False}  # ab
 
 def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
     config_file = directory / HF_CONFIG
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{config_file}: cannot read: {_first_line(exc)}") from None
+    config = read_json(config_file, WeightsError, "Hugging Face config")
+    if not isinstance(config, dict):
+        raise WeightsError(f"{config_file}: not a Hugging Face config (expected a JSON object)")
     for key, expected in _HF_REQUIRED.items():
         value = config.get(key)
         value = _HF_DEFAULTS.get(key) if value is None else value
@@ -261,6 +254,8 @@ def _read_hf(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor], str]:
         )
     except KeyError as exc:
         raise WeightsError(f"{config_file}: missing {exc.args[0]}") from None
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{config_file}: the sizes are not whole numbers ({exc})") from None
     if config.get("intermediate_size") != 4 * sizes["embed_dim"]:
         raise WeightsError(
             f"{config_file}: intermediate_size is {config.get('intermediate_size')!r}; ESM-2 needs 4 x hidden_size"
@@ -280,14 +275,17 @@ def _read_hf_weights(directory: Path) -> tuple[Path, dict[str, Tensor]]:
         return single, _read_safetensors(single)
     index = directory / f"{WEIGHTS}.index.json"
     if index.is_file():  # sharded: the index maps every tensor to its shard
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index, WeightsError, "safetensors index")
+        if not isinstance(weight_map, dict) or not isinstance(weight_map.get("weight_map"), dict):
+            raise WeightsError(f"{index}: not a safetensors index (expected a JSON object with a weight_map)")
+        shards = sorted(set(map(str, weight_map["weight_map"].values())))
         return index, {k: v for shard in shards for k, v in _read_safetensors(directory / shard).items()}
     legacy = directory / "pytorch_model.bin"
     if legacy.is_file():
-        try:
-            return legacy, torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{legacy}: cannot read: {_first_line(exc)}") from None
+        state = load_weights_only(legacy, "Hugging Face weights file", WeightsError, map_location="cpu")
+        if not isinstance(state, dict):
+            raise WeightsError(f"{legacy}: not a Hugging Face weights file (expected a state dict)")
+        return legacy, state
     raise WeightsError(f"{directory}: no {WEIGHTS} or pytorch_model.bin beside {HF_CONFIG}")
 
 
@@ -350,24 +348,17 @@ def check_state(encoder: Encoder, state: dict[str, Tensor], source: str) -> None
             raise WeightsError(f"{source}: unexpected key {name}: {type(encoder).__name__} has no such parameter")
 
 
-def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
-    text = spec_file.read_text()
-    try:
-        return EncoderSpec.model_validate(yaml.safe_load(text)), text
-    except yaml.YAMLError as exc:
-        raise WeightsError(f"{spec_file}: malformed YAML: {_first_line(exc)}") from None
-    except ValidationError as exc:
-        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
-
-
 def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
-    spec, text = read_encoder_spec(spec_file)
-    if spec.name != "esm2":
+    """The sizes an export's ``encoder.yaml`` gives an ESM-2 (its attention heads are in no weight's
+    shape), or None for another encoder."""
+    raw, text = read_yaml(spec_file, WeightsError, "encoder spec")
+    if not isinstance(raw, dict) or raw.get("name") != "esm2":
         return None
+    options = {k: v for k, v in raw.items() if k not in ("name", "checkpoint")}
     try:
-        return ESM2Config.model_validate(spec.options).model_dump()
+        return ESM2Config.model_validate(options).model_dump()
     except ValidationError as exc:
-        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
+        raise WeightsError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 # --------------------------------------------------------------------------- writing

@@ -9,25 +9,30 @@ work; the command line calls the same modules.
     result = protjepa.train(recipe, "runs/demo")
     encoder = protjepa.load_encoder(result.run_dir)
     vectors = protjepa.embed(encoder, ["MKTAYIAK", "MSEQ"])            # [2, width], mean over residues
+
+An argument of the wrong type is an :class:`~protjepa.errors.ArgumentError` (a ``UserError``) that
+names it; where a list is wanted (sequences, tasks, overrides, files) one string is one item.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from protjepa.build import build_model
+from protjepa.build import build_model as build_recipe_model
 from protjepa.encoders.base import Encoder
-from protjepa.evaluation.compare import DEFAULT_TIE, Comparison, load_results
+from protjepa.errors import ArgumentError
+from protjepa.evaluation.compare import DEFAULT_TIE, Comparison, check_comparable, check_results, load_results
 from protjepa.evaluation.compare import compare as compare_results
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus
 from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
 from protjepa.evaluation.tasks import task_registry
-from protjepa.export import load_encoder
+from protjepa.export import load_encoder as load_encoder_path
+from protjepa.model import ProtJEPA
 from protjepa.paths import data_root as find_data_root
 from protjepa.recipe import Recipe, parse_assignment
 from protjepa.recipe import load_recipe as load_recipe_file
@@ -36,6 +41,7 @@ from protjepa.shipped import shipped
 __all__ = ["load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare"]
 
 Overrides = Mapping[str, Any] | Sequence[str | tuple[str, Any]]
+CAPS = tuple(f.name for f in dataclasses.fields(SuiteSettings) if f.name != "fast")  # probe's **caps
 
 
 def recipes() -> list[str]:
@@ -49,8 +55,16 @@ def load_recipe(recipe: str | os.PathLike, overrides: Overrides = ()) -> Recipe:
     if isinstance(overrides, Mapping):
         pairs = list(overrides.items())
     else:
-        pairs = [parse_assignment(o) if isinstance(o, str) else tuple(o) for o in overrides]
-    return load_recipe_file(recipe, pairs)
+        pairs = [_override(item) for item in _items(overrides, "overrides", "a mapping or a list of overrides")]
+    return load_recipe_file(_path(recipe, "recipe", "a recipe file or a shipped recipe's name"), pairs, "override")
+
+
+def build_model(recipe: Recipe | str | os.PathLike, encoder: Encoder | None = None) -> ProtJEPA:
+    """The recipe's encoder (or ``encoder``) and objectives, untrained; ``recipe``: a Recipe, a recipe file
+    or a shipped recipe's name."""
+    if encoder is not None and not isinstance(encoder, Encoder):
+        raise ArgumentError(f"encoder: expected a protjepa Encoder or None, got {type(encoder).__name__}")
+    return build_recipe_model(_recipe(recipe), encoder)
 
 
 def train(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None = None, *,
@@ -62,12 +76,23 @@ def train(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None 
     (``train.callbacks``, ``train.loggers``). Returns the run's result: ``run_dir``, ``summary`` (final
     losses and monitors), ``checkpoints``, ``export_dir``. Needs the ``train`` extra.
     """
+    from protjepa.recipe import zero_weight_notes
     from protjepa.training.trainer import train as train_run
 
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    recipe = _recipe(recipe)
+    run_dir = _path(run_dir, "run_dir", "a folder", optional=True)
     run_dir = Path(run_dir) if run_dir is not None else Path(recipe.train.run_dir.format(name=recipe.name))
-    return train_run(recipe, run_dir, data_root=None if data_root is None else str(data_root), resume=resume,
-                     callbacks=tuple(callbacks), loggers=tuple(loggers), console=console)
+    data_root = _path(data_root, "data_root", "a folder", optional=True)
+    return train_run(recipe, run_dir, data_root=None if data_root is None else str(data_root),
+                     resume=_path(resume, "resume", "a checkpoint file", optional=True),
+                     callbacks=tuple(_items(callbacks, "callbacks")), loggers=tuple(_items(loggers, "loggers")),
+                     console=console, notes=tuple(zero_weight_notes(recipe)))
+
+
+def load_encoder(path: str | os.PathLike) -> Encoder:
+    """An encoder from an export folder, a fair-esm ``.pt``, a Hugging Face ESM folder, a run folder
+    (its export) or one of a run's training checkpoints (``runs/demo/checkpoints/ckpt-0.500.pt``)."""
+    return load_encoder_path(_path(path, "path", "an encoder file or folder, or a run folder"))
 
 
 def embed(encoder: Encoder | str | os.PathLike, sequences: Sequence[str], *, layer: int | str = "last",
@@ -76,11 +101,12 @@ def embed(encoder: Encoder | str | os.PathLike, sequences: Sequence[str], *, lay
     """Embeddings of ``sequences`` at ``layer`` (``last``, ``half``, or a depth; 0 = the token embeddings):
     ``[N, width]`` float32 means over each sequence's residues, or with ``per_residue`` one
     ``[length, width]`` array per sequence. ``encoder``: an Encoder or anything :func:`load_encoder` takes."""
-    encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-    embedder = Embedder(encoder, layer, device=device, batch_tokens=batch_tokens, cache_dir=None, progress=False)
+    sequences = _items(sequences, "sequences")
+    embedder = Embedder(_encoder(encoder), layer, device=device, batch_tokens=batch_tokens, cache_dir=None,
+                        progress=False)
     if per_residue:
-        return [np.asarray(rows, dtype=np.float32) for rows in embedder.per_residue(list(sequences))]
-    return embedder.pooled(list(sequences))
+        return [np.asarray(rows, dtype=np.float32) for rows in embedder.per_residue(sequences)]
+    return embedder.pooled(sequences)
 
 
 def probe(encoder: Encoder | str | os.PathLike, tasks: Sequence[str] | None = None, *,
@@ -90,16 +116,29 @@ def probe(encoder: Encoder | str | os.PathLike, tasks: Sequence[str] | None = No
     """Score a frozen encoder on probe tasks (default: the default suite; ``protjepa probe --list``).
 
     ``specs``: your own task spec files or folders; ``corpus``: pretraining FASTA files for the
-    leakage check; ``caps``: ``max_train``, ``max_test``, ``max_records``, ``seed``, ``drop_leaked``.
+    leakage check; ``caps``: ``max_train``, ``max_test``, ``max_records``, ``seed``, ``drop_leaked``,
+    ``drop_identity``.
     Returns the results (``results["tasks"][name]["value"]``), also written to ``out`` when given.
     """
-    encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-    root = find_data_root(data_root)
-    specs_run = task_registry([str(s) for s in specs]).select(list(tasks) if tasks else None)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    embedder = Embedder(encoder, layer, device=device, cache_dir=None, progress=False)
-    results = run_probe_suite(specs_run, embedder, root, SuiteSettings(fast=fast, **caps),
-                              Corpus(list(corpus)) if corpus else None, log=log)
+    unknown = sorted(set(caps) - set(CAPS))
+    if unknown:
+        raise ArgumentError(f"{', '.join(unknown)}: no such probe setting (the caps are {', '.join(CAPS)})")
+    if not callable(log):
+        raise ArgumentError(f"log: expected a function of one line of text, got {type(log).__name__}")
+    names = None if tasks is None else _items(tasks, "tasks")
+    for i, name in enumerate(names or []):
+        if not isinstance(name, str):
+            raise ArgumentError(f"tasks[{i}]: expected a task name, got {type(name).__name__}")
+    settings = SuiteSettings(fast=fast, **caps)  # checked before anything loads
+    registry = task_registry([_path(s, f"specs[{i}]", "a task spec file or folder")
+                              for i, s in enumerate(_items(specs, "specs"))])
+    specs_run = registry.select(names or None)
+    files = None if corpus is None else [_path(f, f"corpus[{i}]", "a FASTA file")
+                                         for i, f in enumerate(_items(corpus, "corpus"))]
+    out = _path(out, "out", "a folder", optional=True)
+    root = find_data_root(_path(data_root, "data_root", "a folder", optional=True))
+    embedder = Embedder(_encoder(encoder), layer, device=device, cache_dir=None, progress=False)
+    results = run_probe_suite(specs_run, embedder, root, settings, Corpus(files) if files else None, log=log)
     if out is not None:
         write_results(results, out)
     return results
@@ -109,6 +148,55 @@ def compare(a: dict | str | os.PathLike, b: dict | str | os.PathLike, *, tie: fl
             name_a: str = "A", name_b: str = "B") -> Comparison:
     """Task-by-task wins, losses and ties of ``a`` against ``b`` (probe results, or their files or run
     folders), with the sign test: ``.count("W")``, ``.p_value``, ``.rows``."""
-    a = a if isinstance(a, dict) else load_results(a)
-    b = b if isinstance(b, dict) else load_results(b)
-    return compare_results(a, b, tie, name_a, name_b)
+    for name, label in (("name_a", name_a), ("name_b", name_b)):
+        if not isinstance(label, str):
+            raise ArgumentError(f"{name}: expected a label (a string), got {type(label).__name__}")
+    comparison = compare_results(_results(a, "a"), _results(b, "b"), tie, name_a, name_b)
+    return check_comparable(comparison, name_a, name_b)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _items(value: Any, name: str, what: str = "a list") -> list:
+    """``value`` as a list: a string or a path is one item (not its letters); else any iterable but a mapping."""
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ArgumentError(f"{name}: expected {what}, got {type(value).__name__}")
+    return list(value)
+
+
+def _path(value: Any, name: str, what: str, optional: bool = False) -> str | os.PathLike | None:
+    if (value is None and optional) or isinstance(value, (str, os.PathLike)):
+        return value
+    raise ArgumentError(f"{name}: expected {what}{' or None' if optional else ''}, got {type(value).__name__}")
+
+
+def _override(item: Any) -> tuple[str, Any]:
+    """One override: ``"KEY.PATH=VALUE"`` as ``--set`` takes it, or a (key path, value) pair."""
+    if isinstance(item, str):
+        return parse_assignment(item)
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    raise ArgumentError(f"overrides: {item!r} is neither 'KEY.PATH=VALUE' nor a (key path, value) pair")
+
+
+def _recipe(value: Any) -> Recipe:
+    """A Recipe as given, or loaded from a file or a shipped recipe's name."""
+    return value if isinstance(value, Recipe) else load_recipe(
+        _path(value, "recipe", "a Recipe, a recipe file or a shipped recipe's name"))
+
+
+def _encoder(value: Any) -> Encoder:
+    """An Encoder as given, or loaded from anything :func:`load_encoder` takes."""
+    return value if isinstance(value, Encoder) else load_encoder_path(
+        _path(value, "encoder", "an Encoder, or an encoder file or folder, or a run folder"))
+
+
+def _results(value: Any, name: str) -> dict:
+    """Probe results as given (checked), or read from a file, a probe folder or a run folder."""
+    if isinstance(value, dict):
+        check_results(value, name)
+        return value
+    return load_results(_path(value, name, "probe results (a dict), a results.json, or a probe or run folder"))

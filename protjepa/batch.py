@@ -11,6 +11,18 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+PAD_MULTIPLE = 8  # padded rows are a whole number of 8-token blocks
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def row_tokens(crop: int, packing: bool) -> int:
+    """Tokens of the widest row a batch needs for one cropped sequence: ``<cls>``, ``crop`` residues,
+    ``<eos>``, and padded to :data:`PAD_MULTIPLE` unless rows are packed."""
+    return crop + 2 if packing else round_up(crop + 2, PAD_MULTIPLE)
+
 
 @dataclass
 class Batch:

@@ -13,7 +13,9 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from protjepa.errors import UserError
 SAFE_GLOBALS = [datetime.timedelta, TorchVersion, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
                 np.zeros(1).__reduce__()[0]]
 REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", re.S)
 NAME = re.compile(r"ckpt-(\d\.\d{3})\.pt")  # ckpt-<fraction of the budget>.pt
 DIGEST_CHUNK = 1 << 20
 
@@ -72,17 +75,36 @@ def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bo
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     verify_digest(path)
+    return load_weights_only(path, "protjepa training checkpoint", CheckpointError, SAFE_GLOBALS,
+                             map_location=map_location, mmap=mmap)
+
+
+def load_weights_only(path: Path, what: str, error: type[Exception], safe_globals: Sequence = (),
+                      **options: Any) -> Any:
+    """``torch.load(path, weights_only=True)`` with ``safe_globals`` allowed: nothing in the file runs.
+    A file it cannot read raises ``error`` in one line, ``<path>: not a <what>: <why>`` (PyTorch's own
+    message is paragraphs of advice): the global it refused, or what its reader stumbled on."""
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with torch.serialization.safe_globals(list(safe_globals)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. an unusual pickle protocol: the error below says what matters
+            return torch.load(path, weights_only=True, **options)
     except pickle.UnpicklingError as exc:
         found = REFUSED_GLOBAL.search(str(exc))
-        what = found.group(1) if found else str(exc).strip().splitlines()[-1]
-        raise CheckpointError(f"{path}: refused: it pickles {what}, which no protjepa checkpoint holds "
-                              "(checkpoints are read with weights_only=True: no code runs from them)") from None
+        if found:
+            raise error(f"{path}: not a {what}: it pickles {found.group(1)}, refused (read with weights_only=True: "
+                        "no code runs from a checkpoint)") from None
+        reason = UNPICKLER_REASON.search(str(exc))
+        why = " ".join(reason.group(1).split()) if reason else _first_line(exc)
+        raise error(f"{path}: not a {what}: torch.load cannot read it ({why})") from None
     except Exception as exc:  # torch.load raises many types for foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a protjepa training checkpoint ({first})") from None
+        empty = Path(path).is_file() and Path(path).stat().st_size == 0
+        why = "the file is empty" if empty else f"torch.load cannot read it ({_first_line(exc)})"
+        raise error(f"{path}: not a {what}: {why}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def model_state(path: Path, model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from protjepa import __version__
-from protjepa.errors import UserError
+from protjepa.errors import Interrupted, UserError
 from protjepa.extras import missing_extra
 
 DESCRIPTION = """\
@@ -39,9 +40,16 @@ def _module(name: str):
     return importlib.import_module(f"protjepa.commands.{name}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, as every other error is (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="protjepa", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="protjepa", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"protjepa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = next((a for a in (argv or []) if a in SUBCOMMANDS), None)
@@ -70,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as exc:  # a run says where it stopped and how to go on
-        print(f"protjepa: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
-        return 130
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"protjepa: {what}{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ units, so wall-clock budgets are enforced by our callback; see protjepa/training
 """
 from __future__ import annotations
 
+import math
 import re
 
 from protjepa.errors import UserError
@@ -21,7 +22,7 @@ class BudgetError(UserError, ValueError):
 def parse_duration(text: str | int | float) -> float:
     """Seconds in a duration string; a bare number is seconds."""
     if isinstance(text, (int, float)):
-        seconds = float(text)
+        seconds = float(text) if abs(text) < 1e300 else math.inf  # float() of a longer int overflows
     else:
         s = text.strip().lower().replace(" ", "")
         if re.fullmatch(r"\d+(\.\d+)?", s):
@@ -35,8 +36,8 @@ def parse_duration(text: str | int | float) -> float:
                 pos = m.end()
             if pos != len(s) or not s:
                 raise BudgetError(f"cannot parse duration {text!r} (examples: 90s, 30min, 8h, 1h30m)")
-    if seconds <= 0:
-        raise BudgetError(f"duration {text!r} must be positive")
+    if not 0 < seconds < math.inf:
+        raise BudgetError(f"duration {text!r} must be positive and finite")
     return seconds
 
 
@@ -44,7 +45,7 @@ _COUNT = re.compile(r"(\d+(?:\.\d+)?(?:e\d+)?)\s*(steps?|ba|tok|tokens?|flops?)"
 
 
 def parse_budget(text: str) -> dict[str, str | int | float]:
-    """A ``--budget`` argument -> the recipe's ``budget:`` mapping.
+    """A ``--budget`` argument -> the recipe's ``budget:`` mapping; errors name ``--budget``.
 
     ``90s`` / ``8h`` / ``1h30m`` -> wall clock; ``2e8tok`` / ``2e8tokens`` -> non-padding
     residues; ``1000steps`` / ``1000ba`` -> optimizer steps; ``3e14flop`` / ``3e14flops`` ->
@@ -55,11 +56,12 @@ def parse_budget(text: str) -> dict[str, str | int | float]:
         try:
             parse_duration(text)
         except BudgetError as exc:
-            raise BudgetError(f"budget: {exc}; or a count: 2e8tok, 1000steps, 3e14flop") from None
+            raise BudgetError(f"--budget: {exc}; or a count: 2e8tok, 1000steps, 3e14flop") from None
         return {"wall_clock": text.strip()}
     value, unit = float(m.group(1)), m.group(2).lower()
-    if value <= 0 or (unit in ("ba", "step", "steps") and not value.is_integer()):
-        raise BudgetError(f"budget {text!r}: steps must be a positive whole number, tokens and FLOPs positive")
+    if not 0 < value < math.inf or (unit in ("ba", "step", "steps") and not value.is_integer()):
+        raise BudgetError(f"--budget {text!r}: steps must be a positive whole number, tokens and FLOPs positive "
+                          "and finite")
     if unit.startswith("tok"):
         return {"tokens": value}
     if unit.startswith("flop"):

@@ -28,13 +28,12 @@ from protjepa.encoders.weights import (
     is_native,
     load_weights,
     locate,
-    read_encoder_spec,
     tied_aliases,
     write_safetensors,
     write_text,
 )
 from protjepa.errors import UserError
-from protjepa.recipe import RecipeError, load_recipe
+from protjepa.recipe import RecipeError, load_recipe, read_encoder_spec
 from protjepa.yamlio import YamlLines, located_first_error
 
 

@@ -19,7 +19,9 @@ import torch
 
 from protjepa.checkpoint_file import file_digest
 from protjepa.data.corpus import data_files
+from protjepa.errors import UserError
 from protjepa.recipe import Recipe
+from protjepa.yamlio import read_json
 
 FILE = "provenance.json"
 PACKAGES = ("protjepa", "torch", "mosaicml", "transformers", "numpy", "torchtune", "xformers")
@@ -90,5 +92,9 @@ def recorded_corpus(run_dir: Path) -> list[Path] | None:
     path = run_dir / FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text()).get("data", {})
-    return [Path(data[role]["path"]) for role in ("train", "valid") if role in data]
+    record = read_json(path, UserError, "provenance")
+    data = record.get("data", {}) if isinstance(record, dict) else None
+    try:
+        return [Path(data[role]["path"]) for role in ("train", "valid") if role in data]
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not a provenance record of protjepa train (no data.train.path)") from None

@@ -16,13 +16,18 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, St
                       model_serializer, model_validator)
 
 from protjepa import shipped
+from protjepa.batch import row_tokens
 from protjepa.durations import parse_duration
 from protjepa.errors import UserError
-from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
+from protjepa.yamlio import (RefusedYaml, Strict, YamlLines, load_yaml, located, located_first_error,
+                             misplaced_boolean, read_yaml)
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
 Beta = Annotated[float, Field(ge=0, lt=1)]
+# Weights are relative: beside a term of weight 1, one above 1e6 leaves the other below float32's
+# resolution of their sum (about 1 part in 1.7e7), and far larger ones overflow it.
+MAX_WEIGHT = 1e6
 
 
 class RecipeError(UserError, ValueError):
@@ -60,6 +65,14 @@ class DataConfig(Strict):
     def _one_validation_source(self):
         if self.holdout_fraction > 0 and self.valid is not None:
             raise ValueError("holdout_fraction splits train only when valid is null (set valid: null)")
+        return self
+
+    @model_validator(mode="after")
+    def _a_row_fits_the_batch(self):
+        widest = row_tokens(self.crop, self.packing)
+        if self.batch_tokens < widest:
+            raise ValueError(f"batch_tokens {self.batch_tokens} is less than one row of {widest} tokens (crop "
+                             f"{self.crop} + <cls>/<eos>{'' if self.packing else ', padded to a multiple of 8'})")
         return self
 
 
@@ -158,10 +171,10 @@ class EncoderSpec(BaseModel):
 
 
 class ObjectiveSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
     id: str | None = Field(None, description="prefixes its metrics and published names; default: its name")
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="0 beside other objectives: logged, not trained on")
 
     @model_validator(mode="after")
     def _id_defaults_to_name(self):
@@ -184,7 +197,7 @@ class ObjectiveSpec(BaseModel):
 class Recipe(Strict):
     name: str
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds Python, NumPy and torch, which take 0 .. 2^32 - 1")
     plugins: list[str] = Field(default_factory=list, description="modules to import for third-party plugins")
     encoder: EncoderSpec
     objectives: list[ObjectiveSpec] = Field(min_length=1)
@@ -198,6 +211,13 @@ class Recipe(Strict):
     _objective_configs: list[BaseModel] = []
     _encoder_config: BaseModel | None = None
 
+    @field_validator("objectives")
+    @classmethod
+    def _something_trains(cls, objectives: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+        if all(spec.weight == 0 for spec in objectives):
+            raise ValueError("every objective has weight 0: the run would train nothing")
+        return objectives
+
     @property
     def objective_configs(self) -> list[BaseModel]:
         return self._objective_configs
@@ -205,6 +225,12 @@ class Recipe(Strict):
     @property
     def encoder_config(self) -> BaseModel | None:
         return self._encoder_config
+
+
+def zero_weight_notes(recipe: Recipe) -> list[str]:
+    """What a run says of the objectives weighted 0 beside others (an ablation): none, or one line."""
+    idle = [spec.id for spec in recipe.objectives if spec.weight == 0]
+    return [f"weight 0 (an ablation): {', '.join(idle)} computed and logged, not trained on"] if idle else []
 
 
 # --------------------------------------------------------------------------- errors
@@ -223,60 +249,86 @@ def parse_assignment(assignment: str) -> tuple[str, Any]:
         raise RecipeError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
     path, text = assignment.split("=", 1)
     try:
-        return path.strip(), yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise RecipeError(f"--set {path}: {text!r} is not a YAML value") from None
+        return path.strip(), load_yaml(text)
+    except yaml.YAMLError as exc:
+        why = f" ({exc.problem})" if isinstance(exc, RefusedYaml) else ""
+        raise RecipeError(f"--set {path}: {text!r} is not a YAML value{why}") from None
 
 
-def apply_override(raw: dict, path: str, value: Any) -> None:
-    """("objectives.1.weight", 0.3) -> raw["objectives"][1]["weight"] = 0.3."""
+def apply_override(raw: dict, path: str, value: Any) -> tuple:
+    """("objectives.1.weight", 0.3) -> raw["objectives"][1]["weight"] = 0.3. Returns the key path of
+    the shallowest node it created or replaced: an error at or below it is the override's."""
+    if not isinstance(path, str) or not all(path.split(".")):
+        raise RecipeError(f"--set {path!r}: expected a key path KEY.SUBKEY (=VALUE), with no empty key")
     value = copy.deepcopy(value)  # one value may go into many recipes, and later overrides edit it in place
     keys = path.split(".")
     node: Any = raw
+    loc: list = []
+    created: tuple | None = None
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
                 raise RecipeError(f"--set {path}: {'.'.join(keys[:i]) or '(top)'} has no item {key}")
+            loc.append(int(key))
             if last:
                 node[int(key)] = value
             else:
                 node = node[int(key)]
         elif isinstance(node, dict):
+            loc.append(key)
+            if node.get(key) is None:  # absent, or an empty section (``train:`` and nothing under it)
+                created = created or tuple(loc)
+                node[key] = {}
             if last:
                 node[key] = value
             else:
-                node = node.setdefault(key, {})
+                node = node[key]
         else:
             raise RecipeError(f"--set {path}: {'.'.join(keys[:i])} is not a mapping or list")
+    return created or tuple(loc)
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def non_finite(node: Any, loc: tuple = ()) -> tuple[tuple, float] | None:
-    """(key path, value) of the first NaN or infinity in a parsed YAML tree, or None."""
+def non_finite(node: Any, loc: tuple = (), seen: set[int] | None = None) -> tuple[tuple, float] | None:
+    """(key path, value) of the first NaN or infinity in a parsed YAML tree, or None. Each list or
+    mapping is walked once, however many aliases share it."""
     if isinstance(node, float) and not math.isfinite(node):
         return loc, node
-    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, child in children:
-        found = non_finite(child, loc + (key,))
+    seen = set() if seen is None else seen
+    if not isinstance(node, (dict, list)) or id(node) in seen:
+        return None
+    seen.add(id(node))
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        found = non_finite(child, loc + (key,), seen)
         if found is not None:
             return found
     return None
 
 
-def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) -> Recipe:
-    lines = YamlLines(text) if text is not None else None
+def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None,
+                 overrides: Sequence[tuple[str, Any]] = (), override_flag: str | None = None) -> Recipe:
+    """A recipe from its parsed YAML (``text``: the file's, for line numbers) with ``overrides``
+    (key path, value) applied in order. With ``override_flag`` (how the user gave them: ``--set``),
+    an error in a value an override gave names the override (``--set data.crop``), not a line of the file."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: the recipe must be a mapping, got {type(raw).__name__}")
+    given: dict[tuple, str] = {}  # in order: the last override to touch a value gave it
+    for key_path, value in overrides:
+        try:
+            root = apply_override(raw, key_path, value)
+        except RecipeError as exc:
+            raise RecipeError(f"{source}: {exc}") from None
+        if override_flag is not None:
+            given.pop(root, None)
+            given[root] = f"{override_flag} {key_path}"
+    lines = YamlLines(text, given) if text is not None else None
     found = non_finite(raw)  # every number of a recipe, plugin options included: no schema needs NaN or inf
     if found is not None:
         _raise(source, lines, found[0], f"{found[1]} is not a finite number")
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise RecipeError(located_first_error(exc, source, lines)) from None
+    recipe = _validated(Recipe, raw, (), source, lines)
     for i, module in enumerate(recipe.plugins):
         try:
             load_plugins([module])
@@ -289,10 +341,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
         except RegistryError as exc:
             _raise(source, lines, ("objectives", i, "name"), str(exc))
         cfg_cls = entry.config_cls
-        try:
-            configs.append(cfg_cls.model_validate(spec.options) if cfg_cls else None)
-        except ValidationError as exc:
-            raise RecipeError(located_first_error(exc, source, lines, ("objectives", i))) from None
+        configs.append(_validated(cfg_cls, spec.options, ("objectives", i), source, lines) if cfg_cls else None)
     ids = [s.id for s in recipe.objectives]
     dupes = sorted({k for k in ids if ids.count(k) > 1})
     if dupes:
@@ -305,10 +354,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
         except RegistryError as exc:
             _raise(source, lines, ("encoder", "name"), str(exc))
         if entry.config_cls is not None:
-            try:
-                recipe._encoder_config = entry.config_cls.model_validate(recipe.encoder.options)
-            except ValidationError as exc:
-                raise RecipeError(located_first_error(exc, source, lines, ("encoder",))) from None
+            recipe._encoder_config = _validated(entry.config_cls, recipe.encoder.options, ("encoder",), source, lines)
     else:
         _check_component(recipe.encoder, ("encoder",), source, lines, module_class=True)
     for section in ("loggers", "callbacks"):
@@ -316,6 +362,22 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None) ->
             _check_component(spec, ("train", section, i), source, lines)
     _check_consumers(recipe, source, lines)
     return recipe
+
+
+def _validated(model: type[BaseModel], data: dict, loc: tuple, source: str, lines: YamlLines | None) -> BaseModel:
+    """``model`` from ``data``, the recipe's section at key path ``loc``; errors name file, line and key.
+    Booleans are checked first: pydantic alone reads ``weight: true`` as 1 and ``packing: 1`` as true."""
+    found = misplaced_boolean(data, model, loc)
+    if found is not None:
+        _raise(source, lines, *found)
+    try:
+        validated = model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(located_first_error(exc, source, lines, loc)) from None
+    found = non_finite(validated.model_dump(by_alias=True), loc)  # a plugin's float read from text: 1e400 is inf
+    if found is not None:
+        _raise(source, lines, found[0], f"{found[1]} is not a finite number")
+    return validated
 
 
 def _check_component(spec: EncoderSpec | ComponentSpec, loc: tuple, source: str, lines: YamlLines | None,
@@ -352,18 +414,25 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
         published |= cls.publishes(cfg, spec.id)
 
 
-def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = ()) -> Recipe:
-    """A recipe file (or a shipped recipe's name) with ``overrides`` (key path, value) applied in order."""
+def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = (),
+                override_flag: str | None = None) -> Recipe:
+    """A recipe file (or a shipped recipe's name) with ``overrides`` (key path, value) applied in order;
+    ``override_flag`` as :func:`parse_recipe` takes it."""
     path = shipped.find(path)
     raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
-    for key_path, value in overrides:
-        try:
-            apply_override(raw, key_path, value)
-        except RecipeError as exc:
-            raise RecipeError(f"{path}: {exc}") from None
-    return parse_recipe(raw, str(path), text)
+    return parse_recipe(raw, str(path), text, overrides, override_flag)
+
+
+def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
+    """A native export's ``encoder.yaml`` (a recipe's ``encoder:`` section) and its text; errors name
+    the file, line and key."""
+    raw, text = read_yaml(spec_file, RecipeError, "encoder spec")
+    try:
+        return EncoderSpec.model_validate(raw), text
+    except ValidationError as exc:
+        raise RecipeError(located_first_error(exc, str(spec_file), YamlLines(text))) from None
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -53,7 +53,8 @@ def test_validate_reports_each_bad_recipe_with_file_line_and_path(recipes, capsy
     [
         ("objectives.1.weight=0.3", "ok   {r}/good.yaml: good [mlmx1, jepax0.3]"),
         ("objectives.0.id=masked_lm", "ok   {r}/good.yaml: good [masked_lmx1, jepax0.45]"),
-        ("objectives.1.loss=huber", "FAIL {r}/good.yaml:7: objectives[1].loss: expected cosine|mse|smooth_l1"),
+        ("objectives.1.loss=huber",
+         "FAIL {r}/good.yaml: --set objectives.1.loss: objectives[1].loss: expected cosine|mse|smooth_l1"),
         ("objectives.5.weight=1", "FAIL {r}/good.yaml: --set objectives.5.weight: objectives has no item 5"),
         ("objectives.1.weight=[1", "FAIL {r}/good.yaml: --set objectives.1.weight: '[1' is not a YAML value"),
         ("name.first=x", "FAIL {r}/good.yaml: --set name.first: name is not a mapping or list"),

@@ -275,8 +275,10 @@ def test_make_corpus_from_recipe_data(data_root):
 
 
 def test_data_errors_are_one_line_and_name_the_key(data_root, tmp_path):
+    with pytest.raises(ValueError, match=r"batch_tokens 256 is less than one row of 520 tokens"):
+        DataConfig(root=str(data_root), batch_tokens=256)  # the recipe refuses it: validate, as train does
     with pytest.raises(CorpusError, match=r"^data.batch_tokens: 256 is less than one row of 520 tokens"):
-        make_corpus(DataConfig(root=str(data_root), batch_tokens=256), None, "train")
+        FastaCorpus(data_root / DataConfig().train, batch_tokens=256)  # and the corpus, built without a recipe
     with pytest.raises(DataPathError, match="no such data file"):
         make_corpus(DataConfig(root=str(data_root), train="nope.fasta.gz"), None, "train")
     with pytest.raises(ValueError, match="holdout_fraction splits train only when valid is null"):

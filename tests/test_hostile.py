@@ -1,7 +1,8 @@
-"""Hostile and careless input (issue 12): no code runs from a checkpoint, no run is lost, no
-traceback reaches the user. Each class of error goes through the real CLI in a subprocess at
-least once; the rest call ``protjepa.cli.main`` in-process (the same code, without the ~4 s
-start-up) or the one library function that enforces the rule."""
+"""Hostile and careless input (issues 12 and 26): no code runs from a checkpoint, no run is lost, no
+traceback reaches the user, and ``validate`` accepts only what ``train`` runs. Each class of error
+goes through the real CLI in a subprocess at least once; the rest call ``protjepa.cli.main``
+in-process (the same code, without the ~4 s start-up) or the one library function that enforces
+the rule."""
 from __future__ import annotations
 
 import gzip
@@ -19,13 +20,16 @@ import pytest
 import torch
 import yaml
 
+import protjepa
 from protjepa.cli import main
 from protjepa.encoders.esm2 import ESM2
+from protjepa.errors import UserError
 from protjepa.encoders.weights import export_hf
 from protjepa.recipe import load_recipe
 from protjepa.training import checkpoints as checkpoints_module
 from protjepa.training.checkpoints import CheckpointError, read_checkpoint, save_atomic
 from protjepa.training.runlock import locked_run_dir
+from protjepa.yamlio import YamlLines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,6 +82,14 @@ def refused(done, *needles: str, status: int = 2) -> str:
 
 def main_refuses(capsys, argv: list[str], *needles: str, status: int = 2) -> str:
     assert main(argv) == status
+    return one_line(capsys.readouterr().err, *needles)
+
+
+def usage_refuses(capsys, argv: list[str], *needles: str) -> str:
+    """A flag's value refused as it is parsed: one line, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
     return one_line(capsys.readouterr().err, *needles)
 
 
@@ -142,6 +154,7 @@ def test_a_recipe_is_trusted_code_and_validate_says_what_it_checked(tmp_path, ca
 
 def test_a_second_train_on_a_locked_run_directory_is_refused(trained, tmp_path, data_root, capsys):
     run = tmp_path / "run"
+    run.mkdir()  # not the lock's own: it stays when the lock goes
     with locked_run_dir(run):
         done = cli("train", str(trained / "tiny.yaml"), "--run-dir", str(run), cwd=tmp_path, data_root=data_root)
     refused(done, str(run), "another protjepa train", f"pid {os.getpid()}")
@@ -219,10 +232,14 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- 6: Ctrl-C
+# --------------------------------------------------------------------------- 6: Ctrl-C and SIGTERM
 
 
-def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_root):
+@pytest.mark.parametrize("signum, status, said", [
+    pytest.param(signal.SIGINT, 130, "interrupted", id="SIGINT"),
+    pytest.param(signal.SIGTERM, 143, "stopped by SIGTERM", id="SIGTERM"),  # what schedulers send
+])
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_root, signum, status, said):
     recipe = write_recipe(tmp_path / "long.yaml", budget={"wall_clock": "120s"},
                           train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root)}
@@ -232,10 +249,10 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_ro
     deadline = time.monotonic() + 90
     while not first.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err[-3000:]
-    line = one_line(err, "interrupted: stopped after step", "newest checkpoint: run/checkpoints/ckpt-0.005.pt",
+    assert process.returncode == status, err[-3000:]
+    line = one_line(err, f"protjepa: {said}: stopped after step", "newest checkpoint: run/checkpoints/ckpt-0.005.pt",
                     "continue with: protjepa train")
     assert line.endswith(f"{recipe} --run-dir run --resume")
     assert not list((tmp_path / "run" / "checkpoints").glob(".partial-*"))
@@ -288,7 +305,7 @@ def test_probe_options_and_a_bad_task(tmp_path, capsys):
     done = cli(*common, "--layer", "banana", cwd=tmp_path, data_root=root)
     refused(done, "layer 'banana'", "'last', 'half' or a depth in 0..1")
     main_refuses(capsys, [*common, "--layer", "99"], "layer 99")
-    main_refuses(capsys, [*common, "--max-length", "0"], "max_length 0")
+    usage_refuses(capsys, [*common, "--max-length", "0"], "argument --max-length", "at least 1, got '0'")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     main_refuses(capsys, [*common, "--out", str(blocker / "out")], "a_file/out", "cannot write the probe output")
@@ -346,3 +363,177 @@ def test_a_truncated_gzip_corpus_is_found_at_start_up(tmp_path, data_root):
     done = cli("train", str(recipe), "--run-dir", str(tmp_path / "run"), cwd=tmp_path, data_root=data_root)
     refused(done, "cut.fasta.gz", "corrupt or truncated gzip file")
     assert not list((tmp_path / "run").glob("checkpoints/*"))
+
+
+# --------------------------------------------------------------------------- issue 26: YAML no file of ours holds
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """"Billion laughs": 9 ** levels strings from a few hundred bytes."""
+    lines = [f"lol0: &l0 [{', '.join(['lol'] * 9)}]"]
+    lines += [f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_no_file_of_ours_holds_is_refused_at_once(tmp_path, capsys):
+    recipe = yaml.safe_dump(TINY, sort_keys=False)
+    files = {"bomb.yaml": recipe + _alias_bomb(),
+             "twice.yaml": recipe + "data: {crop: 64}\n",  # PyYAML keeps the last data: silently
+             "loop.yaml": "name: x\nencoder: &e {name: esm2, more: [*e]}\n",
+             "deep.yaml": "name: " + "[" * 3000 + "]" * 3000 + "\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    started = time.monotonic()
+    assert main(["validate", *(str(tmp_path / name) for name in files)]) == 1
+    assert time.monotonic() - started < 10  # the bomb once took minutes
+    data_line = recipe.splitlines().index("data:") + 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"FAIL {tmp_path}/bomb.yaml:{len(recipe.splitlines()) + 6}: its aliases expand to more than 100,000 values "
+        "(an alias bomb?)",
+        f"FAIL {tmp_path}/twice.yaml:{len(recipe.splitlines()) + 1}: key 'data' is given twice (first on line "
+        f"{data_line}); YAML keeps only one",
+        f"FAIL {tmp_path}/loop.yaml:2: an alias refers to a node that holds it (a recursive alias)",
+        f"FAIL {tmp_path}/deep.yaml: nested too deeply"]
+    # every YAML reader: task specs, and values given on the command line
+    spec = tmp_path / "specs" / "twice.yaml"
+    spec.parent.mkdir()
+    spec.write_text("name: t\nname: u\n")
+    main_refuses(capsys, ["probe", "--list", "--spec", str(spec)], "twice.yaml:2: key 'name' is given twice")
+    main_refuses(capsys, ["train", str(tmp_path / "twice.yaml"), "--set", "data={crop: 64, crop: 32}"],
+                 "--set data", "is not a YAML value (key 'crop' is given twice")
+
+
+def test_validate_reads_text_as_train_does(tmp_path, data_root, capsys):
+    recipe = yaml.safe_dump(TINY)
+    (tmp_path / "utf16.yaml").write_bytes(recipe.encode("utf-16"))
+    (tmp_path / "latin1.yaml").write_bytes(("description: caf\xe9\n" + recipe).encode("latin-1"))
+    (tmp_path / "binary.yaml").write_bytes(b"name: x\n\xff\xfe\x00garbage")
+    done = cli("validate", "utf16.yaml", cwd=tmp_path, data_root=data_root)
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout == "FAIL utf16.yaml: not a text file (byte 0 is not UTF-8); a recipe file is YAML text\n"
+    assert main(["validate", str(tmp_path / "latin1.yaml"), str(tmp_path / "binary.yaml")]) == 1
+    assert [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines()] == [
+        "not a text file (byte 16 is not UTF-8); a recipe file is YAML text",
+        "not a text file (byte 8 is not UTF-8); a recipe file is YAML text"]
+    main_refuses(capsys, ["train", str(tmp_path / "utf16.yaml"), "--main-job"], "utf16.yaml", "not a text file")
+
+
+# --------------------------------------------------------------------------- issue 26: validate runs train's checks
+
+
+@pytest.mark.parametrize("assignment, says", [
+    ("seed=-1", "seed: Input should be greater than or equal to 0"),  # Composer's seed_all raised at start
+    ("objectives.0.weight=-1", "objectives[0].weight: Input should be greater than or equal to 0"),  # maximised MLM
+    ("objectives.0.weight=1e300", "objectives[0].weight: Input should be less than or equal to 1000000"),
+    ("objectives.0.weight=true", "objectives[0].weight: expected a number, got true"),  # read as 1
+    ("optim.betas=[true, 0.9]", "optim.betas[0]: expected a number, got true"),
+    ("data.packing=1", "data.packing: expected true or false, got 1"),
+    ("encoder.token_dropout=0", "encoder.token_dropout: expected true or false, got 0"),  # an encoder's options
+    ("objectives.1.normalize=1", "objectives[1].normalize: expected true or false, got 1"),  # an objective's
+    ("optim.lr=1e400", "optim.lr: Input should be a finite number"),  # YAML 1.1 text, which pydantic read as inf
+    ("budget={tokens: 1e400}", "budget.tokens"),
+])
+def test_validate_refuses_what_train_would_refuse(tmp_path, capsys, assignment, says):
+    recipe = write_recipe(tmp_path / "tiny.yaml")
+    assert main(["validate", str(recipe), "--set", assignment]) == 1
+    key = assignment.split("=")[0]
+    assert capsys.readouterr().out.startswith(f"FAIL {recipe}: --set {key}: {says}")
+
+
+def test_settings_that_cannot_train_are_refused_with_their_line(tmp_path, capsys, monkeypatch):
+    huge_crop = write_recipe(tmp_path / "crop.yaml", data={**TINY["data"], "crop": 10_000_000})
+    nothing = write_recipe(tmp_path / "nothing.yaml", objectives=[{"name": "mlm", "weight": 0}])
+    ablation = write_recipe(tmp_path / "ablation.yaml", objectives=[{"name": "mlm"}, {"name": "jepa", "weight": 0}])
+    assert main(["validate", str(huge_crop), str(nothing), str(ablation)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    line = {path: YamlLines(path.read_text()).line((key,)) for path, key in ((huge_crop, "data"),
+                                                                               (nothing, "objectives"))}
+    assert out[0] == (f"FAIL {huge_crop}:{line[huge_crop]}: data: batch_tokens 512 is less than one row of 10000008 "
+                      "tokens (crop 10000000 + <cls>/<eos>, padded to a multiple of 8)")
+    assert out[1] == (f"FAIL {nothing}:{line[nothing]}: objectives: every objective has weight 0: the run would "
+                      "train nothing")
+    assert out[2] == (f"ok   {ablation}: tiny_hostile [mlmx1, jepax0] "
+                      "(weight 0 (an ablation): jepa computed and logged, not trained on)")
+    noted = []  # and the run says so in its summary
+    monkeypatch.setattr("protjepa.training.trainer.train", lambda *args, notes=(), **kw: noted.extend(notes))
+    assert main(["train", str(ablation), "--run-dir", str(tmp_path / "run")]) == 0
+    assert noted == ["weight 0 (an ablation): jepa computed and logged, not trained on"]
+
+
+def test_a_refused_run_leaves_no_folder(trained, tmp_path, capsys):
+    recipe = str(trained / "tiny.yaml")
+    main_refuses(capsys, ["train", recipe, "--set", "seed=-1", "--run-dir", str(tmp_path / "seed")],
+                 "--set seed: seed: Input should be greater than or equal to 0")
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(tmp_path / "root"), "--data-root", str(tmp_path / "none")],
+                 "none (data.root / --data-root): no such folder")  # refused after taking the run's lock
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_from_the_command_line_are_named_as_such(trained, tmp_path, capsys):
+    recipe = str(trained / "tiny.yaml")
+    main_refuses(capsys, ["train", recipe, "--set", "=1"], f"{recipe}: --set '': expected a key path")
+    main_refuses(capsys, ["train", recipe, "--set", "nosuch.key=1"], f"{recipe}: --set nosuch.key: nosuch: unknown key")
+    main_refuses(capsys, ["train", recipe, "--budget", "1e400tok"], "--budget '1e400tok'", "positive and finite")
+    with pytest.raises(UserError, match=r"tiny.yaml: override data.crop: data.crop: Input should be greater"):
+        protjepa.load_recipe(recipe, {"data.crop": 2})
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- issue 26: probe's and compare's flags
+
+
+def test_probe_and_compare_check_their_flags_and_files_before_any_work(tmp_path, capsys, monkeypatch):
+    root, specs, run = _probe_fixture(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    common = ["probe", str(run), "--spec", str(specs), "--tasks", "good", "--data-root", str(root), "--no-cache"]
+    for flag, value in (("--max-train", "0"), ("--max-train", "-5"), ("--max-test", "x"), ("--batch-tokens", "0"),
+                        ("--drop-identity", "2"), ("--seed", "-1")):
+        usage_refuses(capsys, [*common, flag, value], f"protjepa probe: error: argument {flag}: expected", value)
+    usage_refuses(capsys, ["compare", "a", "a", "--tie", "-1"], "argument --tie: expected a finite number at least 0")
+    if not torch.cuda.is_available():
+        main_refuses(capsys, [*common, "--device", "cuda"], "--device cuda: torch sees no CUDA device here")
+    main_refuses(capsys, [*common, "--device", "banana"], "--device 'banana': expected auto, cpu, cuda or cuda:N")
+    (tmp_path / "fake.pt").write_text("not a checkpoint\n")
+    (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 4)
+    for fake in ("fake.pt", "garbage.pt"):
+        line = main_refuses(capsys, ["probe", fake, "--spec", str(specs), "--data-root", str(root)],
+                            f"{fake}: not a plain fair-esm checkpoint: torch.load cannot read it (")
+        assert "weights_only" not in line and "Please" not in line
+    (run / "recipe.yaml").write_bytes(b"\xff\xfe")  # the run names its corpus in its recipe
+    main_refuses(capsys, common, "run/recipe.yaml: not a text file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "fake.pt", "garbage.pt", "run", "specs"]
+
+
+def test_the_python_api_names_the_argument_it_cannot_take():
+    encoder = ESM2(1, 16, 2)
+    scored = {"tasks": {"t": {"metric": "spearman", "value": 0.5}}}
+    calls = [
+        (lambda: protjepa.build_model(5), "recipe: expected a Recipe, a recipe file or a shipped recipe's name"),
+        (lambda: protjepa.compare({}, {}), "a: not a protjepa probe result (no 'tasks' mapping)"),
+        (lambda: protjepa.compare({"tasks": {}}, {"tasks": {}}), "A and B: no task is scored in both"),
+        (lambda: protjepa.compare(scored, scored, tie=-1), "tie -1: expected a finite number at least 0"),
+        (lambda: protjepa.embed(encoder, [None]), "sequences[0]: expected a string of residue letters, got NoneType"),
+        (lambda: protjepa.embed(encoder, [b"MKT"]), "sequences[0]: expected a string of residue letters, got bytes"),
+        (lambda: protjepa.embed(encoder, ["MKT", ""]), "sequences[1]: an empty sequence"),  # was a row of NaN
+        (lambda: protjepa.embed(encoder, ["MKJ"]), "sequences[0]: unknown residue letter 'J' at position 3"),
+        (lambda: protjepa.embed(encoder, 42), "sequences: expected a list, got int"),
+        (lambda: protjepa.embed(123, ["MKT"]), "encoder: expected an Encoder"),
+        (lambda: protjepa.embed(encoder, ["MKT"], batch_tokens=0), "batch_tokens 0: expected a whole number"),
+        (lambda: protjepa.load_encoder(None), "path: expected an encoder file or folder"),
+        (lambda: protjepa.load_recipe(42), "recipe: expected a recipe file or a shipped recipe's name, got int"),
+        (lambda: protjepa.load_recipe("mlm", 5), "overrides: expected a mapping or a list of overrides, got int"),
+        (lambda: protjepa.probe(encoder, ["stability"], bogus_cap=1), "bogus_cap: no such probe setting"),
+        (lambda: protjepa.probe(encoder, ["stability"], max_train="x"), "max_train 'x': expected a whole number"),
+        (lambda: protjepa.probe(encoder, ["stability"], max_train=0), "max_train 0: expected a whole number"),
+        (lambda: protjepa.probe(encoder, "no_such_task"), "unknown task 'no_such_task'"),  # one string, one task
+        (lambda: protjepa.train(42), "recipe: expected a Recipe"),
+    ]
+    if not torch.cuda.is_available():
+        calls.append((lambda: protjepa.embed(encoder, ["MKT"], device="cuda"), "device cuda: torch sees no CUDA"))
+    for call, says in calls:
+        with pytest.raises(UserError) as info:
+            call()
+        assert says in str(info.value) and "\n" not in str(info.value), (says, str(info.value))
+    assert protjepa.embed(encoder, "MKTAYIAK").shape == (1, 16)  # one string: one sequence, not one per letter
+    assert protjepa.load_recipe("mlm", "optim.lr=0.001").optim.lr == 0.001
+    assert type(protjepa.build_model("mlm")).__name__ == "ProtJEPA"  # a name where a Recipe is wanted

@@ -75,7 +75,7 @@ def test_main_job_fits_the_paper_recipe_to_a_cpu():
     recipe = load_recipe(recipe_file, overrides)
     assert recipe.budget.wall_clock == "3min"
     assert (recipe.data.crop, recipe.data.batch_tokens, recipe.train.device) == (128, 2048, "cpu")
-    assert [o.name for o in recipe.objectives] == ["mlm", "jepa", "sigreg"]  # the method is untouched
+    assert [o.name for o in recipe.objectives] == ["mlm", "jepa"]  # the method is untouched
     assert recipe.encoder.options["preset"] == "esm2_8m"
     assert "data.crop 512 -> 128" in notes[1]
     assert notes[0] == "main job: budget wall_clock 3min (the recipe's: wall_clock 30min)"
@@ -105,7 +105,7 @@ def test_latest_checkpoint_is_the_furthest_into_the_budget(tmp_path):
 @pytest.mark.parametrize(
     "extra, says",
     [
-        (["--budget", "2x"], "protjepa: error: budget: cannot parse duration '2x'"),
+        (["--budget", "2x"], "protjepa: error: --budget: cannot parse duration '2x'"),
         (["--data-root", "/nonexistent/data"], "protjepa: error: data root /nonexistent/data"),
         (["--resume"], "no checkpoint to resume from"),
     ],

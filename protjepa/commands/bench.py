@@ -15,6 +15,7 @@ from pathlib import Path
 
 def configure(parser) -> None:
     from protjepa.attention import BACKENDS
+    from protjepa.commands.arguments import number, whole_number
 
     parser.add_argument("--suite", choices=("cpu", "gpu"), default="cpu", help="preset settings (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny batches, one repetition")
@@ -22,23 +23,24 @@ def configure(parser) -> None:
                         help="encoder size (esm2_8m|esm2_35m|esm2_150m|esm2_650m|tiny); repeat for several")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: the suite's")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="bf16 autocast (a GPU, or a CPU with native bf16)")
-    parser.add_argument("--crop", type=int, help="residues per sequence in the step rows")
-    parser.add_argument("--rows", type=int, help="token budget per batch, in rows of crop + 2 tokens")
-    parser.add_argument("--packing-crop", type=int, help="crop of the padded-vs-packed rows (default 512)")
-    parser.add_argument("--packing-tokens", type=int,
+    parser.add_argument("--crop", type=whole_number(8), help="residues per sequence in the step rows")
+    parser.add_argument("--rows", type=whole_number(1), help="token budget per batch, in rows of crop + 2 tokens")
+    parser.add_argument("--packing-crop", type=whole_number(8), help="crop of the padded-vs-packed rows (default 512)")
+    parser.add_argument("--packing-tokens", type=whole_number(1),
                         help="token budget of the padded-vs-packed rows (default: 8192 on the CPU suite, "
                              "the step rows' on the GPU suite)")
-    parser.add_argument("--repeats", type=int, help="interleaved repetitions (medians are over these)")
-    parser.add_argument("--steps", type=int, help="steps per timed measurement")
-    parser.add_argument("--warmup", type=int, help="untimed runs of every row before timing")
+    parser.add_argument("--repeats", type=whole_number(1), help="interleaved repetitions (medians are over these)")
+    parser.add_argument("--steps", type=whole_number(1), help="steps per timed measurement")
+    parser.add_argument("--warmup", type=whole_number(0), help="untimed runs of every row before timing")
     parser.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"],
                         help="attention backends of the encoder rows")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows beside the eager ones")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="leave out transformers' ESM")
-    parser.add_argument("--embed-sequences", type=int,
+    parser.add_argument("--embed-sequences", type=whole_number(0),
                         help="sequences of the Embedder-vs-transformers rows (0: leave them out)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 2 on the CPU suite)")
-    parser.add_argument("--peak-tflops", type=float, help="peak TFLOP/s for MFU (default: looked up by GPU name)")
+    parser.add_argument("--threads", type=whole_number(1), help="torch CPU threads (default: 2 on the CPU suite)")
+    parser.add_argument("--peak-tflops", type=number(0, above=True),
+                        help="peak TFLOP/s for MFU (default: looked up by GPU name)")
     parser.add_argument("--data-root", help="data folder (default: ../shared/data beside the repo)")
     parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the shipped recipes)")
     parser.add_argument("--curves", metavar="PNG", help="instead of the suite: cost curves (tokens/s against crop, "

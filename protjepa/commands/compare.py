@@ -14,11 +14,12 @@ from pathlib import Path
 
 
 def configure(parser) -> None:
+    from protjepa.commands.arguments import number
     from protjepa.evaluation.compare import DEFAULT_TIE
 
     parser.add_argument("run_a", help="candidate: results.json, a probe or run folder, or a folder of seed<k>/ runs")
     parser.add_argument("run_b", help="baseline: likewise")
-    parser.add_argument("--tie", type=float, default=DEFAULT_TIE,
+    parser.add_argument("--tie", type=number(0), default=DEFAULT_TIE,
                         help=f"|A - B| at or below this is a tie (default {DEFAULT_TIE})")
     parser.add_argument("--name-a", help="label of A (default: its folder name)")
     parser.add_argument("--name-b", help="label of B")
@@ -32,7 +33,7 @@ def _name(path: str) -> str:
 
 
 def run(args) -> int:
-    from protjepa.evaluation.compare import CompareError, compare, plot, to_markdown
+    from protjepa.evaluation.compare import check_comparable, compare, plot, to_markdown
     from protjepa.evaluation.seed_stats import compare_variants, load_seeds, null_summary, seed_pairs, seeded_markdown
     from protjepa.paths import writable_folder
 
@@ -46,8 +47,7 @@ def run(args) -> int:
         means = result.means
     else:
         means = compare(a[0][0], b[0][0], args.tie, name_a, name_b)
-    if not means.rows:  # a sign test of nothing would read "0/0/0, p = 1"
-        raise CompareError(f"{args.run_a} and {args.run_b}: no task is scored in both, nothing to compare")
+    check_comparable(means, args.run_a, args.run_b)
     out = Path(args.out) if args.out else Path("compare") / f"{_name(args.run_a)}_vs_{_name(args.run_b)}"
     writable_folder(out, "comparison output (--out)")
     if seeded:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 def configure(parser) -> None:
+    from protjepa.commands.arguments import number, whole_number
+
     parser.add_argument("checkpoint", nargs="?", help="encoder file/folder, or a run folder")
     parser.add_argument("--tasks", help="comma-separated task names, or 'all' (default: the default suite)")
     parser.add_argument("--spec", action="append", default=[], metavar="PATH",
@@ -19,14 +21,14 @@ def configure(parser) -> None:
     parser.add_argument("--data-root", help="data folder (default: $PROTJEPA_DATA or ../shared/data)")
     parser.add_argument("--layer", default="last", help="last | half | a depth (0 = embeddings)")
     parser.add_argument("--fast", action="store_true", help="subsample each task to its spec's fast caps")
-    parser.add_argument("--max-train", type=int, help="at most N training records per task")
-    parser.add_argument("--max-test", type=int, help="at most N test records per task")
-    parser.add_argument("--max-records", type=int, help="at most N records (cross-validation, retrieval)")
-    parser.add_argument("--seed", type=int, default=0, help="subsampling seed")
+    parser.add_argument("--max-train", type=whole_number(1), help="at most N training records per task")
+    parser.add_argument("--max-test", type=whole_number(1), help="at most N test records per task")
+    parser.add_argument("--max-records", type=whole_number(1), help="at most N records (cross-validation, retrieval)")
+    parser.add_argument("--seed", type=whole_number(0), default=0, help="subsampling seed")
     parser.add_argument("--corpus", nargs="+", metavar="FASTA",
                         help="pretraining corpus for the leakage check (default: a run's recipe data)")
     parser.add_argument("--drop-leaked", action="store_true", help="drop scored sequences found in the corpus")
-    parser.add_argument("--drop-identity", type=float, metavar="FRACTION",
+    parser.add_argument("--drop-identity", type=number(0, above=True, maximum=1), metavar="FRACTION",
                         help="also drop scored sequences with an mmseqs hit of this identity (needs mmseqs)")
     parser.add_argument("--out", help="output folder")
     parser.add_argument("--cache-dir", help="embedding cache (default: $PROTJEPA_CACHE/embeddings or "
@@ -36,9 +38,10 @@ def configure(parser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="embed under bf16 autocast; auto (default): on a GPU, and on a CPU where native "
                              "bf16 is faster")
-    parser.add_argument("--batch-tokens", type=int,
+    parser.add_argument("--batch-tokens", type=whole_number(1),
                         help="tokens per embedding batch, padding included (default: 2048 on a CPU, 16384 on a GPU)")
-    parser.add_argument("--max-length", type=int, default=1022, help="residues per window for longer sequences")
+    parser.add_argument("--max-length", type=whole_number(1), default=1022,
+                        help="residues per window for longer sequences")
 
 
 def run(args) -> int:
@@ -56,9 +59,8 @@ def run(args) -> int:
         raise UserError("probe: give a CHECKPOINT (or --list)")
     specs = registry.select(args.tasks.split(",") if args.tasks else None)
 
-    import torch
-
     from protjepa.card import CARD, write_card
+    from protjepa.devices import resolve_device
     from protjepa.export import load_encoder, resolve_checkpoint
     from protjepa.evaluation.embed import DEFAULT_CACHE, Embedder
     from protjepa.evaluation.leakage import Corpus, run_corpus
@@ -67,6 +69,7 @@ def run(args) -> int:
     from protjepa.precision import choose_bf16
 
     root = data_root(args.data_root)
+    device = resolve_device(args.device, "--device")
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
     if args.out:
         out = Path(args.out)
@@ -74,7 +77,6 @@ def run(args) -> int:
         out = run_dir / "probe" / encoder_path.stem if encoder_path.is_file() else run_dir / "probe"
     else:
         out = Path("probe") / Path(args.checkpoint).stem
-    writable_folder(out, "probe output (--out)")  # now, not after the tasks have run
     if args.corpus:
         corpus = Corpus([resolve(root, p) for p in args.corpus])
     else:
@@ -83,12 +85,12 @@ def run(args) -> int:
         raise UserError("probe: --drop-leaked / --drop-identity need the corpus: give --corpus (or a run folder)")
     print(f"encoder: {encoder_path}")
     encoder = load_encoder(encoder_path)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
-    bf16, precision = choose_bf16(args.precision, torch.device(device).type, "--precision")
+    bf16, precision = choose_bf16(args.precision, device.type, "--precision")
     embedder = Embedder(encoder, layer, device=device, batch_tokens=args.batch_tokens, max_length=args.max_length,
                         cache_dir=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE,
                         bf16=bf16)
+    writable_folder(out, "probe output (--out)")  # once the encoder loaded, and not after the tasks have run
     settings = SuiteSettings(fast=args.fast, max_train=args.max_train, max_test=args.max_test,
                              max_records=args.max_records, seed=args.seed, drop_leaked=args.drop_leaked,
                              drop_identity=args.drop_identity)

@@ -12,25 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"at least 2 (a fit half and a scored half), got {value}")
-    return value
-
-
 def configure(parser) -> None:
+    from protjepa.commands.arguments import whole_number
     from protjepa.evaluation.readout import SEQUENCES
 
     parser.add_argument("run", help="a run folder of protjepa train")
     parser.add_argument("--checkpoint", help="a training checkpoint of the run (default: its newest)")
-    parser.add_argument("--sequences", type=positive_int, default=SEQUENCES,
-                        help=f"held-out sequences to read out on (default {SEQUENCES})")
+    parser.add_argument("--sequences", type=whole_number(2), default=SEQUENCES,
+                        help=f"held-out sequences to read out on, at least 2: a fit half and a scored half "
+                             f"(default {SEQUENCES})")
     parser.add_argument("--data-root", help="folder the run's data paths are relative to (default: ../shared/data)")
 
 

@@ -6,8 +6,11 @@ crop and batch so that those minutes hold some dozens of steps; it says what it 
 """
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 MAIN_JOB_BUDGET = "3min"
 # esm2_8m on a laptop-class CPU: a few seconds per step at these sizes.
@@ -63,26 +66,25 @@ def unused_run_dir(run_dir: Path) -> Path:
 
 def run(args) -> int:
     import torch
-    import yaml
 
     from protjepa import shipped
     from protjepa.durations import parse_budget
-    from protjepa.recipe import load_recipe, parse_assignment
+    from protjepa.recipe import load_recipe, parse_assignment, zero_weight_notes
+    from protjepa.yamlio import peek_mapping
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     overrides, notes = ([("budget", budget)] if budget else []), []
-    if args.main_job:
-        try:
-            raw = yaml.safe_load(shipped.find(args.recipe).read_text())
-        except (OSError, yaml.YAMLError):
-            raw = None  # load_recipe below reports the problem with its file and line
-        overrides, notes = main_job_settings(raw if isinstance(raw, dict) else {}, torch.cuda.is_available(), budget)
-    recipe = load_recipe(args.recipe, overrides + [parse_assignment(a) for a in args.overrides])  # --set wins
+    if args.main_job:  # an unreadable recipe: load_recipe below reports the problem with its file and line
+        raw = peek_mapping(shipped.find(args.recipe))
+        overrides, notes = main_job_settings(raw, torch.cuda.is_available(), budget)
+    recipe = load_recipe(args.recipe, overrides + [parse_assignment(a) for a in args.overrides], "--set")  # --set wins
+    notes += zero_weight_notes(recipe)
     run_dir = Path(args.run_dir or recipe.train.run_dir.format(name=recipe.name))
     if args.main_job and not args.run_dir and not args.resume:
         run_dir = unused_run_dir(run_dir)  # running the demo twice makes a second run
 
     from protjepa.checkpoint_file import CheckpointError, latest_checkpoint
+    from protjepa.errors import Interrupted
     from protjepa.training.trainer import RunInterrupted, train
 
     resume = None
@@ -92,13 +94,36 @@ def run(args) -> int:
             raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from")
     elif args.resume:
         resume = Path(args.resume)
-    try:
-        train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
-    except RunInterrupted as exc:
-        again = "continue with" if exc.newest else "no checkpoint yet; start again with"
-        raise KeyboardInterrupt(f"{exc}; {again}: {rerun_command(args, run_dir, resume=exc.newest is not None)}") \
-            from None
+    with sigterm_interrupts() as signals:
+        try:
+            train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
+        except RunInterrupted as exc:
+            again = "continue with" if exc.newest else "no checkpoint yet; start again with"
+            raise Interrupted(f"{exc}; {again}: {rerun_command(args, run_dir, resume=exc.newest is not None)}",
+                              signals[-1] if signals else signal.SIGINT) from None
     return 0
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[list[int]]:
+    """SIGTERM (what schedulers and ``kill`` send) stops the run as Ctrl-C does, so that it too says
+    where the run stopped and how to continue it; yields the list of the signals received."""
+    from protjepa.errors import Interrupted
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers belong to the main thread
+        return
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise Interrupted("", signum)  # the trainer turns it into RunInterrupted, as it does Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def rerun_command(args, run_dir: Path, resume: bool) -> str:

@@ -13,21 +13,16 @@ def configure(parser) -> None:
 
 
 def is_experiment(name: str) -> bool:
-    import yaml
-
     from protjepa import shipped
+    from protjepa.yamlio import peek_mapping
 
-    try:
-        raw = yaml.safe_load(shipped.find(name).read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # validated as a recipe, whose loading reports the problem
-    return isinstance(raw, dict) and "variants" in raw
+    return "variants" in peek_mapping(shipped.find(name))  # unreadable: a recipe, whose loading says why
 
 
 def check(path: str, overrides: list, print_recipe: bool) -> None:
     """Print ``ok`` and what the file resolves to, or raise its error."""
     from protjepa.errors import UserError
-    from protjepa.recipe import dump_recipe, load_recipe
+    from protjepa.recipe import dump_recipe, load_recipe, zero_weight_notes
 
     if is_experiment(path):
         from protjepa.experiment.spec import load_experiment
@@ -39,10 +34,11 @@ def check(path: str, overrides: list, print_recipe: bool) -> None:
               f"[{', '.join(run.label for run in experiment.trained_runs)}]")
         recipes = [run.recipe for run in experiment.trained_runs] if print_recipe else []
     else:
-        recipe = load_recipe(path, overrides)
+        recipe = load_recipe(path, overrides, "--set")
         objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
         unbuilt = recipe.encoder.component
-        print(f"ok   {path}: {recipe.name} [{objectives}]" + (
+        notes = "".join(f" ({note})" for note in zero_weight_notes(recipe))
+        print(f"ok   {path}: {recipe.name} [{objectives}]{notes}" + (
             f" (encoder {unbuilt} imported, its arguments checked, not called: "
             "train checks that it returns an encoder; a recipe is trusted code)" if unbuilt else ""))
         recipes = [recipe] if print_recipe else []

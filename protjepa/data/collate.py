@@ -16,16 +16,10 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
-from protjepa.batch import Batch
+from protjepa.batch import PAD_MULTIPLE, Batch, round_up
 from protjepa.data.fasta import UnknownLetters, clean_letters, residue_pattern
 from protjepa.data.masking import mask_tokens, residue_mask
 from protjepa.recipe import MaskingConfig
-
-PAD_MULTIPLE = 8
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 class Packing(NamedTuple):

@@ -20,8 +20,8 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
-from protjepa.batch import Batch
-from protjepa.data.collate import PAD_MULTIPLE, Collator, first_fit_decreasing, round_up
+from protjepa.batch import PAD_MULTIPLE, Batch, round_up, row_tokens
+from protjepa.data.collate import Collator, first_fit_decreasing
 from protjepa.data.fasta import FastaReader, UnknownLetters
 from protjepa.errors import UserError
 from protjepa.paths import data_root, resolve
@@ -95,7 +95,7 @@ class FastaCorpus(IterableDataset):
         world_size: int | None = None,
     ):
         self.row_length = crop + 2  # residues + <cls> + <eos>
-        widest = self.row_length if packing else round_up(self.row_length, PAD_MULTIPLE)
+        widest = row_tokens(crop, packing)
         if batch_tokens < widest:
             raise CorpusError(f"data.batch_tokens: {batch_tokens} is less than one row of {widest} tokens "
                               f"(data.crop {crop} + <cls>/<eos>{'' if packing else ', padded to a multiple of 8'})")

@@ -7,7 +7,6 @@ otherwise. Ties are left out of the sign test: with ``w`` wins and ``l`` losses,
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from scipy import stats
 
 from protjepa.errors import UserError
+from protjepa.yamlio import read_json
 
 RESULTS_FILE = "results.json"
 DEFAULT_TIE = 0.005
@@ -73,15 +73,35 @@ def load_results(path: str | Path) -> dict:
     path = Path(path)
     for candidate in (path, path / RESULTS_FILE, path / "probe" / RESULTS_FILE):
         if candidate.is_file():
-            try:
-                results = json.loads(candidate.read_text())
-            except json.JSONDecodeError as exc:
-                raise CompareError(f"{candidate}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-            if not isinstance(results, dict) or "tasks" not in results:
-                raise CompareError(f"{candidate}: not a protjepa probe result (no 'tasks')")
+            results = read_json(candidate, CompareError, "probe results")
+            check_results(results, str(candidate))
             results.setdefault("path", str(candidate))
             return results
     raise CompareError(f"{path}: no {RESULTS_FILE} there, nor in {path / 'probe'} (run protjepa probe first)")
+
+
+def check_results(results: object, source: str) -> None:
+    """Probe results as ``protjepa probe`` writes them: a mapping whose ``tasks`` maps each task to a mapping."""
+    tasks = results.get("tasks") if isinstance(results, dict) else None
+    if not isinstance(tasks, dict):
+        raise CompareError(f"{source}: not a protjepa probe result (no 'tasks' mapping)")
+    for name, task in tasks.items():
+        if not isinstance(task, dict):
+            raise CompareError(f"{source}: tasks.{name}: expected a mapping of the task's metric and value")
+
+
+def check_tie(tie: object) -> float:
+    """The tie margin: a finite number at least 0 (with -1, identical results would read as a win)."""
+    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or not 0 <= tie < math.inf:
+        raise CompareError(f"tie {tie!r}: expected a finite number at least 0 (|A - B| at or below it is a tie)")
+    return float(tie)
+
+
+def check_comparable(c: Comparison, source_a: str, source_b: str) -> Comparison:
+    """``c``, unless no task is scored in both: a sign test of nothing would read "0/0/0, p = 1"."""
+    if not c.rows:
+        raise CompareError(f"{source_a} and {source_b}: no task is scored in both, nothing to compare")
+    return c
 
 
 def _score(results: dict, task: str) -> float:
@@ -96,7 +116,7 @@ def _score(results: dict, task: str) -> float:
 
 
 def compare(a: dict, b: dict, tie: float = DEFAULT_TIE, name_a: str = "A", name_b: str = "B") -> Comparison:
-    out = Comparison(name_a, name_b, tie, [])
+    out = Comparison(name_a, name_b, check_tie(tie), [])
     for task in sorted(set(a["tasks"]) | set(b["tasks"])):
         ra, rb = a["tasks"].get(task), b["tasks"].get(task)
         if ra is None or rb is None:

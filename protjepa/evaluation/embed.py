@@ -26,8 +26,10 @@ from tqdm.auto import tqdm
 
 from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch, gather_positions, mean_pool
+from protjepa.data.fasta import residue_pattern
+from protjepa.devices import resolve_device
 from protjepa.encoders.base import Encoder
-from protjepa.errors import UserError
+from protjepa.errors import ArgumentError, whole_number
 from protjepa.precision import bf16_autocast
 
 DEFAULT_CACHE = Path(os.environ.get("PROTJEPA_CACHE", "~/.cache/protjepa")).expanduser() / "embeddings"
@@ -105,11 +107,11 @@ class Embedder:
         progress: bool = True,
         bf16: bool = False,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if batch_tokens is None:
             batch_tokens = DEFAULT_BATCH_TOKENS.get(self.device.type, DEFAULT_BATCH_TOKENS["cuda"])
-        if max_length < 1 or batch_tokens < 1:
-            raise UserError(f"max_length {max_length}, batch_tokens {batch_tokens}: both must be at least 1")
+        whole_number(max_length, "max_length")
+        whole_number(batch_tokens, "batch_tokens")
         self.depth = encoder.resolve_layer(layer)
         self.encoder = encoder.eval().to(self.device)
         self.batch_tokens = batch_tokens
@@ -124,15 +126,32 @@ class Embedder:
 
     def pooled(self, sequences: Sequence[str], desc: str = "") -> np.ndarray:
         """[N, D] float32 mean embeddings, in the order given."""
-        unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
+        unique, inverse = np.unique(np.asarray(self._checked(sequences), dtype=object), return_inverse=True)
         return self._cached(list(unique), "mean", desc)[inverse]
 
     def per_residue(self, sequences: Sequence[str], desc: str = "") -> list[np.ndarray]:
         """One [L_i, D] array per sequence (float16 views of the cached array)."""
-        unique, inverse = np.unique(np.asarray(sequences, dtype=object), return_inverse=True)
+        unique, inverse = np.unique(np.asarray(self._checked(sequences), dtype=object), return_inverse=True)
         flat = self._cached(list(unique), "residues", desc)
         offsets = np.cumsum([0] + [len(s) for s in unique])
         return [flat[offsets[i]:offsets[i + 1]] for i in inverse]
+
+    def _checked(self, sequences: Sequence[str]) -> list[str]:
+        """``sequences`` as a list of non-empty strings of the encoder's residue letters (an empty
+        one has no mean: NaN); else an error naming the first that is not."""
+        sequences = list(sequences)
+        not_a_residue = residue_pattern(self.encoder.alphabet)
+        for i, sequence in enumerate(sequences):
+            if not isinstance(sequence, str):
+                raise ArgumentError(f"sequences[{i}]: expected a string of residue letters, "
+                                    f"got {type(sequence).__name__}")
+            if not sequence:
+                raise ArgumentError(f"sequences[{i}]: an empty sequence, nothing to embed")
+            bad = not_a_residue.search(sequence.upper())
+            if bad is not None:
+                raise ArgumentError(f"sequences[{i}]: unknown residue letter {bad.group()!r} at position "
+                                    f"{bad.start() + 1}")
+        return sequences
 
     def _cached(self, unique: list[str], kind: str, desc: str) -> np.ndarray:
         if self.cache_dir is None:

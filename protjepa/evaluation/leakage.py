@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
+from pydantic import ValidationError
 
 from protjepa.data.corpus import data_files
 from protjepa.data.fasta import FastaReader, write_fasta
@@ -22,6 +22,7 @@ from protjepa.errors import UserError
 from protjepa.provenance import FILE as PROVENANCE
 from protjepa.provenance import recorded_corpus
 from protjepa.recipe import DataConfig
+from protjepa.yamlio import YamlLines, located_first_error, read_yaml
 
 MMSEQS_COVERAGE = 0.8
 
@@ -40,8 +41,12 @@ def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
             raise LeakageError(f"{missing[0]}: the run's corpus ({run_dir / PROVENANCE}) is not there any more: "
                                "pass --corpus FASTA")
         return recorded
-    raw = yaml.safe_load((run_dir / "recipe.yaml").read_text()) or {}
-    data = DataConfig.model_validate(raw.get("data") or {})
+    raw, text = read_yaml(run_dir / "recipe.yaml", LeakageError, "run recipe")
+    try:
+        data = DataConfig.model_validate((raw.get("data") if isinstance(raw, dict) else None) or {})
+    except ValidationError as exc:
+        raise LeakageError(located_first_error(exc, str(run_dir / "recipe.yaml"), YamlLines(text), ("data",))) \
+            from None
     return list(data_files(data, data.root or data_root).values())  # the recipe's root, if it names one
 
 

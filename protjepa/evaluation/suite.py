@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from protjepa.errors import UserError
+from protjepa.errors import ArgumentError, UserError, whole_number
 from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus
 from protjepa.evaluation.probes import (
@@ -48,6 +48,20 @@ class SuiteSettings:
     seed: int = 0
     drop_leaked: bool = False  # drop scored sequences found verbatim in the corpus
     drop_identity: float | None = None  # and those with an mmseqs hit at this identity or more
+
+    def __post_init__(self):
+        """Checked before any task runs, so that a bad setting is one error, not one per task."""
+        for name in ("max_train", "max_test", "max_records"):
+            if getattr(self, name) is not None:
+                whole_number(getattr(self, name), name)
+        whole_number(self.seed, "seed", minimum=0)
+        for name in ("fast", "drop_leaked"):
+            if not isinstance(getattr(self, name), bool):
+                raise ArgumentError(f"{name} {getattr(self, name)!r}: expected True or False")
+        identity = self.drop_identity
+        if identity is not None and (isinstance(identity, bool) or not isinstance(identity, (int, float))
+                                     or not 0 < identity <= 1):
+            raise ArgumentError(f"drop_identity {identity!r}: expected a fraction in (0, 1]")
 
     def caps(self, spec: TaskSpec) -> Caps:
         base = spec.fast if self.fast else Caps()

@@ -47,7 +47,7 @@ from typing import Annotated, Any, Iterator, Literal, Union
 from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
-from protjepa.yamlio import Strict, YamlLines, first_error, located, read_yaml
+from protjepa.yamlio import Strict, YamlLines, first_error, located, misplaced_boolean, read_yaml
 
 TaskType = Literal[
     "regression",
@@ -281,6 +281,9 @@ def parse_spec(raw: Any, source: str = "<spec>", text: str | None = None) -> Tas
     lines = YamlLines(text) if text is not None else None
     if not isinstance(raw, dict):
         raise TaskSpecError(f"{source}: a task spec must be a mapping, got {type(raw).__name__}")
+    found = misplaced_boolean(raw, TaskSpec)  # pydantic alone reads ``default: 1`` as true, ``seed: true`` as 1
+    if found is not None:
+        _raise(source, lines, *found)
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as exc:

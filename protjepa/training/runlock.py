@@ -12,7 +12,7 @@ import fcntl
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -45,7 +45,9 @@ def _owner(text: str) -> tuple[int | None, str]:
 
 @contextmanager
 def locked_run_dir(run_dir: Path, warn=lambda line: print(line, file=sys.stderr, flush=True)) -> Iterator[None]:
-    """Create ``run_dir`` if needed and hold its lock for the ``with`` block."""
+    """Create ``run_dir`` if needed and hold its lock for the ``with`` block. A folder it created
+    that holds nothing but the lock at the end (a run refused before it wrote anything) is removed."""
+    created = not run_dir.exists()
     fd = os.open(writable_folder(run_dir, "run directory") / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+") as f:
         try:
@@ -67,3 +69,7 @@ def locked_run_dir(run_dir: Path, warn=lambda line: print(line, file=sys.stderr,
         finally:
             f.seek(0)
             f.truncate()  # released: an empty file is no one's lock (the flock goes with the close)
+            if created and os.listdir(run_dir) == [LOCK_NAME]:
+                with suppress(OSError):  # another train may be creating its lock there right now: leave it
+                    os.unlink(run_dir / LOCK_NAME)
+                    os.rmdir(run_dir)
