@@ -19,6 +19,7 @@ CACHE_KEY = "experiment_key.json"
 REPORT = "report.md"
 PLOTS = "plots"
 HELD_OUT_MLM = "val/mlm/loss"
+INVOCATIONS = "invocations.jsonl"  # one line per `protjepa experiment` that trained, probed or read out
 
 
 def read_done(run_dir: Path) -> dict | None:
@@ -63,6 +64,12 @@ def run_data(plan: RunPlan) -> RunData:
     readout = plan.run_dir / READOUT
     return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe,
                    json.loads(readout.read_text()) if done and readout.is_file() else None)
+
+
+def read_invocations(experiment: Experiment) -> list[dict]:
+    """The experiment's recorded invocations, in order (empty before the first ends)."""
+    path = experiment.output / INVOCATIONS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def collect(experiment: Experiment) -> list[RunData]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+import yaml
 from pathlib import Path
 
 from protjepa.evaluation.compare import Comparison, compare
@@ -41,6 +43,7 @@ from protjepa.experiment.records import (
     VariantScores,
     collect,
     collect_controls,
+    read_invocations,
     run_data,
 )
 from protjepa.experiment.spec import Experiment, RunPlan
@@ -120,6 +123,16 @@ def encoder_text(plan: RunPlan) -> str:
     return f"{name} {preset} ({sizes})" if preset else f"{name} {sizes}".strip()
 
 
+def objectives_text(plan: RunPlan) -> str:
+    """``mlm x1 + jepa x0.45 {loss: cosine, positions: masked}``: a run's objectives, weights and the
+    options its recipe gives them."""
+    parts = []
+    for spec in plan.recipe.objectives:
+        options = yaml.safe_dump(spec.options, default_flow_style=True, width=10**6).strip() if spec.options else ""
+        parts.append(f"{spec.id} x{spec.weight:g}" + (f" `{options}`" if options else ""))
+    return " + ".join(parts)
+
+
 def _base_line(experiment: Experiment, base: RunData) -> str:
     """The header's line naming the base every variant continues from, and what it used."""
     budget = str(base.plan.recipe.budget)
@@ -157,12 +170,14 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     ]
     for v in experiment.variants:
         role = "baseline" if v.baseline is None else f"vs {v.baseline}"
-        lines.append(f"  - **{v.name}** ({role}): `{v.source}`, {encoder_text(experiment.runs_of(v.name)[0])}, "
-                     f"seeds {', '.join(map(str, v.seeds))}")
+        plan = experiment.runs_of(v.name)[0]
+        lines.append(f"  - **{v.name}** ({role}): `{v.source}`, {encoder_text(plan)}, seeds {', '.join(map(str, v.seeds))}; "
+                     f"{objectives_text(plan)}")
     if experiment.base is not None:
         lines.append(_base_line(experiment, next(r for r in runs if r.plan == experiment.base)))
     lines.append(f"- learning control: each encoder shape untrained, seeds {', '.join(map(str, spec.seeds))} "
                  f"(`{experiment.output / 'controls'}`)")
+    lines.append(_duration_line(read_invocations(experiment)))
     missing = [r.plan.label for r in runs if r.done is None]
     unprobed = [r.plan.label for r in runs if r.done is not None and r.probe is None]
     if missing:
@@ -173,6 +188,19 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
 
 
 NOT_LEARNED = "no verdict: its latent term did not learn"
+
+
+def _duration_line(invocations: list[dict]) -> str:
+    """How long the experiment took: the wall time of every invocation that did work, summed."""
+    working = [i for i in invocations if any(i.get(k) for k in ("trained", "resumed", "probed", "read_out"))]
+    if not working:
+        return "- measured duration: not recorded (no invocation that trained, probed or read out has ended)"
+    minutes = sum(i["seconds"] for i in working) / 60
+    notes = sorted({i["note"] for i in working if i.get("note")})
+    return (f"- measured duration: **{minutes:.0f} min** of wall time over {len(working)} invocation"
+            f"{'s' * (len(working) > 1)} of `protjepa experiment` (from {working[0]['started']} to "
+            f"{working[-1]['ended']}), training, probing and reading out included"
+            + "".join(f"; {note}" for note in notes))
 
 
 def _verdicts(seeded: dict[str, SeededComparison], latents: dict[str, VariantLatent]) -> list[str]:

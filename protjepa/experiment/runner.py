@@ -33,7 +33,7 @@ from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
 from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, write_readout
 from protjepa.evaluation.suite import run_probe_suite, write_results
-from protjepa.experiment.records import CACHE_KEY, DONE, PROBE_DIR, RESULTS, read_done
+from protjepa.experiment.records import CACHE_KEY, DONE, INVOCATIONS, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
 from protjepa.export import load_encoder, save_encoder
@@ -254,6 +254,7 @@ def run_experiment(
         return Outcome()
 
     outcome = Outcome()
+    started = time.time()
     needs_base = any(experiment.variant(r.variant).from_base for r in runs)
     trained = ([experiment.base] if needs_base else []) + runs  # the base first: the variants load it
     for plan in trained:
@@ -275,6 +276,21 @@ def run_experiment(
         if read_out_run(plan, data_root=data_root, log=log):
             outcome.read_out.append(plan.label)
 
+    record_invocation(experiment, started, outcome)
     outcome.report = write_report(experiment)
     log(f"report: {outcome.report}")
     return outcome
+
+
+def record_invocation(experiment: Experiment, started: float, outcome: Outcome) -> None:
+    """Append this invocation's wall time and work to ``<output>/invocations.jsonl``: the report's measured duration."""
+    ended = time.time()
+    record = {"started": _utc(started), "ended": _utc(ended), "seconds": round(ended - started, 1),
+              **{what: getattr(outcome, what) for what in ("trained", "resumed", "probed", "read_out")}}
+    experiment.output.mkdir(parents=True, exist_ok=True)
+    with (experiment.output / INVOCATIONS).open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))

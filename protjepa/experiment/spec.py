@@ -33,7 +33,7 @@ objectives' predictors and the optimizer new, under the experiment's budget::
       budget: {tokens: 6e6}           # the base's own: tokens or steps, never wall_clock
       seed: 0
       set: {optim.lr: 1.0e-3}         # key path -> value, after the experiment's encoder, data and set
-      run_dir: runs/experiments/continued_small/base   # optional: share another experiment's base
+      run_dir: ../continued_small/base   # optional, relative to the output folder: share another experiment's base
 
 The base recipe is resolved like a variant's (the experiment's ``encoder``, ``data`` and
 ``set``, then ``base.set``); each variant gets ``encoder.checkpoint: <output>/base/export``,
@@ -50,6 +50,7 @@ and probed like the runs; the report sets every variant (and the base) against i
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,9 @@ class BaseSpec(Strict):
     seed: int = 0
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
     run_dir: str | None = Field(
-        None, description="where the base is trained (default: <output>/base); another experiment's base folder "
-                          "shares that base, trained once, while their base recipes are the same")
+        None, description="where the base is trained, relative to the output folder (default: base); another "
+                          "experiment's base folder (../continued_small/base) shares that base, trained once, while "
+                          "their base recipes are the same")
 
     @field_validator("budget")
     @classmethod
@@ -342,7 +344,8 @@ def _base_plan(spec: ExperimentSpec, path: Path, lines: YamlLines, out_dir: Path
         raise _error(path, lines, ("base", "recipe"), "the base must be MLM-only pretraining; its objectives: "
                      + ", ".join(o.name for o in recipe.objectives))
     recipe = recipe.model_copy(update={"seed": base.seed, "name": f"{BASE}-seed{base.seed}"})
-    return RunPlan(BASE, base.seed, recipe, Path(base.run_dir) if base.run_dir else out_dir / BASE)
+    # Relative to the output folder: experiments side by side share a base wherever their outputs are.
+    return RunPlan(BASE, base.seed, recipe, Path(os.path.normpath(out_dir / (base.run_dir or BASE))))
 
 
 def _check_base_shape(base: Recipe, recipe: Recipe, where: str) -> None:
