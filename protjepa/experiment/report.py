@@ -396,11 +396,14 @@ def _seed_statistics(seeds: SeedStatistics) -> list[str]:
     return lines
 
 
-def _notes(runs: list[RunData]) -> list[str]:
-    """Each task's probe notes (subsampling, splits, leakage) and errors, once per distinct text."""
+def _notes(runs: list[RunData], tasks: list[str]) -> list[str]:
+    """Each of ``tasks``' probe notes (subsampling, splits, leakage) and errors, once per distinct text
+    (a shared base may hold results of tasks another experiment probed)."""
     notes: dict[str, list[str]] = {}
     for run in runs:
         for task, result in ((run.probe or {}).get("tasks") or {}).items():
+            if task not in tasks:
+                continue
             found = list(result.get("notes", []))
             if result.get("error"):
                 found.append(f"{run.plan.label}: skipped: {result['error']}")
@@ -431,7 +434,8 @@ def render(experiment: Experiment, runs: list[RunData], scores: dict[str, Varian
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
     sections += [_learning_control(experiment, scores, base, controls or {}), _budget_table(trained),
-                 _collapse_table(trained), _seed_statistics(seeds), _notes(trained)]
+                 _collapse_table(trained), _seed_statistics(seeds),
+                 _notes(trained, [t.name for t in experiment.tasks])]
     if plots:
         sections.append(["## Plots", ""] + [f"![{p.stem}]({PLOTS}/{p.name})" for p in plots])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
