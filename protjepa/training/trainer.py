@@ -109,9 +109,11 @@ def resolve_precision(train: TrainConfig, device: str) -> Precision:
 def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.optim.AdamW:
     """AdamW on the trainable parameters; biases and norm weights (1-D) get no weight decay."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # the EMA teacher has none
+    # initial_lr (the schedule's base, training/schedule.py) from the start: a sharded resume loads
+    # the checkpoint's optimizer state by the keys the fresh optimizer already has.
     groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": optim.weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": optim.weight_decay, "initial_lr": optim.lr},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0, "initial_lr": optim.lr},
     ]
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device == "gpu")
 
