@@ -19,6 +19,9 @@ reproduce runs made with it. The N-scaled statistic is large on collapsed rows (
 ~400 masked rows at initialisation); the shipped recipes weight it 0.05, LeJEPA's own
 weight, which keeps the weighted term on MLM's scale after the first steps (measured in
 docs/results.md, "Anti-collapse").
+
+On several ranks (DDP, FSDP) the characteristic function is that of every rank's rows and N
+their number while training (``objectives/ranks.py``): the statistic of the global batch.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from torch import Tensor
 from protjepa.encoders.base import Encoder
 from protjepa.flops import linear
 from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
+from protjepa.objectives.ranks import batch_sum
 from protjepa.registry import register_objective
 
 
@@ -43,13 +47,19 @@ class SIGRegConfig(RegularizerConfig):
     )
 
 
-def epps_pulley(projections: Tensor, t: Tensor, phi: Tensor, weights: Tensor, scale_by_samples: bool = True) -> Tensor:
-    """``projections`` [N, K] -> the Epps-Pulley statistic of each column [K] (without the
-    factor N when ``scale_by_samples`` is false)."""
+def characteristic_sums(projections: Tensor, t: Tensor) -> Tensor:
+    """``projections`` [N, K] -> [2, K, knots]: the sums over the rows of cos(t x) and sin(t x)."""
     xt = projections.unsqueeze(-1) * t  # [N, K, knots]
-    err = (xt.cos().mean(0) - phi).square() + xt.sin().mean(0).square()
+    return torch.stack([xt.cos().sum(0), xt.sin().sum(0)])
+
+
+def epps_pulley(sums: Tensor, rows: Tensor, phi: Tensor, weights: Tensor, scale_by_samples: bool = True) -> Tensor:
+    """The Epps-Pulley statistic of each direction [K] from the :func:`characteristic_sums` of
+    ``rows`` rows (without the factor N when ``scale_by_samples`` is false)."""
+    cos_mean, sin_mean = sums / rows
+    err = (cos_mean - phi).square() + sin_mean.square()
     distance = err @ weights
-    return distance * projections.shape[0] if scale_by_samples else distance
+    return distance * rows if scale_by_samples else distance
 
 
 @register_objective("sigreg", config=SIGRegConfig)
@@ -89,10 +99,15 @@ class SIGReg(Regularizer):
 
     def regularize(self, x: Tensor) -> ObjectiveOutput:
         projections = x @ self.directions(x.shape[-1], x.device)
-        statistic = epps_pulley(projections, self.t, self.phi, self.weights, self.config.scale == "samples")
+        sums = characteristic_sums(projections, self.t)
+        # With the row count, one all-reduce over every rank's rows while training (objectives/ranks.py).
+        total = batch_sum(torch.cat([sums.flatten(), x.new_full((1,), x.shape[0])]), self.training)
+        statistic = epps_pulley(total[:-1].view_as(sums), total[-1], self.phi, self.weights,
+                                self.config.scale == "samples")
         if self.training:
             self._step += 1
             self.step.fill_(self._step)
+        # std: the spread of this rank's own rows (the log shows its mean over the ranks).
         return ObjectiveOutput(statistic.mean(), {"std": x.detach().std(0, correction=0).mean()})
 
 

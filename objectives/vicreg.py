@@ -1,5 +1,6 @@
 """VICReg's variance and covariance terms (Bardes, Ponce & LeCun 2022) as an anti-collapse
-regulariser on any published tensor; the invariance term is the JEPA loss itself."""
+regulariser on any published tensor; the invariance term is the JEPA loss itself. On several
+ranks (DDP, FSDP) the mean and covariance are those of every rank's rows while training."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +9,7 @@ from torch import Tensor
 
 from protjepa.flops import linear
 from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
+from protjepa.objectives.ranks import batch_sum
 from protjepa.registry import register_objective
 
 
@@ -18,12 +20,17 @@ class VICRegConfig(RegularizerConfig):
     eps: float = Field(1e-4, gt=0)
 
 
-def variance_covariance(x: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
+def variance_covariance(x: Tensor, gamma: float = 1.0, eps: float = 1e-4,
+                        over_ranks: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``x`` [N, D] -> (mean_j relu(gamma - sqrt(var_j + eps)), sum of squared off-diagonal
-    covariances / D, mean std); unbiased (N - 1) estimates, as in VICReg."""
-    n, d = x.shape
-    centered = x - x.mean(0)
-    cov = centered.T @ centered / max(n - 1, 1)
+    covariances / D, mean std); unbiased (N - 1) estimates, as in VICReg. ``over_ranks``: of
+    every rank's rows, N their number (objectives/ranks.py; two all-reduces: the mean, then the
+    centred products, as exact as on one process)."""
+    d = x.shape[1]
+    sums = batch_sum(torch.cat([x.sum(0), x.new_full((1,), x.shape[0])]), over_ranks)
+    n = sums[-1]
+    centered = x - sums[:-1] / n
+    cov = batch_sum(centered.T @ centered, over_ranks) / (n - 1).clamp_min(1)
     std = (cov.diagonal() + eps).sqrt()
     variance = torch.relu(gamma - std).mean()
     covariance = (cov.square().sum() - cov.diagonal().square().sum()) / d
@@ -39,7 +46,7 @@ class VICReg(Regularizer):
 
     def regularize(self, x: Tensor) -> ObjectiveOutput:
         cfg = self.config
-        variance, covariance, mean_std = variance_covariance(x, cfg.gamma, cfg.eps)
+        variance, covariance, mean_std = variance_covariance(x, cfg.gamma, cfg.eps, over_ranks=self.training)
         loss = cfg.variance_weight * variance + cfg.covariance_weight * covariance
         return ObjectiveOutput(
             loss, {"variance": variance.detach(), "covariance": covariance.detach(), "std": mean_std.detach()}

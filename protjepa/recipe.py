@@ -136,11 +136,23 @@ class TrainConfig(Strict):
     monitor_every: int = Field(50, ge=1, description="steps between collapse monitors")
     monitor_sequences: int = Field(64, ge=2)
     compile: bool = False
-    fsdp: dict[str, Any] | None = None
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="on several processes (Composer's launcher): ddp, whole model per rank; fsdp, sharded")
     threads: int | None = Field(None, ge=1)
     keep_checkpoints: int | None = Field(None, ge=0, description="keep the last K before the final; None: all")
     loggers: list[ComponentSpec] = Field(default_factory=list, description="Composer loggers: _component_ + arguments")
     callbacks: list[ComponentSpec] = Field(default_factory=list, description="Composer callbacks, likewise")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fsdp_became_parallelism(cls, data):
+        # Every run written before train.parallelism records the old default, fsdp: null (DDP); experiments
+        # compare those recipe.yaml files with their runs' recipes again when they resume or report.
+        if isinstance(data, dict) and "fsdp" in data:
+            if data["fsdp"] is not None:
+                raise ValueError("fsdp: replaced by parallelism: fsdp (Composer's FSDP2, full checkpoints)")
+            data = {key: value for key, value in data.items() if key != "fsdp"}
+        return data
 
     @field_validator("checkpoint_at")
     @classmethod

@@ -6,6 +6,7 @@ crop and batch so that those minutes hold some dozens of steps; it says what it 
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -85,7 +86,7 @@ def run(args) -> int:
 
     from protjepa.checkpoint_file import CheckpointError, latest_checkpoint
     from protjepa.errors import Interrupted
-    from protjepa.training.trainer import RunInterrupted, train
+    from protjepa.training.trainer import RankLost, RunInterrupted, train
 
     resume = None
     if args.resume == "latest":
@@ -98,9 +99,10 @@ def run(args) -> int:
         try:
             train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
         except RunInterrupted as exc:
-            again = "continue with" if exc.newest else "no checkpoint yet; start again with"
-            raise Interrupted(f"{exc}; {again}: {rerun_command(args, run_dir, resume=exc.newest is not None)}",
+            raise Interrupted(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}",
                               signals[-1] if signals else signal.SIGINT) from None
+        except RankLost as exc:
+            raise RankLost(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}", exc.newest) from None
     return 0
 
 
@@ -123,14 +125,25 @@ def sigterm_interrupts() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is stop:  # else the run chose to ignore it while it ends (a lost rank)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def how_to_go_on(args, run_dir: Path, newest: Path | None) -> str:
+    """``continue with: COMMAND`` (from ``newest``), or ``no checkpoint yet; start again with: COMMAND``."""
+    again = "continue with" if newest else "no checkpoint yet; start again with"
+    return f"{again}: {rerun_command(args, run_dir, resume=newest is not None)}"
 
 
 def rerun_command(args, run_dir: Path, resume: bool) -> str:
-    """The command line that runs this training again in ``run_dir`` (continuing it with ``resume``)."""
+    """The command line that runs this training again in ``run_dir`` (continuing it with ``resume``);
+    through Composer's launcher, as many processes a machine, when the run had several."""
     import shlex
 
-    words = ["protjepa", "train", args.recipe, "--run-dir", str(run_dir)]
+    launcher = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by Composer's launcher
+        launcher = ["composer", "-n", os.environ.get("LOCAL_WORLD_SIZE", "1"), "-m"]
+    words = [*launcher, "protjepa", "train", args.recipe, "--run-dir", str(run_dir)]
     words += ["--budget", args.budget] if args.budget is not None else []
     words += ["--data-root", args.data_root] if args.data_root else []
     words += ["--main-job"] if args.main_job else []

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
@@ -19,6 +18,7 @@ from composer.utils import dist
 from protjepa.batch import Batch
 from protjepa.errors import UserError
 from protjepa.recipe import BudgetConfig
+from protjepa.training.parallel import host_total
 
 Unit = Literal["wall_clock", "tokens", "steps", "flops"]
 UNREACHABLE_STEPS = 10**12
@@ -125,9 +125,7 @@ class BudgetTracker(Callback):
         if dist.get_world_size() > 1:
             # One clock for all ranks (the slowest), so that they set the same LR and EMA
             # momentum, checkpoint together, and stop after the same step.
-            slowest = state.device.tensor_to_device(torch.tensor([self.clock.elapsed], dtype=torch.float64))
-            dist.all_reduce(slowest, reduce_operation="MAX")
-            self.clock.elapsed = slowest.item()
+            self.clock.elapsed = host_total(self.clock.elapsed, "MAX")
         if self.clock.elapsed >= self.budget.amount:
             state.stop_training()
 
@@ -135,9 +133,7 @@ class BudgetTracker(Callback):
         flops = self.step_flops(state.batch)
         if dist.get_world_size() > 1:
             # Every rank ran its own batch: the run's count is their sum, the same on every rank.
-            total = state.device.tensor_to_device(torch.tensor([flops], dtype=torch.float64))
-            dist.all_reduce(total, reduce_operation="SUM")
-            flops = total.item()
+            flops = host_total(flops, "SUM")
         self.flops += flops
 
     def state_dict(self) -> dict:

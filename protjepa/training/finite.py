@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from protjepa.errors import UserError
+from protjepa.training.parallel import every_rank, local_shard, min_over_ranks
 
 NEVER = float("inf")
 
@@ -57,9 +58,11 @@ class FirstNonFinite:
         raise NonFiniteError(f"step {int(step)}: {what}")
 
     def check(self, model: torch.nn.Module, step: int) -> None:
-        """Where the host reads the device anyway: the losses so far, then the weights after ``step``."""
-        self.raise_if_seen()
-        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-        if not bool(finite):
+        """Where the host reads the device anyway: the losses so far, then the weights after ``step``.
+        On several ranks what any rank saw (its own losses, its shard of the weights), so that they stop together."""
+        if self.first is not None:
+            self.raise_if_seen(min_over_ranks(self.first.clone()).tolist())
+        finite = torch.stack([torch.isfinite(local_shard(p)).all() for p in model.parameters()]).all()
+        if not every_rank(finite):
             raise NonFiniteError(f"step {step}: the weights went non-finite in the optimizer step "
                                  "(the losses were finite)")

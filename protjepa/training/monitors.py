@@ -23,6 +23,7 @@ from protjepa.model import ProtJEPA
 from protjepa.training.budget import BudgetTracker
 from protjepa.training.composer_model import unwrap
 from protjepa.training.finite import FirstNonFinite
+from protjepa.training.parallel import gathered
 from protjepa.training.runlog import RunLog
 
 
@@ -84,7 +85,8 @@ class CollapseMonitor(Callback):
         model = unwrap(state.model)
         self.non_finite.check(model, int(state.timestamp.batch))
         self.batch = self.batch.to(model.encoder.device)
-        with get_precision_context(state.precision, state.precision_config):
+        # Every rank measures the same batch (under FSDP with the whole weights gathered): they agree.
+        with get_precision_context(state.precision, state.precision_config), gathered(model):
             metrics = collapse_metrics(model, self.batch)
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one sync
         self._last_step = int(state.timestamp.batch)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from protjepa.training.budget import Budget, BudgetTracker
 from protjepa.training.finite import FirstNonFinite
+from protjepa.training.parallel import min_over_ranks, sum_over_ranks
 
 
 def format_value(key: str, value: float) -> str:
@@ -114,7 +115,8 @@ class RunLog:
 
 
 class MetricsLog(Callback):
-    """Sums each step's losses and metrics on the device; logs their means every ``every`` steps
+    """Sums each step's losses and metrics on the device; logs their means every ``every`` steps (on
+    several ranks, the means over the ranks: under DDP or FSDP the losses a step averages the gradients of)
     with the learning rate, non-padding tokens per training-clock second and padding waste."""
 
     def __init__(self, every: int, tracker: BudgetTracker, log: RunLog):
@@ -156,13 +158,19 @@ class MetricsLog(Callback):
     def _flush(self, state: State, logger: Logger) -> None:
         assert self._sum is not None and self._keys is not None
         assert self.non_finite.first is not None
-        read = torch.cat([(self._sum / self._steps).double(), self.non_finite.first]).tolist()  # the one host sync
-        means, first = read[:len(self._keys)], read[len(self._keys):]
+        # On several ranks, each of which ran its own batches: the mean over the ranks of their means,
+        # the padding of all, and the first non-finite step any rank saw (so that they stop together).
+        local = (self._sum / self._steps).double()
+        summed = sum_over_ranks(torch.cat([local, local.new_tensor([self._padding, self._slots])]))
+        read = torch.cat([summed, min_over_ranks(self.non_finite.first.clone())]).tolist()  # the one host sync
+        keys = len(self._keys)
+        means = [total / dist.get_world_size() for total in read[:keys]]
+        (padding, slots), first = read[keys:keys + 2], read[keys + 2:]
         tokens, seconds = int(state.timestamp.token), self.tracker.clock.elapsed
         values = {
             "lr": state.optimizers[0].param_groups[0]["lr"],
             "tokens_per_s": (tokens - self._tokens0) / max(seconds - self._seconds0, 1e-9),
-            "padding_fraction": self._padding / max(self._slots, 1),
+            "padding_fraction": padding / max(slots, 1),
             **dict(zip(self._keys, means)),
         }
         self.log.write("train", state, self.tracker, values, logger)

@@ -25,10 +25,11 @@ from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
 from protjepa.batch import Batch
-from protjepa.build import build_model
+from protjepa.build import build_model, encoder_from_spec
 from protjepa.card import write_card
 from protjepa.data.corpus import held_out_batches, make_corpus
 from protjepa.data.fasta import check_gzip_complete
+from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import export_hf
 from protjepa.flops import BatchCounts
 from protjepa.export import save_encoder
@@ -45,6 +46,8 @@ from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
+from protjepa.training.parallel import (composer_parallelism, every_rank, full_state_dict, ignore_launcher_sigterm,
+                                       is_sharded, lost_peer, start_process_group)
 from protjepa.training.retention import CheckpointRetention
 from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
 from protjepa.training.runlock import locked_run_dir
@@ -56,6 +59,15 @@ OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memo
 
 class TrainingError(UserError, RuntimeError):
     """A run that cannot start or go on: bad settings for this machine, out of memory."""
+
+
+class RankLost(TrainingError):
+    """Another process of a multi-process run died, so this one stopped too; ``newest``: the checkpoint
+    to resume from (the command adds how)."""
+
+    def __init__(self, message: str, newest: Path | None):
+        super().__init__(message)
+        self.newest = newest
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -85,8 +97,11 @@ class Precision:
 
 def resolve_precision(train: TrainConfig, device: str) -> Precision:
     """bf16 autocast on a GPU (Composer's ``amp_bf16``) and on a CPU with native bf16 (ours);
-    ``auto`` picks fp32 on other CPUs. Losses, optimizer state and the EMA teacher stay fp32."""
+    ``auto`` picks fp32 on other CPUs. Losses, optimizer state and the EMA teacher stay fp32.
+    On several CPU ranks, each timed on its own, bf16 runs only where every rank chose it."""
     bf16, why = choose_bf16(train.precision, "cuda" if device == "gpu" else "cpu", "train.precision")
+    if device == "cpu" and dist.get_world_size() > 1 and every_rank(torch.tensor(bf16)) != bf16:
+        bf16, why = False, "fp32 on the CPU (train.precision auto: not every rank timed bf16 faster)"
     on_gpu = bf16 and device == "gpu"
     return Precision("amp_bf16" if on_gpu else "fp32", bf16 and not on_gpu, f"precision: {why}")
 
@@ -94,9 +109,11 @@ def resolve_precision(train: TrainConfig, device: str) -> Precision:
 def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.optim.AdamW:
     """AdamW on the trainable parameters; biases and norm weights (1-D) get no weight decay."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # the EMA teacher has none
+    # initial_lr (the schedule's base, training/schedule.py) from the start: a sharded resume loads
+    # the checkpoint's optimizer state by the keys the fresh optimizer already has.
     groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": optim.weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": optim.weight_decay, "initial_lr": optim.lr},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0, "initial_lr": optim.lr},
     ]
     return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device == "gpu")
 
@@ -203,11 +220,15 @@ def build_run(
     checkpoints = run_dir / "checkpoints"
     if resume is None and any(checkpoints.glob("ckpt-*.pt")):
         raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it, or another --run-dir")
-    if recipe.train.fsdp and recipe.train.fsdp.get("state_dict_type", "full") != "full":
-        raise TrainingError("train.fsdp.state_dict_type: only full checkpoints are written (one file, renamed whole)")
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     device = composer_device(recipe.train)
+    parallelism = composer_parallelism(recipe.train)
+    if parallelism is not None and device == "cpu" and torch.cuda.is_available():
+        # Composer's FSDP2 set-up puts its tensors on the GPU of a machine that has one, whatever train.device says.
+        raise TrainingError("train.parallelism: fsdp on the CPUs of a machine with a GPU: set train.device: cuda "
+                            "(or auto), or train.parallelism: ddp")
+    start_process_group(device)
     precision = resolve_precision(recipe.train, device)
     corpus_check = check_corpus_in_background(recipe, data_root)
 
@@ -230,7 +251,7 @@ def build_run(
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=recipe.optim.grad_clip))
     if model.teacher is not None:
         algorithms.append(EMATeacherUpdate(tracker))
-    if dist.get_world_size() > 1:
+    if dist.get_world_size() > 1 and recipe.train.parallelism == "ddp":
         algorithms.append(AllowUnusedParameters())
 
     corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
@@ -260,11 +281,14 @@ def build_run(
         device_train_microbatch_size=1,  # unused: batches are never split (see train_data)
         seed=recipe.seed,
         load_path=str(resume) if resume is not None else None,
-        parallelism_config={"fsdp": recipe.train.fsdp} if recipe.train.fsdp else None,
+        parallelism_config=parallelism,
         compile_config={} if recipe.train.compile else None,
         run_name=recipe.name,
     )
     notes = [precision.note, f"collapse monitors on {monitor_source}"]
+    if (ranks := dist.get_world_size()) > 1:
+        notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
+                     f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
     finished = resume is not None and tracker.fraction(trainer.state) >= 1
     if resume is not None:
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"
@@ -278,12 +302,25 @@ def components(specs: list[ComponentSpec]) -> list:
     return [import_component(spec.component)(**spec.options) for spec in specs]
 
 
-def export_encoder(run: Run) -> Path:
+def whole_encoder(run: Run) -> Encoder | None:
+    """The trained encoder, whole: under FSDP a copy on global rank 0 of the weights gathered from
+    every rank's shards (every rank must call it; the others get None)."""
+    if not is_sharded(run.model):
+        return run.model.encoder
+    state = full_state_dict(run.model)
+    if dist.get_global_rank() != 0:
+        return None
+    encoder = encoder_from_spec(run.recipe.encoder, run.recipe.encoder_config)
+    encoder.load_state_dict({name.removeprefix("encoder."): weights for name, weights in state.items()
+                             if name.startswith("encoder.")})
+    return encoder
+
+
+def export_encoder(run: Run, encoder: Encoder) -> Path:
     """The trained encoder beside the checkpoints, written to a temporary folder then renamed."""
     final = run.run_dir / "export"
     tmp = run.run_dir / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    encoder = run.model.encoder
     if run.recipe.encoder.name == "esm2":
         export_hf(encoder, tmp)
     else:
@@ -354,9 +391,11 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
         write_provenance(run.run_dir, recipe, data_root)
         for line in notes:
             print(line, flush=True)
+    ended = False
     try:
         if not run.finished:  # a finished run resumed (e.g. after a crash in the export) only reports
             fit(run)
+        ended = True
     except KeyboardInterrupt:
         raise RunInterrupted(int(run.trainer.state.timestamp.batch), latest_checkpoint(run_dir / "checkpoints")) \
             from None
@@ -364,12 +403,25 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
         newest = latest_checkpoint(run_dir / "checkpoints")
         raise TrainingError(f"{exc}; training stopped, no checkpoint written after it (newest: {newest or 'none'}); "
                             "try a lower optim.lr or a smaller optim.grad_clip") from None
+    except RuntimeError as exc:
+        lost = lost_peer(exc)
+        if lost is None:
+            raise
+        ignore_launcher_sigterm()
+        newest = latest_checkpoint(run_dir / "checkpoints")
+        raise RankLost(f"rank {dist.get_global_rank()} of {dist.get_world_size()}: another process of the run is "
+                       f"gone ({lost}, in step {int(run.trainer.state.timestamp.batch) + 1}); training stopped; "
+                       f"newest checkpoint: {newest or 'none'}", newest) from None
     finally:
         run.log.close()
-        run.trainer.close()
+        if ended:
+            run.trainer.close()
+        else:  # Trainer.close() ends in a barrier: a failed run must not wait there for ranks that may be gone
+            run.trainer.engine.close()
+    encoder = whole_encoder(run)
     if not main_rank:
         return RunResult(run.run_dir, {}, run.checkpointer.saved, None, "")
-    export_dir = export_encoder(run)
+    export_dir = export_encoder(run, encoder)
     write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
