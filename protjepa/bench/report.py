@@ -37,6 +37,9 @@ def format_report(results: list[SuiteResult], info: dict) -> str:
         lines += ["", f"== {result.size}, {cfg['device']} {cfg['dtype']}, crop {cfg['crop']}, {cfg['rows']} rows, "
                   f"{cfg['repeats']} repetitions x {cfg['steps']} steps"]
         lines += [f"note: {note}" for note in result.notes]
+        if any(result.peaks.values()):
+            lines.append("MFU against: " + ", ".join(f"{precision} {peak / 1e9:,.0f} GFLOP/s" for precision, peak
+                                                      in result.peaks.items() if peak))
         lines.append(f"{'row':<28} {'layout':<12} {'tokens/step':>11} {'tokens/s':>10} {'range':>17} "
                      f"{'ms/step':>9} {'TFLOP/s':>8} {'MFU':>6}")
         for r in result.rows:

@@ -32,6 +32,7 @@ class Row:
     layout: str  # key of the batch list it reads
     run: Callable[[Prepared], None]
     flops: Callable[[Prepared], float] | None = None  # model FLOPs per batch (protjepa.flops), when counted
+    bf16: bool = False  # runs under bf16 autocast: its MFU is against the bf16 peak
 
 
 def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
@@ -61,7 +62,7 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
     rows: dict[str, Row] = {}
 
     def add(name: str, what: str, layout: str, run: Callable[[Prepared], None], flops=None) -> None:
-        rows[name] = Row(name, what, layout, run, flops)
+        rows[name] = Row(name, what, layout, run, flops, bf16=config.dtype == "bf16" or name.endswith("+bf16"))
 
     bf16 = with_bf16_rows(config, device)
     models: dict[str, ProtJEPA] = {}

@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from protjepa.bench.checks import check_no_sync, check_xformers
-from protjepa.bench.config import SIZES, BenchConfig, BenchError
+from protjepa.bench.config import SIZES, BenchConfig, BenchError, step_budget
 from protjepa.bench.embedding import embedding_rows
-from protjepa.bench.peak import peak_flops
+from protjepa.bench.peak import row_peaks
 from protjepa.bench.ratios import Ratio, ratios
-from protjepa.bench.rows import build_rows
+from protjepa.bench.rows import build_rows, with_bf16_rows
 from protjepa.bench.timing import RowResult, measure, summarize
 from protjepa.precision import choose_bf16, cpu_bf16_missing
 
@@ -23,6 +23,7 @@ class SuiteResult:
     ratios: list[Ratio]
     checks: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    peaks: dict = field(default_factory=dict)  # FLOP/s each precision's MFU is against (bench/peak.py)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -45,8 +46,13 @@ def run_suite(config: BenchConfig) -> SuiteResult:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
     rows, batches = build_rows(config, device)
     samples = measure(rows, batches, config, device)
-    peak = peak_flops(config.peak_flops, device, config.dtype)
-    results = summarize(rows, samples, config.steps, peak)
+    sizes = SIZES[config.size]
+    peaks = row_peaks(config.peak_flops, device, config.dtype, with_bf16_rows(config, device),
+                      step_budget(config), sizes["embed_dim"])
+    results = summarize(rows, samples, config.steps, peaks)
+    if config.peak_flops is None and device.type == "cpu":
+        notes.append(f"MFU against this CPU's own matrix products, [{step_budget(config)}, {sizes['embed_dim']}] @ "
+                     f"[{sizes['embed_dim']}, {4 * sizes['embed_dim']}] (the step's MLP), timed in this run per precision")
     checks = []
     if config.checks and device.type == "cuda":
         checks = check_xformers(config, batches, device) + check_no_sync(rows, batches)
@@ -57,4 +63,4 @@ def run_suite(config: BenchConfig) -> SuiteResult:
         samples |= embed_samples
         results += summarize(embed_rows, embed_samples, 1, None)
         checks.append(check)
-    return SuiteResult(config.size, asdict(config), results, ratios(samples, config, device), checks, notes)
+    return SuiteResult(config.size, asdict(config), results, ratios(samples, config, device), checks, notes, peaks)

@@ -62,12 +62,14 @@ def measure(rows: list[Row], batches: dict[str, list[Prepared]], config: BenchCo
     return samples
 
 
-def summarize(rows: list[Row], samples: Samples, steps: int, peak: float | None) -> list[RowResult]:
+def summarize(rows: list[Row], samples: Samples, steps: int, peaks: dict[str, float | None] | None) -> list[RowResult]:
+    """Each row's medians; MFU against the peak of the row's precision (``peaks``: "fp32", "bf16")."""
     out = []
     for row in rows:
         runs = samples[row.name]
         rates = [tokens / seconds for seconds, tokens, _ in runs]
         tflops = None if row.flops is None else statistics.median(f / s for s, _, f in runs) / 1e12
+        peak = (peaks or {}).get("bf16" if row.bf16 else "fp32")
         out.append(RowResult(
             name=row.name, what=row.what, layout=row.layout,
             tokens_per_step=statistics.mean(t for _, t, _ in runs) / steps,
