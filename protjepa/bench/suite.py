@@ -46,13 +46,12 @@ def run_suite(config: BenchConfig) -> SuiteResult:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
     rows, batches = build_rows(config, device)
     samples = measure(rows, batches, config, device)
-    sizes = SIZES[config.size]
-    peaks = row_peaks(config.peak_flops, device, config.dtype, with_bf16_rows(config, device),
-                      step_budget(config), sizes["embed_dim"])
+    tokens, width = step_budget(config), SIZES[config.size]["embed_dim"]
+    peaks = row_peaks(config.peak_flops, device, config.dtype, with_bf16_rows(config, device), tokens, width)
     results = summarize(rows, samples, config.steps, peaks)
     if config.peak_flops is None and device.type == "cpu":
-        notes.append(f"MFU against this CPU's own matrix products, [{step_budget(config)}, {sizes['embed_dim']}] @ "
-                     f"[{sizes['embed_dim']}, {4 * sizes['embed_dim']}] (the step's MLP), timed in this run per precision")
+        notes.append(f"MFU against this CPU's own matrix products, [{tokens}, {width}] @ [{width}, {4 * width}] "
+                     "(the step's MLP), timed in this run per precision")
     checks = []
     if config.checks and device.type == "cuda":
         checks = check_xformers(config, batches, device) + check_no_sync(rows, batches)
