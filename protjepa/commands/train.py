@@ -86,6 +86,7 @@ def run(args) -> int:
 
     from protjepa.checkpoint_file import CheckpointError, latest_checkpoint
     from protjepa.errors import Interrupted
+    from protjepa.training.parallel import end_process_group
     from protjepa.training.trainer import RankLost, RunInterrupted, train
 
     resume = None
@@ -98,6 +99,7 @@ def run(args) -> int:
     with sigterm_interrupts() as signals:
         try:
             train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
+            end_process_group()  # the command's one run is over: the launcher's ranks exit cleanly
         except RunInterrupted as exc:
             raise Interrupted(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}",
                               signals[-1] if signals else signal.SIGINT) from None

@@ -66,6 +66,15 @@ def start_process_group(device: str) -> None:
             _host_group = torch.distributed.new_group(backend="gloo")
 
 
+def end_process_group() -> None:
+    """The ranks' process groups torn down once a run has ended well, before the interpreter exits:
+    gloo's threads left running then abort the process ("terminate called without an active exception")."""
+    global _host_group
+    if dist.get_world_size() > 1 and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        _host_group = None
+
+
 def host_total(value: float, operation: str) -> float:
     """A number the host keeps (training-clock seconds, a batch's FLOPs) reduced over the ranks (``SUM``,
     ``MAX``) through gloo: over NCCL its read would wait for the step's kernels, a device sync every step."""
