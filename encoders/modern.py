@@ -7,7 +7,7 @@ because importing torchtune pulls in torchao and takes seconds, and ``protjepa l
 or ``validate`` should not pay that.
 
 Attention is bidirectional within a sequence and runs on :mod:`protjepa.attention`'s
-backends (``attention: auto|xformers|sdpa|math``, as for ESM-2): torchtune's attention
+backends (``attention: auto|xformers|sdpa|sdpa_fp32|math``, as for ESM-2): torchtune's attention
 module hands its q, k, v to :func:`protjepa.attention.attend`, and the
 :class:`~protjepa.attention.AttentionLayout` travels through torchtune's ``mask``
 argument. So a padded row's residues attend to its residues only, each packed sequence

@@ -14,6 +14,7 @@ from protjepa.attention import (
     math_attention,
     resolve_backend,
     sdpa_attention,
+    sdpa_fp32_attention,
     xformers_attention,
 )
 
@@ -74,7 +75,42 @@ def test_sdpa_matches_math_packed():
     torch.testing.assert_close(sdpa_attention(q, k, v, layout), math_attention(q, k, v, layout), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def outputs_and_gradients(backend, q, k, v, layout, real, autocast: bool):
+    """Attention's output and the gradients of q, k, v (of a fixed random weighting of the real rows)."""
+    leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        out = attend(*leaves, layout, backend)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out.float() * weights * real).sum().backward()
+    return [out.float() * real] + [x.grad for x in leaves]
+
+
+@pytest.mark.parametrize("make, spec", [(padded_layout, PADDED), (packed_layout, PACKED)], ids=["padded", "packed"])
+def test_sdpa_fp32_matches_math(make, spec):
+    """sdpa_fp32 equals the fp32 reference: in fp32 to fp32 rounding; under bf16 autocast (bf16 inputs,
+    as a bf16 layer produces them) within bf16 rounding of the reference on those same inputs."""
+    layout = make(**spec)
+    real = ~layout.padding_mask[:, None, :, None]
+    q, k, v = qkv(3, spec["length"])
+    reference = outputs_and_gradients("math", q, k, v, layout, real, autocast=False)
+    for got, want in zip(outputs_and_gradients("sdpa_fp32", q, k, v, layout, real, autocast=False), reference):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    low = [x.bfloat16() for x in (q, k, v)]
+    reference = outputs_and_gradients("math", *[x.float() for x in low], layout, real, autocast=False)
+    got = outputs_and_gradients("sdpa_fp32", *low, layout, real, autocast=True)
+    for got_tensor, want in zip(got, reference):
+        torch.testing.assert_close(got_tensor.float(), want, atol=2e-2, rtol=1e-2)  # bf16 output and gradients
+
+
+def test_sdpa_fp32_keeps_the_input_dtype_under_autocast():
+    q, k, v = qkv(2, 5, torch.bfloat16)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = sdpa_fp32_attention(q, k, v, None)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), math_attention(q.float(), k.float(), v.float(), None), atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa", "sdpa_fp32"])
 def test_packed_row_equals_each_sequence_alone(backend):
     layout = packed_layout(**PACKED)
     q, k, v = qkv(3, 9)
@@ -171,11 +207,13 @@ def test_resolve_on_cpu(fresh_resolver, caplog):
         for _ in range(3):
             assert resolve_backend("xformers", cpu, torch.float32) == "sdpa"
         assert resolve_backend("xformers", cpu, torch.bfloat16) == "sdpa"
+        assert resolve_backend("auto", cpu, torch.bfloat16) == "sdpa_fp32"  # the CPU's fp32 backward is faster
+        assert resolve_backend("auto", cpu, torch.bfloat16, grad=False) == "sdpa"  # its bf16 forward is
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "no cpu kernels" in warnings[0].getMessage()
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert len(infos) == 4  # one per (requested, device, dtype), however often it is asked
-    with pytest.raises(ValueError, match="expected auto|xformers|sdpa|math"):
+    assert len(infos) == 6  # one per (requested, device, dtype), however often it is asked
+    with pytest.raises(ValueError, match="expected auto\\|xformers\\|sdpa\\|sdpa_fp32\\|math"):
         resolve_backend("flash", cpu, torch.float32)
 
 

@@ -29,7 +29,7 @@ def masked_batch(data_root):
     return padded_tokens(real_sequences(data_root, (40, 27, 13, 33)), mask_every=5)
 
 
-@pytest.mark.parametrize("backend", ["math", "sdpa"])
+@pytest.mark.parametrize("backend", ["math", "sdpa", "sdpa_fp32"])
 def test_matches_hugging_face(hf_and_ours, masked_batch, backend):
     hf, ours = hf_and_ours
     tokens, padding = masked_batch
@@ -110,6 +110,26 @@ def test_rotary_reads_layout_positions(hf_and_ours, masked_batch):
     assert (stretched[real] - default[real]).abs().max() > 1e-2
 
 
+def test_rotary_as_a_complex_product_equals_rotate_half():
+    """fair-esm's rotation, x cos + rotate_half(x) sin with rotate_half(x) = (-x2, x1), equals ours on
+    the paired rows (pair_halves) with q's scale folded into the table, back in the original order."""
+    from protjepa.encoders.esm2 import apply_rotary, pair_halves, rotary_tables
+
+    heads, head_dim, length = 3, 8, 5
+    x = torch.randn(2, length, 2, heads, head_dim)  # [B, L, q|k, H, Dh]
+    positions = torch.arange(length)[None]
+    angles = positions.float()[..., None] / 10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    cos, sin = (torch.cat((f(angles),) * 2, -1)[:, :, None, None, :] for f in (torch.cos, torch.sin))
+    first, second = x.chunk(2, -1)
+    expected = x * cos + torch.cat((-second, first), -1) * sin
+    expected[:, :, 0] *= 0.25  # the query scale
+    order = pair_halves(heads * head_dim, heads).view(heads, head_dim) % head_dim  # within each head
+    paired = x[..., order[0]]
+    got = apply_rotary(paired, rotary_tables(positions, heads, head_dim, query_scale=0.25))
+    torch.testing.assert_close(got, expected[..., order[0]], atol=1e-6, rtol=0)
+    assert order[0].tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
 def test_backend_resolved_once_per_device_and_dtype(monkeypatch, masked_batch):
     import protjepa.encoders.esm2 as esm2
 
@@ -123,9 +143,12 @@ def test_backend_resolved_once_per_device_and_dtype(monkeypatch, masked_batch):
         encoder(tokens, padding)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         encoder(tokens, padding)
-    assert resolved == [("xformers", torch.device("cpu"), torch.float32, 8),
-                        ("xformers", torch.device("cpu"), torch.bfloat16, 8)]
-    assert used == ["math"] * 6
+    with torch.no_grad():
+        encoder(tokens, padding)
+    assert resolved == [("xformers", torch.device("cpu"), torch.float32, 8, True),
+                        ("xformers", torch.device("cpu"), torch.bfloat16, 8, True),
+                        ("xformers", torch.device("cpu"), torch.float32, 8, False)]
+    assert used == ["math"] * 8
 
 
 def test_token_dropout_by_hand():

@@ -258,3 +258,28 @@ def test_unwrap_reaches_the_model_through_a_ddp_style_wrapper():
     wrapper = torch.nn.Module()
     wrapper.module = inner
     assert unwrap(inner) is inner.model and unwrap(wrapper) is inner.model
+
+
+def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_does():
+    """build_optimizer: torch's fused AdamW (one kernel per parameter group) with the recipe's settings and
+    no decay on 1-D parameters; its update equals the for-loop AdamW's on the same gradients."""
+    from protjepa.recipe import OptimConfig
+    from protjepa.training.trainer import build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    reference = copy.deepcopy(model)
+    settings = OptimConfig(lr=1e-2, weight_decay=0.1)
+    fused = build_optimizer(model, settings)
+    assert fused.defaults["fused"] and [g["weight_decay"] for g in fused.param_groups] == [0.1, 0.0]
+    plain = torch.optim.AdamW([{"params": [reference[0].weight], "weight_decay": 0.1},
+                               {"params": [reference[0].bias, *reference[1].parameters()], "weight_decay": 0.0}],
+                              lr=1e-2, betas=settings.betas, eps=settings.eps, foreach=False)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        for m, opt in ((model, fused), (reference, plain)):
+            m(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

@@ -46,12 +46,13 @@ class BenchConfig:
     steps: int = 1  # steps per timed measurement
     warmup: int = 1  # untimed runs of every row first
     num_batches: int | None = None  # distinct batches per layout; None: repeats x steps, each timed once
-    backends: tuple[str, ...] = ("math", "sdpa", "xformers")
+    backends: tuple[str, ...] = ("math", "sdpa", "sdpa_fp32", "xformers")
     compile: bool = False  # add torch.compile'd rows beside the eager ones
     bf16_rows: bool = False  # add bf16-autocast rows beside the fp32 ones (a CPU with native bf16)
     embed_sequences: int = 0  # > 0: also time the probe Embedder against transformers' on this many sequences
     peer: bool = True
     checks: bool = False  # xformers-vs-SDPA numerics and host-sync checks (CUDA only)
+    profile: bool = False  # split every step row's time by torch.profiler (else the MLM rows' only)
     peak_flops: float | None = None  # FLOP/s for MFU; default: looked up by GPU name
     data_root: str | None = None
     recipes: str = str(RECIPES_DIR)
@@ -68,7 +69,7 @@ SUITES: dict[str, dict] = {
     # A smoke run: tiny batches, one repetition.
     "quick": dict(crop=64, packing_crop=128, packing_tokens=None, rows=4, repeats=1, steps=1, embed_sequences=8),
 }
-GPU_SIZES = ("esm2_35m", "esm2_150m")
+GPU_SIZES = ("esm2_35m", "esm2_150m", "esm2_650m")
 
 
 def dtype_of(dtype: Dtype) -> torch.dtype:

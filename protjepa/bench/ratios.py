@@ -1,14 +1,20 @@
 """The ratios a suite reports, each the median over repetitions of a ratio within one
-repetition, with the issue's target where it has one."""
+repetition, with the issue's target where it has one; and the utilisation targets (MFU against
+the measured peak, attention's share of the profiled step)."""
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 import torch
 
 from protjepa.bench.config import BenchConfig, layout_budget, layout_suffix
-from protjepa.bench.timing import Samples
+from protjepa.bench.profile import StepProfile
+from protjepa.bench.timing import RowResult, Samples
+
+# bf16 targets hold where a CPU's bf16 matrix products run at least this many times its fp32 ones.
+FAST_BF16 = 4.0
 
 
 @dataclass
@@ -17,7 +23,7 @@ class Ratio:
     what: str
     value: float
     target: str | None = None  # e.g. ">= 1.3"
-    met: bool | None = None
+    met: bool | None = None  # None with a target: not applicable on this machine (``what`` says why)
 
 
 def paired(samples: Samples, numerator: str, denominator: str) -> float:
@@ -41,7 +47,18 @@ def at_most(target: float):
     return lambda value: (f"<= {target:g}", value <= target)
 
 
-def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[Ratio]:
+def not_here(check):
+    """A target stated but not judged: it does not apply on this machine."""
+    return lambda value: (check(value)[0], None)
+
+
+def bf16_speedup(peaks: dict[str, float | None]) -> float | None:
+    """The measured bf16 matrix-product peak over fp32's, when both were measured."""
+    fp32, bf16 = peaks.get("fp32"), peaks.get("bf16")
+    return bf16 / fp32 if fp32 and bf16 else None
+
+
+def ratios(samples: Samples, config: BenchConfig, device: torch.device, peaks: dict[str, float | None]) -> list[Ratio]:
     out: list[Ratio] = []
 
     def add(name: str, what: str, value: float, check=None):
@@ -49,12 +66,13 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[
         out.append(Ratio(name, what, value, target, met))
 
     have = set(samples)
-    peer_target = at_least(1.5 if device.type == "cuda" else 1.3)
-    # With bf16 rows on the CPU the peer target at the step crop is held by the bf16 ratio; fp32's is information.
+    peer_target = at_least(1.5)
+    speedup = bf16_speedup(peaks)
+    fast_bf16 = device.type == "cuda" or (speedup is not None and speedup >= FAST_BF16)
     bf16_peer = "peer_hf_mlm+bf16" in have
     suffix = layout_suffix(config)
     # (row suffix, our padded row, our packed row, ratio label, where, target)
-    peer_pairs = [("", "mlm", "mlm_packed", "", f"crop {config.crop}", None if bf16_peer else peer_target)]
+    peer_pairs = [("", "mlm", "mlm_packed", "", f"crop {config.crop}", peer_target)]
     if suffix:
         peer_pairs.append((suffix, f"mlm_padded{suffix}", f"mlm_packed{suffix}", f" (crop {config.packing_crop})",
                            f"crop {config.packing_crop}, {layout_budget(config)} tokens", peer_target))
@@ -66,8 +84,9 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[
             add(f"mlm packed / peer{label}", f"our MLM-only step on packed rows vs transformers' ESM on padded rows, "
                 f"the same token budget, {where} (tokens/s)", paired(samples, packed, peer), target)
     if "mlm+bf16" in have:
-        add("mlm bf16 / fp32", "our MLM-only step under CPU bf16 autocast vs fp32, same batches (tokens/s)",
-            paired(samples, "mlm+bf16", "mlm"), at_least(1.5))
+        add("mlm bf16 / fp32", "our MLM-only step under CPU bf16 autocast vs fp32, same batches (tokens/s)"
+            + ("" if fast_bf16 else f"; not applicable here: bf16 matrix products only {speedup or 0:.1f}x fp32's"),
+            paired(samples, "mlm+bf16", "mlm"), at_least(2.0) if fast_bf16 else not_here(at_least(2.0)))
         add("mlm_jepa_masked bf16 / fp32", "masked MLM+JEPA step, bf16 autocast vs fp32 (tokens/s)",
             paired(samples, "mlm_jepa_masked+bf16", "mlm_jepa_masked"))
     if bf16_peer:
@@ -114,4 +133,36 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device) -> list[
         if f"{variant}+compile" in have:
             add(f"{variant} compile / eager", "torch.compile'd encoder vs eager, same step (tokens/s)",
                 paired(samples, f"{variant}+compile", variant))
+    return out
+
+
+def utilisation_targets(rows: list[RowResult], profiles: list[StepProfile], peaks: dict[str, float | None],
+                        device: torch.device, bf16_missing: str | None) -> list[Ratio]:
+    """MFU of the MLM (and, on a GPU, masked MLM+JEPA) steps against their precision's peak, and
+    attention's share of every profiled step, each with its target. On a CPU the bf16 targets hold
+    where bf16 matrix products run >= 4x fp32's; elsewhere they print, not applicable."""
+    out: list[Ratio] = []
+    mfu = {r.name: r.mfu for r in rows if r.mfu is not None}
+    speedup = bf16_speedup(peaks)
+    if device.type == "cuda":
+        wanted = [("mlm", "MLM step", 0.40), ("mlm_jepa_masked", "masked MLM+JEPA step", 0.35)]
+    else:
+        wanted = [("mlm", "MLM step, fp32", 0.50), ("mlm+bf16", "MLM step, bf16 autocast", 0.25)]
+    for name, what, target in wanted:
+        bf16_on_cpu = device.type == "cpu" and name.endswith("+bf16")
+        applies = not bf16_on_cpu or (speedup is not None and speedup >= FAST_BF16)
+        why = "" if applies else ("; not applicable here: " + (bf16_missing or f"bf16 matrix products only "
+                                                               f"{speedup or 0:.1f}x fp32's (needs {FAST_BF16:g}x)"))
+        value = mfu.get(name, math.nan)
+        if math.isnan(value) and applies:
+            continue  # the row did not run (or has no peak): nothing to judge
+        check = at_least(target) if applies else not_here(at_least(target))
+        label, met = check(value)
+        out.append(Ratio(f"{name} MFU", f"{what}: model FLOP/s over the measured peak of its precision{why}",
+                         value, label, met))
+    for profile in profiles:
+        step = profile.row.split("+")[0]
+        out.append(Ratio(f"attention share {profile.row}", f"attention's part of the {profile.row} step's operator "
+                         "time (torch.profiler, forward and backward)", profile.share("attention"),
+                         *(at_most(0.25)(profile.share("attention")) if step == "mlm" else (None, None))))
     return out

@@ -40,6 +40,15 @@ def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
     return config.bf16_rows and config.dtype == "fp32" and device.type == "cpu" and cpu_bf16_missing() is None
 
 
+def attention_candidates(config: BenchConfig, device: torch.device, precisions: list[str]) -> list[tuple[str, str]]:
+    """(backend, precision) pairs that run as themselves here: xformers off CUDA falls back to sdpa, and
+    sdpa_fp32 in fp32 is sdpa; both left out."""
+    head_dim = SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
+    return [(backend, dtype) for dtype in precisions for backend in config.backends
+            if resolve_backend(backend, device, dtype_of(dtype), head_dim) == backend
+            and not (backend == "sdpa_fp32" and dtype == "fp32")]
+
+
 def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
     """A row's model FLOPs per batch: those of ``model``'s training step."""
     return lambda p: model.step_flops(p.counts)
@@ -108,14 +117,15 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
             add(f"mlm_{layout}{suffix}", f"training step, recipes/mlm.yaml, {layout} rows, crop {config.packing_crop}, "
                 f"{layout_budget(config)} tokens per batch", layout + suffix,
                 model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)
-    for backend in config.backends:
-        if resolve_backend(backend, device, dtype_of(config.dtype), d // sizes["attention_heads"]) != backend:
-            continue  # e.g. xformers off CUDA: no kernels to time
+    precisions = [config.dtype] + (["bf16"] if bf16 else [])
+    for backend, dtype in attention_candidates(config, device, precisions):
         torch.manual_seed(config.seed)
         encoder = build_encoder(recipe_for(config, "mlm", attention=backend)).to(device).train()
+        tag = "+bf16" if dtype != config.dtype else ""
         for backward, kind in ((False, "fwd"), (True, "fwd_bwd")):
-            add(f"encoder_{kind}[{backend}]", f"encoder {'forward+backward' if backward else 'forward'}, {backend} "
-                "attention", "padded", encoder_pass(encoder, backward, device, config.dtype),
+            add(f"encoder_{kind}[{backend}]{tag}", f"encoder {'forward+backward' if backward else 'forward'}, "
+                f"{backend} attention{', bf16 autocast' if tag else ''}", "padded",
+                encoder_pass(encoder, backward, device, dtype),
                 lambda p, m=FORWARD_BACKWARD if backward else 1, e=encoder: m * e.forward_flops(p.counts, layers))
     # Rows compared with each other run next to each other, so that load changes hit both alike.
     first = [name for name in ADJACENT if name in rows]

@@ -6,10 +6,12 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from protjepa.attention import AttentionLayout
 from protjepa.bench.batches import Prepared
 from protjepa.bench.config import BenchError, Dtype
+from protjepa.bench.profile import OPTIMIZER_SCOPE
 from protjepa.encoders.base import Encoder
 from protjepa.model import ProtJEPA
 from protjepa.objectives.jepa import latent_scores
@@ -27,7 +29,7 @@ class OptimizerStep:
                  device: torch.device, dtype: Dtype, after_step: Callable[[], None] | None = None):
         self.loss = loss
         self.params = [p for p in module.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(module, optim, "gpu" if device.type == "cuda" else "cpu")
+        self.optimizer = build_optimizer(module, optim)
         self.grad_clip = optim.grad_clip
         self.device = device
         self.bf16 = dtype == "bf16"
@@ -37,12 +39,13 @@ class OptimizerStep:
         with bf16_autocast(self.device, self.bf16):
             loss = self.loss(prepared)
         loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.after_step is not None:
-            self.after_step()
+        with record_function(OPTIMIZER_SCOPE):  # what the profile's optimizer share counts
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.after_step is not None:
+                self.after_step()
 
 
 def model_step(model: ProtJEPA, optim: OptimConfig, device: torch.device, dtype: Dtype) -> OptimizerStep:

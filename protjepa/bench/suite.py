@@ -5,12 +5,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from protjepa.bench.checks import check_no_sync, check_xformers
-from protjepa.bench.config import SIZES, BenchConfig, BenchError, step_budget
+from protjepa.bench.checks import attention_errors, check_auto_attention, check_no_sync, check_xformers
+from protjepa.bench.config import SIZES, VARIANTS, BenchConfig, BenchError, step_budget
 from protjepa.bench.embedding import embedding_rows
 from protjepa.bench.peak import row_peaks
-from protjepa.bench.ratios import Ratio, ratios
-from protjepa.bench.rows import build_rows, with_bf16_rows
+from protjepa.bench.profile import StepProfile, profile_row
+from protjepa.bench.ratios import Ratio, ratios, utilisation_targets
+from protjepa.bench.rows import Row, attention_candidates, build_rows, with_bf16_rows
 from protjepa.bench.timing import RowResult, measure, summarize
 from protjepa.precision import choose_bf16, cpu_bf16_missing
 
@@ -24,6 +25,7 @@ class SuiteResult:
     checks: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     peaks: dict = field(default_factory=dict)  # FLOP/s each precision's MFU is against (bench/peak.py)
+    profiles: list[StepProfile] = field(default_factory=list)  # where profiled steps' time goes (bench/profile.py)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -45,16 +47,20 @@ def run_suite(config: BenchConfig) -> SuiteResult:
     if config.bf16_rows and missing:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
     rows, batches = build_rows(config, device)
+    precisions = [config.dtype] + (["bf16"] if with_bf16_rows(config, device) else [])
+    errors = attention_errors(config, batches, device, attention_candidates(config, device, precisions))
     samples = measure(rows, batches, config, device)
     tokens, width = step_budget(config), SIZES[config.size]["embed_dim"]
-    peaks = row_peaks(config.peak_flops, device, config.dtype, with_bf16_rows(config, device), tokens, width)
+    peaks = row_peaks(config.peak_flops, device, config.dtype, tokens, width)
     results = summarize(rows, samples, config.steps, peaks)
     if config.peak_flops is None and device.type == "cpu":
         notes.append(f"MFU against this CPU's own matrix products, [{tokens}, {width}] @ [{width}, {4 * width}] "
                      "(the step's MLP), timed in this run per precision")
-    checks = []
+    profiles = [profile_row(row.name, row.run, batches[row.layout], config.steps, device)
+                for row in profiled_rows(rows, config)]
+    checks = check_auto_attention(config, device, errors, samples)
     if config.checks and device.type == "cuda":
-        checks = check_xformers(config, batches, device) + check_no_sync(rows, batches)
+        checks += check_xformers(config, batches, device) + check_no_sync(rows, batches)
     if config.embed_sequences and config.peer:
         # Whole passes over the sample: one "step" per repetition, one warm-up pass.
         embed_rows, embed_batches, check = embedding_rows(config, device)
@@ -62,4 +68,12 @@ def run_suite(config: BenchConfig) -> SuiteResult:
         samples |= embed_samples
         results += summarize(embed_rows, embed_samples, 1, None)
         checks.append(check)
-    return SuiteResult(config.size, asdict(config), results, ratios(samples, config, device), checks, notes, peaks)
+    targets = utilisation_targets(results, profiles, peaks, device, missing)
+    return SuiteResult(config.size, asdict(config), results, ratios(samples, config, device, peaks) + targets,
+                       checks, notes, peaks, profiles)
+
+
+def profiled_rows(rows: list[Row], config: BenchConfig) -> list[Row]:
+    """The MLM step rows (attention's share has a target); with ``--profile`` every step row of ours."""
+    ours = [row for row in rows if row.name.split("+")[0].split("@")[0] in (*VARIANTS, "mlm_packed", "mlm_padded")]
+    return ours if config.profile else [row for row in ours if row.name in ("mlm", "mlm+bf16")]

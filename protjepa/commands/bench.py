@@ -3,7 +3,7 @@ transformers' ESM, side by side in one process; prints the table and writes JSON
 
 Suites: ``cpu`` (the default; ESM-2 8M, 8 x 256 residues, fp32 with bf16 rows beside where
 the CPU has native bf16, and the probe Embedder against transformers'), ``gpu`` (bf16 at crop
-512, ESM-2 35M and 150M, with the xformers and host-sync checks) and ``--quick`` (a smoke
+512, ESM-2 35M, 150M and 650M, with the xformers and host-sync checks) and ``--quick`` (a smoke
 run). Any setting below overrides the suite's. ``--curves PNG`` measures and plots how cost
 grows (crop, batch, data pipeline) instead.
 """
@@ -35,6 +35,9 @@ def configure(parser) -> None:
     parser.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"],
                         help="attention backends of the encoder rows")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd rows beside the eager ones")
+    parser.add_argument("--profile", action="store_true",
+                        help="split every step row's time into attention, matrix products, elementwise, optimizer "
+                             "and other (torch.profiler); without it only the MLM rows'")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="leave out transformers' ESM")
     parser.add_argument("--embed-sequences", type=whole_number(0),
                         help="sequences of the Embedder-vs-transformers rows (0: leave them out)")
@@ -63,7 +66,7 @@ def settings(args) -> list:
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
-    base = replace(base, compile=args.compile, peer=args.peer, **{k: v for k, v in explicit.items() if v is not None})
+    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile, **{k: v for k, v in explicit.items() if v is not None})
     sizes = args.size or (list(GPU_SIZES) if args.suite == "gpu" else [base.size])
     return [replace(base, size=size) for size in sizes]
 

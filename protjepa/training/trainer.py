@@ -106,8 +106,10 @@ def resolve_precision(train: TrainConfig, device: str) -> Precision:
     return Precision("amp_bf16" if on_gpu else "fp32", bf16 and not on_gpu, f"precision: {why}")
 
 
-def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.optim.AdamW:
-    """AdamW on the trainable parameters; biases and norm weights (1-D) get no weight decay."""
+def build_optimizer(model: ProtJEPA, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW on the trainable parameters; biases and norm weights (1-D) get no weight decay.
+    torch's fused kernel on every device (CPU and CUDA): one pass over each parameter instead of a
+    dozen foreach ops (measured: the CPU optimizer step 38 -> 17 ms, esm2_8m), same update."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # the EMA teacher has none
     # initial_lr (the schedule's base, training/schedule.py) from the start: a sharded resume loads
     # the checkpoint's optimizer state by the keys the fresh optimizer already has.
@@ -115,7 +117,7 @@ def build_optimizer(model: ProtJEPA, optim: OptimConfig, device: str) -> torch.o
         {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": optim.weight_decay, "initial_lr": optim.lr},
         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0, "initial_lr": optim.lr},
     ]
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=device == "gpu")
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=True)
 
 
 def check_corpus_in_background(recipe: Recipe, data_root: str | None) -> Future:
@@ -259,7 +261,7 @@ def build_run(
         model=composer_model,
         train_dataloader=data,
         max_duration=budget.max_duration,
-        optimizers=build_optimizer(model, recipe.optim, device),
+        optimizers=build_optimizer(model, recipe.optim),
         algorithms=algorithms,
         # The tracker comes first: its BATCH_END stops the training clock before the
         # logging, monitors and checkpoints that follow it run.
