@@ -84,22 +84,28 @@ def pair_halves(embed_dim: int, heads: int) -> Tensor:
 
 
 def rotary_tables(positions: Tensor, heads: int, head_dim: int, query_scale: float = 1.0) -> Tensor:
-    """e^(i angle) for positions [B|1, L]: complex64 [B|1, L, 2, H, Dh/2], index 0 of dim 2 for
-    queries (times ``query_scale``: ESM scales q before the rotation, which is linear), 1 for
-    keys; spelled out over the heads so the product runs over long contiguous rows."""
+    """(cos, sin) of the angles for positions [B|1, L], fp32 [B|1, L, 2, H, Dh/2, 2]: a complex
+    e^(i angle) stored as its real and imaginary parts (inductor compiles no complex tensors).
+    Index 0 of dim 2 rotates queries (times ``query_scale``: ESM scales q before the rotation,
+    which is linear), 1 keys; spelled out over the heads so the product runs over long rows."""
     exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
     inv_freq = 1.0 / ROTARY_BASE**exponents
-    angles = positions.float()[..., None] * inv_freq  # [B|1, L, Dh/2]
-    scale = torch.tensor([query_scale, 1.0], device=positions.device)[:, None, None]  # [2, 1, 1]
-    table = torch.polar(scale * torch.ones_like(angles)[:, :, None, None], angles[:, :, None, None])
-    return table.expand(-1, -1, 2, heads, -1).contiguous()
+    angles = positions.float()[:, :, None, None, None] * inv_freq  # [B|1, L, 1, 1, Dh/2]
+    scale = torch.tensor([query_scale, 1.0], device=positions.device)[:, None, None, None]  # [2, 1, 1, 1]
+    table = torch.stack((angles.cos(), angles.sin()), dim=-1) * scale  # [B|1, L, 2, 1, Dh/2, 2]
+    return table.expand(-1, -1, -1, heads, -1, -1).contiguous()
 
 
 def apply_rotary(x: Tensor, table: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Rotary embedding of x [..., Dh] whose dimension pairs sit side by side (:func:`pair_halves`),
     computed in fp32, returned in ``dtype`` (default: x's)."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * table).flatten(-2).to(dtype or x.dtype)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if torch.compiler.is_compiling():  # inductor has no complex kernels: the same product in reals, fused
+        (a, b), (cos, sin) = pairs.unbind(-1), table.unbind(-1)
+        rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    else:  # one complex product: a single vectorised op, forward and backward
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(table))
+    return rotated.flatten(-2).to(dtype or x.dtype)
 
 
 # --------------------------------------------------------------------------- modules
@@ -240,6 +246,7 @@ class ESM2(Encoder):
     def lm_head_flops(self, positions: int) -> float:
         return linear(positions, self.embed_dim, self.embed_dim) + linear(positions, self.embed_dim, len(self.alphabet))
 
+    @torch.compiler.disable  # a decision made once, in Python: never traced into a compiled graph
     def attention_backend(self, x: Tensor) -> str:
         """The backend that runs for x's device, compute dtype (autocast's, when on) and direction
         (a backward to follow or not); resolved once per combination."""

@@ -87,6 +87,19 @@ def test_training_clock_counts_only_between_start_and_stop():
     assert clock.elapsed == 5.0
 
 
+def test_compiling_inside_a_step_is_kept_off_the_clock():
+    now, compiled = FakeTime(), FakeTime()
+    clock = TrainingClock(now, compiling=compiled)
+    clock.start()
+    now.t += 10.0
+    compiled.t += 7.0  # torch.compile compiled for 7 s of the step's 10
+    clock.stop()
+    clock.start()
+    now.t += 2.0  # the compiled step, nothing left to compile
+    clock.stop()
+    assert (clock.elapsed, clock.compiled) == (5.0, 7.0)
+
+
 def test_cosine_schedule_values_by_hand():
     schedule = LRSchedule("cosine", warmup=0.1, min_ratio=0.1)
     assert schedule(0.0, 0) == 0.0

@@ -7,6 +7,7 @@ and counts every run's model FLOPs (:mod:`protjepa.flops`), whatever its budget.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -60,24 +61,40 @@ class Budget:
         return f"{self.amount:g} {'non-padding tokens' if self.unit == 'tokens' else 'steps'}"
 
 
+def compile_seconds() -> float:
+    """Seconds torch.compile has spent compiling in this process, forward and backward graphs
+    (torch's own counters; 0 where torch.compile never ran: its module is then not loaded)."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    counters = getattr(dynamo, "cumulative_time_spent_ns", None) or {}
+    return (counters.get("entire_frame_compile", 0) + counters.get("entire_backward_compile", 0)) / 1e9
+
+
 class TrainingClock:
     """Seconds spent in finished training steps (``elapsed``). It runs from each batch's fetch
     to its ``BATCH_END``, so what happens between batches (monitors, checkpoints, evaluation)
-    does not count."""
+    does not count; nor does torch.compile's compiling inside a step (``compiled``: paid once
+    per graph, reported apart), so a compiled run and an eager one get the same budget of steps'
+    time."""
 
-    def __init__(self, now: Callable[[], float] = time.perf_counter):
+    def __init__(self, now: Callable[[], float] = time.perf_counter, compiling: Callable[[], float] = compile_seconds):
         self.now = now
+        self.compiling = compiling
         self.elapsed = 0.0
+        self.compiled = 0.0  # seconds of compiling taken off the clock, this process
         self._started: float | None = None
+        self._compiled_at_start = 0.0
 
     def start(self) -> None:
         # A fetch that starts again restarts the count: the batches a resumed run skips
         # to reach its place in the stream are not training.
         self._started = self.now()
+        self._compiled_at_start = self.compiling()
 
     def stop(self) -> None:
         if self._started is not None:
-            self.elapsed += self.now() - self._started
+            compiled = self.compiling() - self._compiled_at_start
+            self.compiled += compiled
+            self.elapsed += self.now() - self._started - compiled
             self._started = None
 
 

@@ -428,7 +428,9 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     records = read_records(run.log.path)
     plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
     summary = summarize_run(records, run.model.latent_scores())
-    lines = list(notes) + run.notes + [run.retention.describe(), f"encoder export: {export_dir}"]
+    compiled = run.tracker.clock.compiled
+    compile_note = [f"torch.compile: {compiled:.1f} s of compiling, kept off the training clock"] if compiled else []
+    lines = list(notes) + run.notes + compile_note + [run.retention.describe(), f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
     return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)
