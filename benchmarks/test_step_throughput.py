@@ -25,7 +25,8 @@ def row_names() -> list[str]:
     names = list(ADJACENT)
     if suffix:
         names += [f"peer_hf_mlm{suffix}", f"mlm_padded{suffix}", f"mlm_packed{suffix}"]
-    names += [f"encoder_{kind}[{backend}]" for backend in CONFIG.backends for kind in ("fwd", "fwd_bwd")]
+    names += [f"encoder_{kind}[{backend}]{tag}" for tag in ("", "+bf16") for backend in CONFIG.backends
+              for kind in ("fwd", "fwd_bwd")]  # rows that do not run here (xformers off CUDA, ...) are skipped
     return names
 
 
