@@ -2,15 +2,15 @@
 device), xformers' numerics and no host sync in a step (GPU)."""
 from __future__ import annotations
 
+import statistics
+
 import torch
 from torch import Tensor
-
-import statistics
 
 from protjepa.attention import AttentionLayout, resolve_backend
 from protjepa.batch import Batch
 from protjepa.bench.batches import Prepared
-from protjepa.bench.config import SIZES, VARIANTS, BenchConfig, dtype_of, recipe_for
+from protjepa.bench.config import VARIANTS, BenchConfig, dtype_of, head_dim, recipe_for
 from protjepa.bench.rows import Row
 from protjepa.bench.timing import Samples
 from protjepa.build import build_encoder
@@ -20,8 +20,7 @@ from protjepa.precision import bf16_autocast
 def check_xformers(config: BenchConfig, batches: dict[str, list[Prepared]], device: torch.device) -> list[dict]:
     """xformers against SDPA in bf16, both against an fp32 math-attention reference on the
     same weights: xformers passes when its error is within 2x SDPA's (padded and packed rows)."""
-    head_dim = SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
-    if resolve_backend("xformers", device, torch.bfloat16, head_dim) != "xformers":
+    if resolve_backend("xformers", device, torch.bfloat16, head_dim(config)) != "xformers":
         return [dict(name="xformers matches sdpa", passed=None, detail="xformers cannot run here: skipped")]
     torch.manual_seed(config.seed)
     encoder = build_encoder(recipe_for(config, "mlm", attention="math")).to(device).eval()
@@ -102,7 +101,6 @@ def check_auto_attention(config: BenchConfig, device: torch.device, errors: dict
     """Per precision and direction: every backend within tolerance of fp32 math (fp32: 1e-4; bf16:
     twice bf16 math's own error), and ``auto`` on the fastest of those (its encoder time within 5% of
     the best's)."""
-    head_dim = SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
     results = []
     for dtype, kind in dict.fromkeys((d, k) for _, d, k in errors):
         tag = "" if dtype == config.dtype else "+bf16"
@@ -114,7 +112,7 @@ def check_auto_attention(config: BenchConfig, device: torch.device, errors: dict
                             + f" (relative; tolerance {tolerance:.2g})"))
         seconds = {b: statistics.median(s for s, _, _ in samples[f"encoder_{kind}[{b}]{tag}"]) for b in correct
                    if f"encoder_{kind}[{b}]{tag}" in samples}
-        auto = resolve_backend("auto", device, dtype_of(dtype), head_dim, kind == "fwd_bwd")
+        auto = resolve_backend("auto", device, dtype_of(dtype), head_dim(config), kind == "fwd_bwd")
         if auto not in seconds:
             continue
         fastest = min(seconds, key=seconds.get)

@@ -76,6 +76,11 @@ def dtype_of(dtype: Dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == "bf16" else torch.float32
 
 
+def head_dim(config: BenchConfig) -> int:
+    """The width of one attention head at the suite's size."""
+    return SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
+
+
 def recipe_for(config: BenchConfig, variant: str, attention: str = "auto") -> Recipe:
     path = Path(config.recipes) / VARIANTS[variant]
     if not path.is_file():

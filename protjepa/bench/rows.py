@@ -9,8 +9,8 @@ import torch
 
 from protjepa.attention import resolve_backend
 from protjepa.bench.batches import Prepared, corpus_batches
-from protjepa.bench.config import (VARIANTS, SIZES, BenchConfig, dtype_of, layout_budget, layout_suffix, recipe_for,
-                                   step_budget)
+from protjepa.bench.config import (VARIANTS, SIZES, BenchConfig, dtype_of, head_dim, layout_budget, layout_suffix,
+                                   recipe_for, step_budget)
 from protjepa.bench.steps import encoder_pass, latent_metrics, model_step, peer_model, peer_step, target_forward
 from protjepa.build import build_encoder, build_model
 from protjepa.flops import FORWARD_BACKWARD
@@ -43,9 +43,8 @@ def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
 def attention_candidates(config: BenchConfig, device: torch.device, precisions: list[str]) -> list[tuple[str, str]]:
     """(backend, precision) pairs that run as themselves here: xformers off CUDA falls back to sdpa, and
     sdpa_fp32 in fp32 is sdpa; both left out."""
-    head_dim = SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
     return [(backend, dtype) for dtype in precisions for backend in config.backends
-            if resolve_backend(backend, device, dtype_of(dtype), head_dim) == backend
+            if resolve_backend(backend, device, dtype_of(dtype), head_dim(config)) == backend
             and not (backend == "sdpa_fp32" and dtype == "fp32")]
 
 

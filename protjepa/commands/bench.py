@@ -66,7 +66,8 @@ def settings(args) -> list:
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
-    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile, **{k: v for k, v in explicit.items() if v is not None})
+    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile,
+                   **{k: v for k, v in explicit.items() if v is not None})
     sizes = args.size or (list(GPU_SIZES) if args.suite == "gpu" else [base.size])
     return [replace(base, size=size) for size in sizes]
 
