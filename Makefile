@@ -3,19 +3,25 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Which torch .venv holds: requirements/torch-$(PROFILE).txt. default: the development build;
+# xformers: the GPU install whose xformers kernels load (`make env PROFILE=xformers`, DEVELOPERS.md).
+# The choice is kept in .venv/profile, so later `make` calls keep it.
+PROFILE ?= $(or $(shell cat $(VENV)/profile 2>/dev/null),default)
+STAMP := $(VENV)/.installed-$(PROFILE)
 
 .PHONY: main test bench env clean-env
 
-$(STAMP): pyproject.toml requirements/no-deps.txt
+$(STAMP): pyproject.toml requirements/no-deps.txt requirements/torch-$(PROFILE).txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	rm -f $(VENV)/.installed*
 	$(BIN)/pip install -q --upgrade pip
-	# torch and torchvision first, from the pinned wheels (see DEVELOPERS.md)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	# torch (and torchvision, xformers) first, from the profile's pins (see DEVELOPERS.md)
+	$(BIN)/pip install -q -r requirements/torch-$(PROFILE).txt
 	# our package with every extra (pyproject.toml), then the exact Composer and torchtune
 	$(BIN)/pip install -q -e '.[test,train,loggers,modern,xformers,bench]'
 	$(BIN)/pip install -q --no-deps -r requirements/no-deps.txt
-	touch $(STAMP)
+	echo $(PROFILE) > $(VENV)/profile
+	touch $@
 
 env: $(STAMP)
 

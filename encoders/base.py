@@ -64,6 +64,11 @@ class Encoder(nn.Module):
         """Matmul FLOPs of one LM head forward at ``positions`` rows; None: not counted."""
         return None
 
+    def attention_request(self) -> tuple[str, int] | None:
+        """(the attention backend asked for, the head width) of an encoder that attends through
+        :func:`protjepa.attention.attend`; None for one that attends its own way."""
+        return None
+
     @property
     def has_lm_head(self) -> bool:
         return type(self).lm_head is not Encoder.lm_head

@@ -246,6 +246,9 @@ class ESM2(Encoder):
     def lm_head_flops(self, positions: int) -> float:
         return linear(positions, self.embed_dim, self.embed_dim) + linear(positions, self.embed_dim, len(self.alphabet))
 
+    def attention_request(self) -> tuple[str, int]:
+        return self.attention, self.embed_dim // self.attention_heads
+
     @torch.compiler.disable  # a decision made once, in Python: never traced into a compiled graph
     def attention_backend(self, x: Tensor) -> str:
         """The backend that runs for x's device, compute dtype (autocast's, when on) and direction

@@ -189,6 +189,9 @@ class ModernEncoder(Encoder):
     def lm_head_flops(self, positions: int) -> float:
         return linear(positions, self.embed_dim, self.embed_dim) + linear(positions, self.embed_dim, len(self.alphabet))
 
+    def attention_request(self) -> tuple[str, int]:
+        return self.config.attention, self.config.head_dim
+
     def lm_head(self, hidden: Tensor) -> Tensor:
         x = self.head_norm(F.gelu(self.head_dense(hidden)))
         return F.linear(x, self.embed_tokens.weight) + self.head_bias

@@ -21,13 +21,17 @@ the rotary embedding), so every backend runs with ``scale=1``.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend
 from torch.profiler import record_function
 
 from protjepa.batch import Batch
@@ -198,13 +202,51 @@ def attend(
 # --------------------------------------------------------------------------- choosing one
 
 
+# The torch and CUDA an xformers wheel's own kernels were built for are the ones they load with: its
+# cpp_lib.json names them. The install profile that matches the newest wheel is requirements/gpu-xformers.txt.
+XFORMERS_PROFILE = "install torch 2.10.0 + CUDA 12.8 beside xformers 0.0.35 (in a checkout: make env PROFILE=xformers)"
+
+
+def xformers_build() -> dict | None:
+    """The installed xformers' build record (cpp_lib.json's ``version``: torch, cuda, python), read
+    without importing xformers; None when xformers is not installed or has no record."""
+    spec = importlib.util.find_spec("xformers")
+    if spec is None or spec.origin is None:
+        return None
+    record = Path(spec.origin).with_name("cpp_lib.json")
+    try:
+        return json.loads(record.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def xformers_build_problem(build: dict, torch_version: str, cuda_version: str | None) -> str | None:
+    """Why the kernels of an xformers built as ``build`` do not load beside this torch (they need the
+    build's torch release and CUDA), or None when they match. ``build["cuda"]``: 1208 for CUDA 12.8."""
+    built_torch = str(build.get("torch", "")).split("+")[0]
+    built_cuda = f"{build['cuda'] // 100}.{build['cuda'] % 100}" if build.get("cuda") else None
+    have_cuda = ".".join(cuda_version.split(".")[:2]) if cuda_version else None
+    if torch_version.split("+")[0] == built_torch and have_cuda == built_cuda:
+        return None
+    return (f"its kernels are built for torch {built_torch} + CUDA {built_cuda}, this is torch {torch_version}"
+            f"{f' + CUDA {have_cuda}' if have_cuda else ' without CUDA'}: {XFORMERS_PROFILE}")
+
+
+# (device, dtype, head_dim) -> the xformers operator its dispatcher picked for the probe (bench, run header)
+XFORMERS_KERNELS: dict[tuple, str] = {}
+
+
 def _xformers_problem(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
     """Why xformers cannot run here, or None when a tiny forward and backward call works."""
     if device.type != "cuda":
         return f"xformers has no {device.type} kernels"
+    build = xformers_build()
+    mismatch = None if build is None else xformers_build_problem(build, torch.__version__, torch.version.cuda)
     try:
         from xformers.ops import memory_efficient_attention
+        from xformers.ops.fmha import Inputs
         from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+        from xformers.ops.fmha.dispatch import _dispatch_fw
     except Exception as exc:  # a broken install must not stop training: fall back
         return f"cannot import xformers ({exc}; {EXTRAS['xformers'][1]})"
     try:
@@ -212,13 +254,20 @@ def _xformers_problem(device: torch.device, dtype: torch.dtype, head_dim: int) -
             q = torch.randn(1, 4, 1, head_dim, device=device, dtype=dtype, requires_grad=True)
             mask = BlockDiagonalMask.from_seqlens([2, 2], device=device)
             memory_efficient_attention(q, q, q, attn_bias=mask, scale=1.0).sum().backward()
+            XFORMERS_KERNELS[device.type, dtype, head_dim] = _dispatch_fw(Inputs(q, q, q, mask, scale=1.0), True).NAME
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        return f"a probe call failed ({type(exc).__name__}: {first_line})"
+        because = f"; {mismatch}" if mismatch else ""
+        return f"a probe call failed ({type(exc).__name__}: {first_line}{because})"
     return None
 
 
 _warned: set[str] = set()
+HALF = (torch.float16, torch.bfloat16)
+
+
+def _without_xformers(device: torch.device, half: bool, grad: bool) -> str:
+    return "sdpa_fp32" if half and grad and device.type == "cpu" else "sdpa"
 
 
 @functools.lru_cache(maxsize=None)
@@ -231,24 +280,63 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, he
     On a CPU in fp16/bf16, sdpa_fp32 where a backward follows (the bf16 flash backward is ~3x
     slower than fp32's for narrow heads) and sdpa for a forward alone (the bf16 flash forward is
     1.4-1.9x faster than fp32's); ``protjepa bench`` checks both picks on each machine. An explicit
-    ``xformers`` that cannot run falls back to sdpa with one warning.
+    ``xformers`` that cannot run falls back to what ``auto`` runs without it, with one warning.
     """
     if requested not in BACKENDS:
         raise ValueError(f"attention backend {requested!r}: expected {'|'.join(BACKENDS)}")
-    chosen = requested
-    if requested == "auto":
-        half = dtype in (torch.float16, torch.bfloat16)
-        if half and device.type == "cpu":
-            chosen = "sdpa_fp32" if grad else "sdpa"
-        else:
-            chosen = "xformers" if half and _xformers_problem(device, dtype, head_dim) is None else "sdpa"
-    elif requested == "xformers":
+    half = dtype in HALF
+    if requested == "xformers" or (requested == "auto" and half and device.type == "cuda"):
         problem = _xformers_problem(device, dtype, head_dim)
-        if problem is not None:
-            chosen = "sdpa"
-            if problem not in _warned:
-                _warned.add(problem)
-                logger.warning("attention: xformers requested but %s; using sdpa", problem)
+        chosen = "xformers" if problem is None else None
+        if problem is not None and requested == "xformers" and problem not in _warned:
+            _warned.add(problem)
+            logger.warning("attention: xformers requested but %s; using %s", problem, _without_xformers(
+                device, half, grad))
+    else:
+        chosen = None if requested == "auto" else requested
+    chosen = chosen or _without_xformers(device, half, grad)
     logger.info("attention backend: %s (requested %s; %s, %s, %s)", chosen, requested, device, dtype,
                 "training" if grad else "forward only")
     return chosen
+
+
+# --------------------------------------------------------------------------- naming the kernel
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def sdpa_kernel(device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool, grad: bool) -> str:
+    """The kernel SDPA's dispatcher picks for our masks ([B,1,1,L] key padding, or [B,1,L,L] for packed
+    rows) at this device, dtype and head width: flash_attention, efficient_attention, cudnn_attention
+    or math. It depends on shapes, dtypes and the mask's presence, not on values."""
+    length = 8
+    q = torch.zeros(1, 1, length, head_dim, device=device, dtype=dtype, requires_grad=grad)
+    mask = torch.ones((1, 1, length, length) if packed else (1, 1, 1, length), device=device, dtype=torch.bool)
+    return SDPBackend(torch._fused_sdp_choice(q, q, q, mask, 0.0, False, scale=1.0)).name.lower()
+
+
+def describe_kernel(backend: str, device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool,
+                    grad: bool) -> str:
+    """``backend`` (a resolved one) and the kernel it runs, e.g. ``sdpa_fp32 (SDPA's flash_attention, fp32)``."""
+    if backend == "math":
+        return "math (explicit softmax, fp32 scores)"
+    if backend == "xformers":
+        name = XFORMERS_KERNELS.get((device.type, dtype, head_dim), "its dispatcher's pick")
+        # "-pt" operators are torch's own kernels, called through xformers (its own did not load)
+        return f"xformers ({name}{': torch kernel' if name.endswith('-pt') else ''})"
+    compute = torch.float32 if backend == "sdpa_fp32" else dtype
+    return f"{backend} (SDPA's {sdpa_kernel(device, compute, head_dim, packed, grad)}, {DTYPE_NAMES.get(compute, compute)})"
+
+
+def attention_line(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool) -> str:
+    """One line naming the kernels a run's attention uses: in training steps (a backward follows) and in
+    forward-only passes (EMA targets, monitors), where they differ."""
+    kernels = {grad: describe_kernel(resolve_backend(requested, device, dtype, head_dim, grad), device, dtype,
+                                     head_dim, packed, grad) for grad in (True, False)}
+    where = kernels[True] if kernels[True] == kernels[False] else \
+        f"{kernels[True]} in training steps, {kernels[False]} in forward-only passes"
+    wanted_xformers = requested == "xformers" or (requested == "auto" and device.type == "cuda" and dtype in HALF)
+    why_not = ""
+    if wanted_xformers and not kernels[True].startswith("xformers"):
+        why_not = f"; not xformers: {_xformers_problem(device, dtype, head_dim)}"
+    return f"attention: {where} (requested {requested}; {'packed' if packed else 'padded'} rows{why_not})"

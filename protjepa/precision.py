@@ -24,10 +24,19 @@ class PrecisionError(UserError, ValueError):
     """bf16 asked for on a CPU without it."""
 
 
+def native_bf16_flags() -> dict[str, bool]:
+    """This CPU's AVX512-BF16 and AMX-BF16 flags: torch's capability table, or on a torch without one
+    (2.10, the xformers install) its older probes (AMX tiles stand for AMX-BF16 there)."""
+    table = getattr(torch.cpu, "get_capabilities", None)
+    if table is not None:
+        capabilities = table()
+        return {flag: bool(capabilities.get(flag)) for flag in ("avx512_bf16", "amx_bf16")}
+    return {"avx512_bf16": torch._C._cpu._is_avx512_bf16_supported(), "amx_bf16": torch._C._cpu._is_amx_tile_supported()}
+
+
 def cpu_bf16_missing() -> str | None:
     """None when this CPU multiplies bf16 natively, else why not (one line)."""
-    capabilities = torch.cpu.get_capabilities()
-    if capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"):
+    if any(native_bf16_flags().values()):
         return None
     return "this CPU has neither AVX512-BF16 nor AMX-BF16 (bf16 matrix products would be emulated)"
 

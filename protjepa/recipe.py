@@ -135,7 +135,8 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     monitor_every: int = Field(50, ge=1, description="steps between collapse monitors")
     monitor_sequences: int = Field(64, ge=2)
-    compile: bool = False
+    compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="torch.compile the training step; auto: on a GPU, off on a CPU (docs/benchmarks.md)")
     parallelism: Literal["ddp", "fsdp"] = Field(
         "ddp", description="on several processes (Composer's launcher): ddp, whole model per rank; fsdp, sharded")
     threads: int | None = Field(None, ge=1)
@@ -153,6 +154,13 @@ class TrainConfig(Strict):
                 raise ValueError("fsdp: replaced by parallelism: fsdp (Composer's FSDP2, full checkpoints)")
             data = {key: value for key, value in data.items() if key != "fsdp"}
         return data
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, v):
+        if not isinstance(v, bool) and v != "auto":
+            raise ValueError(f"expected true, false or auto, got {v!r}")
+        return v
 
     @field_validator("checkpoint_at")
     @classmethod

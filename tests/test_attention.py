@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from protjepa.attention import (
     sdpa_fp32_attention,
     xformers_attention,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 HEADS, HEAD_DIM = 2, 8
 
@@ -206,7 +209,7 @@ def test_resolve_on_cpu(fresh_resolver, caplog):
         assert resolve_backend("math", cpu, torch.float32) == "math"
         for _ in range(3):
             assert resolve_backend("xformers", cpu, torch.float32) == "sdpa"
-        assert resolve_backend("xformers", cpu, torch.bfloat16) == "sdpa"
+        assert resolve_backend("xformers", cpu, torch.bfloat16) == "sdpa_fp32"  # what auto runs without it
         assert resolve_backend("auto", cpu, torch.bfloat16) == "sdpa_fp32"  # the CPU's fp32 backward is faster
         assert resolve_backend("auto", cpu, torch.bfloat16, grad=False) == "sdpa"  # its bf16 forward is
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -234,3 +237,44 @@ def test_failed_probe_falls_back(fresh_resolver, monkeypatch, caplog):
         assert resolve_backend("auto", cuda, torch.bfloat16) == "sdpa"
         assert resolve_backend("xformers", cuda, torch.bfloat16) == "sdpa"
     assert len(caplog.records) == 1  # auto falls back silently; the explicit request warns
+
+
+def test_xformers_build_match_names_the_profile_that_loads_its_kernels():
+    """xformers' compiled kernels load only beside the torch and CUDA they were built for; the
+    requirements/torch-xformers.txt profile pins that pair for the installed xformers."""
+    pins = dict(line.split("==") for line in (REPO / "requirements" / "torch-xformers.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    build = {"torch": "2.10.0+cu128", "cuda": 1208, "python": "3.10.19"}
+    assert attention.xformers_build_problem(build, "2.10.0+cu128", "12.8") is None
+    assert attention.xformers_build_problem(build, "2.10.0", "12.8.1") is None
+    problem = attention.xformers_build_problem(build, "2.14.1+cu130", "13.0")
+    assert problem == ("its kernels are built for torch 2.10.0 + CUDA 12.8, this is torch 2.14.1+cu130 + CUDA 13.0: "
+                       f"{attention.XFORMERS_PROFILE}")
+    assert "without CUDA" in attention.xformers_build_problem(build, "2.10.0+cpu", None)
+    installed = attention.xformers_build()
+    if installed is None:
+        pytest.skip("xformers is not installed")
+    from importlib.metadata import version
+    assert pins["xformers"] == version("xformers")  # the profile pins the xformers this record is of
+    assert attention.xformers_build_problem(installed, pins["torch"], "12.8") is None
+    assert (attention.xformers_build_problem(installed, torch.__version__, torch.version.cuda) is None) == (
+        torch.__version__.split("+")[0] == pins["torch"] and torch.version.cuda == "12.8")
+
+
+def test_the_kernel_each_backend_runs_is_named(fresh_resolver, monkeypatch):
+    cpu = torch.device("cpu")
+    assert attention.sdpa_kernel(cpu, torch.float32, 16, packed=False, grad=True) == "flash_attention"
+    assert attention.describe_kernel("math", cpu, torch.float32, 16, True, True) == "math (explicit softmax, fp32 scores)"
+    assert attention.describe_kernel("sdpa_fp32", cpu, torch.bfloat16, 16, True, True) == (
+        "sdpa_fp32 (SDPA's flash_attention, fp32)")
+    line = attention.attention_line("auto", cpu, torch.bfloat16, 16, packed=False)
+    assert line == ("attention: sdpa_fp32 (SDPA's flash_attention, fp32) in training steps, sdpa (SDPA's "
+                    "flash_attention, bf16) in forward-only passes (requested auto; padded rows)")
+    assert attention.attention_line("auto", cpu, torch.float32, 16, packed=True) == (
+        "attention: sdpa (SDPA's flash_attention, fp32) (requested auto; packed rows)")
+    assert attention.attention_line("xformers", cpu, torch.float32, 16, packed=True).endswith(
+        "(requested xformers; packed rows; not xformers: xformers has no cpu kernels)")
+    # On a GPU, xformers' line names the operator its dispatcher picked in the probe; "-pt" ones are torch's.
+    monkeypatch.setitem(attention.XFORMERS_KERNELS, ("cuda", torch.bfloat16, 32), "fa2F@2.5.7-pt")
+    assert attention.describe_kernel("xformers", torch.device("cuda", 0), torch.bfloat16, 32, True, True) == (
+        "xformers (fa2F@2.5.7-pt: torch kernel)")

@@ -103,7 +103,7 @@ def test_profile_on_a_missing_gpu_is_a_one_line_error(capsys):
 
 
 def test_bf16_on_a_cpu_without_it_is_a_one_line_error(capsys, monkeypatch):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    monkeypatch.setattr(precision, "native_bf16_flags", lambda: {"avx512_bf16": False, "amx_bf16": False})
     assert main(["bench", "--quick", "--size", "tiny", "--dtype", "bf16", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("protjepa: error: --dtype bf16:") and "AVX512-BF16" in err and "\n" not in err

@@ -204,6 +204,17 @@ def test_a_changed_experiment_does_not_reuse_stale_runs(finished, tmp_path):
         run_experiment(load_experiment(changed, output=experiment.output), console=False, log=lambda line: None)
 
 
+def test_a_changed_compile_setting_reuses_the_runs(finished, tmp_path):
+    """train.compile says how the step runs, not what it trains: runs saved with another value are kept."""
+    experiment, _, _ = finished
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["set"]["train.compile"] = True
+    changed = tmp_path / "smoke.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    again = run_experiment(load_experiment(changed, output=experiment.output), console=False, log=lambda line: None)
+    assert again.trained == [] and again.skipped == RUNS + [CONTROL]
+
+
 # --------------------------------------------------------------------------- continued pretraining
 
 

@@ -21,12 +21,12 @@ NATIVE_BF16 = cpu_bf16_missing() is None
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False, "avx2": True})
+    monkeypatch.setattr(precision, "native_bf16_flags", lambda: {"avx512_bf16": False, "amx_bf16": False})
 
 
 @pytest.fixture
 def cpu_with_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True})
+    monkeypatch.setattr(precision, "native_bf16_flags", lambda: {"avx512_bf16": False, "amx_bf16": True})
 
 
 def test_auto_is_bf16_on_a_cpu_where_it_is_native_and_faster(cpu_with_bf16, monkeypatch):

@@ -164,6 +164,14 @@ def test_bad_override_names_the_key_path():
         load_recipe(path, [("objectives.7.weight", 1)])
 
 
+def test_compile_is_auto_true_or_false():
+    path = recipe_path("mlm")
+    assert load_recipe(path).train.compile == "auto"
+    assert load_recipe(path, [("train.compile", False)]).train.compile is False
+    with pytest.raises(RecipeError, match=r"train.compile: expected true, false or auto, got 1$"):
+        load_recipe(path, [("train.compile", 1)])
+
+
 def test_validate_command(capsys):
     path = str(recipe_path("mlm_jepa_masked"))
     assert main(["validate", path, "--set", "objectives.1.weight=0.3"]) == 0

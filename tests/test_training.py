@@ -12,14 +12,14 @@ from composer.core import Callback
 from protjepa.flops import BatchCounts
 from protjepa.model import ProtJEPA
 from protjepa.paths import DataPathError
-from protjepa.recipe import parse_recipe
+from protjepa.recipe import TrainConfig, parse_recipe
 from protjepa.training import checkpoints as checkpoints_module
 from protjepa.training.budget import TrainingClock
 from protjepa.training.checkpoints import CheckpointError
 from protjepa.training.composer_model import ComposerProtJEPA, unwrap
 from protjepa.training.summary import read_records
 from protjepa.training.schedule import LRSchedule
-from protjepa.training.trainer import TrainingError, build_run, fit, train
+from protjepa.training.trainer import TrainingError, build_run, compile_step, fit, train
 
 TINY = {
     "name": "tiny",
@@ -283,6 +283,14 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_does():
             opt.zero_grad()
     for got, want in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_compile_auto_is_on_on_a_gpu_only():
+    settings = TrainConfig()
+    assert compile_step(settings, "gpu") == (True, "torch.compile: on (train.compile auto: on on a GPU)")
+    assert compile_step(settings, "cpu") == (False, "torch.compile: off (train.compile auto: off on a CPU)")
+    assert compile_step(TrainConfig(compile=True), "cpu") == (True, "torch.compile: on (train.compile true)")
+    assert compile_step(TrainConfig(compile=False), "gpu")[0] is False
 
 
 def test_a_compiled_run_trains_as_the_eager_one_and_its_compiling_is_off_the_clock(tmp_path, data_root):

@@ -46,6 +46,13 @@ def test_train_command_writes_the_run_directory_and_learns(tmp_path, data_root):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "steps 30 |" in done.stdout and "held-out batch" in done.stdout
+    # The first lines say what runs: precision, the attention kernels, torch.compile.
+    set_up = done.stdout[:done.stdout.index("run directory:")].splitlines()  # progress goes to stderr here
+    assert set_up[0].startswith("precision: ")  # precision auto: bf16 where this CPU's bf16 products are faster
+    attention = ("sdpa_fp32 (SDPA's flash_attention, fp32) in training steps, sdpa (SDPA's flash_attention, bf16) in "
+                 "forward-only passes" if "bf16 autocast" in set_up[0] else "sdpa (SDPA's flash_attention, fp32)")
+    assert set_up[1:] == [f"attention: {attention} (requested auto; padded rows)",
+                          "torch.compile: off (train.compile auto: off on a CPU)", "collapse monitors on 16 held-out records"]
 
     resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert resolved["budget"] == {"steps": 30} and resolved["data"]["crop"] == 64

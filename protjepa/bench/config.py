@@ -53,6 +53,7 @@ class BenchConfig:
     peer: bool = True
     checks: bool = False  # xformers-vs-SDPA numerics and host-sync checks (CUDA only)
     profile: bool = False  # split every step row's time by torch.profiler (else the MLM rows' only)
+    fill_memory: bool = False  # GPU: rows = as many as every step row's training step fits in memory
     peak_flops: float | None = None  # FLOP/s for MFU; default: looked up by GPU name
     data_root: str | None = None
     recipes: str = str(RECIPES_DIR)

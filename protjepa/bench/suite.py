@@ -5,15 +5,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from protjepa.bench.checks import attention_errors, check_auto_attention, check_no_sync, check_xformers
-from protjepa.bench.config import SIZES, VARIANTS, BenchConfig, BenchError, step_budget
+from protjepa.attention import attention_line
+from protjepa.bench.checks import attention_errors, check_auto_attention, check_no_sync
+from protjepa.bench.config import SIZES, VARIANTS, BenchConfig, BenchError, dtype_of, head_dim, step_budget
 from protjepa.bench.embedding import embedding_rows
 from protjepa.bench.peak import row_peaks
 from protjepa.bench.profile import StepProfile, profile_row
 from protjepa.bench.ratios import Ratio, ratios, utilisation_targets
 from protjepa.bench.rows import Row, attention_candidates, build_rows, with_bf16_rows
 from protjepa.bench.timing import RowResult, measure, summarize
+from protjepa.build import build_model
 from protjepa.precision import choose_bf16, cpu_bf16_missing
+from protjepa.training.sizing import step_memory
 
 
 @dataclass
@@ -43,11 +46,18 @@ def run_suite(config: BenchConfig) -> SuiteResult:
     choose_bf16(config.dtype, device.type, "--dtype")  # bf16 on a CPU without it: an error
     config = replace(config, device=device.type)
     notes = []
+    if config.fill_memory:
+        config, line = rows_that_fill(config, device)
+        notes.append(line)
     missing = cpu_bf16_missing() if device.type == "cpu" else None
     if config.bf16_rows and missing:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
     rows, batches = build_rows(config, device)
     precisions = [config.dtype] + (["bf16"] if with_bf16_rows(config, device) else [])
+    for precision in precisions:  # what the step rows' attention (auto) runs, by layout
+        lines = dict.fromkeys(attention_line("auto", device, dtype_of(precision), head_dim(config), packed)
+                              for packed in (False, True))
+        notes += [f"{precision} {line}" for line in lines]
     errors = attention_errors(config, batches, device, attention_candidates(config, device, precisions))
     samples = measure(rows, batches, config, device)
     tokens, width = step_budget(config), SIZES[config.size]["embed_dim"]
@@ -60,7 +70,7 @@ def run_suite(config: BenchConfig) -> SuiteResult:
                 for row in profiled_rows(rows, config)]
     checks = check_auto_attention(config, device, errors, samples)
     if config.checks and device.type == "cuda":
-        checks += check_xformers(config, batches, device) + check_no_sync(rows, batches)
+        checks += check_no_sync(rows, batches)
     if config.embed_sequences and config.peer:
         # Whole passes over the sample: one "step" per repetition, one warm-up pass.
         embed_rows, embed_batches, check = embedding_rows(config, device)
@@ -71,6 +81,26 @@ def run_suite(config: BenchConfig) -> SuiteResult:
     targets = utilisation_targets(results, profiles, peaks, device, missing)
     return SuiteResult(config.size, asdict(config), results, ratios(samples, config, device, peaks) + targets,
                        checks, notes, peaks, profiles)
+
+
+def rows_that_fill(config: BenchConfig, device: torch.device) -> tuple[BenchConfig, str]:
+    """The config with as many step rows as every variant's training step fits in the GPU's memory
+    (the fewest over the variants), and the line that says so."""
+    if device.type != "cuda":
+        raise BenchError("--fill-memory: it fills a GPU's memory; this run is on the CPU")
+    memory = torch.cuda.get_device_properties(device).total_memory
+    counted = {}
+    for variant in VARIANTS:
+        recipe = recipe_for(config, variant).model_copy(deep=True)
+        recipe.data.crop = config.crop
+        model = build_model(recipe).to(device).train()
+        counted[variant] = step_memory(recipe, model, device, bf16=config.dtype == "bf16")
+        del model
+    tightest = min(counted, key=lambda v: counted[v].tokens_that_fit(memory))
+    rows = counted[tightest].tokens_that_fit(memory) // counted[tightest].row
+    if rows < 1:
+        raise BenchError(f"--fill-memory: not one row of {config.crop} residues fits {tightest}'s step here")
+    return replace(config, rows=rows), f"--fill-memory: {rows} rows; {tightest}: {counted[tightest].describe(memory)}"
 
 
 def profiled_rows(rows: list[Row], config: BenchConfig) -> list[Row]:

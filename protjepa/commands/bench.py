@@ -38,6 +38,9 @@ def configure(parser) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="split every step row's time into attention, matrix products, elementwise, optimizer "
                              "and other (torch.profiler); without it only the MLM rows'")
+    parser.add_argument("--fill-memory", action="store_true",
+                        help="GPU: as many rows as every step row's training step fits in 75%% of the GPU's memory "
+                             "(counted on it: protjepa/training/sizing.py); replaces --rows")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="leave out transformers' ESM")
     parser.add_argument("--embed-sequences", type=whole_number(0),
                         help="sequences of the Embedder-vs-transformers rows (0: leave them out)")
@@ -66,7 +69,7 @@ def settings(args) -> list:
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
-    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile,
+    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile, fill_memory=args.fill_memory,
                    **{k: v for k, v in explicit.items() if v is not None})
     sizes = args.size or (list(GPU_SIZES) if args.suite == "gpu" else [base.size])
     return [replace(base, size=size) for size in sizes]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from protjepa.errors import UserError
-from protjepa.training.parallel import every_rank, local_shard, min_over_ranks
+from protjepa.training.parallel import every_rank, local_shard, over_ranks
 
 NEVER = float("inf")
 
@@ -61,7 +61,7 @@ class FirstNonFinite:
         """Where the host reads the device anyway: the losses so far, then the weights after ``step``.
         On several ranks what any rank saw (its own losses, its shard of the weights), so that they stop together."""
         if self.first is not None:
-            self.raise_if_seen(min_over_ranks(self.first.clone()).tolist())
+            self.raise_if_seen(over_ranks(self.first.clone(), "MIN").tolist())
         finite = torch.stack([torch.isfinite(local_shard(p)).all() for p in model.parameters()]).all()
         if not every_rank(finite):
             raise NonFiniteError(f"step {step}: the weights went non-finite in the optimizer step "

@@ -20,7 +20,7 @@ import signal
 import threading
 import warnings
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Literal
 
 import torch
 from composer.utils import dist
@@ -83,24 +83,16 @@ def host_total(value: float, operation: str) -> float:
     return total.item()
 
 
+def over_ranks(values: Tensor, operation: Literal["SUM", "MIN"]) -> Tensor:
+    """``values`` summed, or their smallest, over the ranks, in place; as they are on one process."""
+    dist.all_reduce(values, reduce_operation=operation)
+    return values
+
+
 def every_rank(flag: Tensor) -> bool:
     """Whether the boolean ``flag`` (one element, on this rank's device) holds on every rank: one MIN
     all-reduce and one read; ``flag`` itself on one process."""
-    agreed = flag.reshape(1).to(torch.int32)
-    dist.all_reduce(agreed, reduce_operation="MIN")
-    return bool(agreed.item())
-
-
-def sum_over_ranks(values: Tensor) -> Tensor:
-    """``values`` summed over the ranks, in place; as they are on one process."""
-    dist.all_reduce(values, reduce_operation="SUM")
-    return values
-
-
-def min_over_ranks(values: Tensor) -> Tensor:
-    """The smallest of the ranks' ``values``, in place; as they are on one process."""
-    dist.all_reduce(values, reduce_operation="MIN")
-    return values
+    return bool(over_ranks(flag.reshape(1).to(torch.int32), "MIN").item())
 
 
 def local_shard(tensor: Tensor) -> Tensor:

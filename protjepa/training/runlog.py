@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from protjepa.training.budget import Budget, BudgetTracker
 from protjepa.training.finite import FirstNonFinite
-from protjepa.training.parallel import min_over_ranks, sum_over_ranks
+from protjepa.training.parallel import over_ranks
 
 
 def format_value(key: str, value: float) -> str:
@@ -161,8 +161,8 @@ class MetricsLog(Callback):
         # On several ranks, each of which ran its own batches: the mean over the ranks of their means,
         # the padding of all, and the first non-finite step any rank saw (so that they stop together).
         local = (self._sum / self._steps).double()
-        summed = sum_over_ranks(torch.cat([local, local.new_tensor([self._padding, self._slots])]))
-        read = torch.cat([summed, min_over_ranks(self.non_finite.first.clone())]).tolist()  # the one host sync
+        summed = over_ranks(torch.cat([local, local.new_tensor([self._padding, self._slots])]), "SUM")
+        read = torch.cat([summed, over_ranks(self.non_finite.first.clone(), "MIN")]).tolist()  # the one host sync
         keys = len(self._keys)
         means = [total / dist.get_world_size() for total in read[:keys]]
         (padding, slots), first = read[keys:keys + 2], read[keys + 2:]

@@ -24,6 +24,7 @@ from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
+from protjepa.attention import attention_line
 from protjepa.batch import Batch
 from protjepa.build import build_model, encoder_from_spec
 from protjepa.card import write_card
@@ -104,6 +105,27 @@ def resolve_precision(train: TrainConfig, device: str) -> Precision:
         bf16, why = False, "fp32 on the CPU (train.precision auto: not every rank timed bf16 faster)"
     on_gpu = bf16 and device == "gpu"
     return Precision("amp_bf16" if on_gpu else "fp32", bf16 and not on_gpu, f"precision: {why}")
+
+
+def compile_step(train: TrainConfig, device: str) -> tuple[bool, str]:
+    """Whether Composer compiles the model (torch.compile), and the line saying so. ``auto``: on a GPU
+    (an H200 ran the esm2_150m MLM step 1.50x faster compiled) and off on a CPU (within 5% of eager
+    there, after 20 s of compiling; docs/benchmarks.md). Compiling is kept off the training clock."""
+    if train.compile != "auto":
+        return train.compile, f"torch.compile: {'on' if train.compile else 'off'} (train.compile " \
+                              f"{str(train.compile).lower()})"
+    on = device == "gpu"
+    return on, f"torch.compile: {'on' if on else 'off'} (train.compile auto: {'on on a GPU' if on else 'off on a CPU'})"
+
+
+def attention_note(encoder: Encoder, device: str, bf16: bool, packed: bool) -> str:
+    """The line naming the attention kernels the run's encoder uses (training steps, forward-only passes)."""
+    request = encoder.attention_request()
+    if request is None:
+        return f"attention: {type(encoder).__name__}'s own (not protjepa's backends)"
+    backend, head_dim = request
+    where = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device("cpu")
+    return attention_line(backend, where, torch.bfloat16 if bf16 else torch.float32, head_dim, packed)
 
 
 def build_optimizer(model: ProtJEPA, optim: OptimConfig) -> torch.optim.AdamW:
@@ -257,6 +279,7 @@ def build_run(
         algorithms.append(AllowUnusedParameters())
 
     corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
+    compiled, compile_line = compile_step(recipe.train, device)
     trainer = Trainer(
         model=composer_model,
         train_dataloader=data,
@@ -284,10 +307,12 @@ def build_run(
         seed=recipe.seed,
         load_path=str(resume) if resume is not None else None,
         parallelism_config=parallelism,
-        compile_config={} if recipe.train.compile else None,
+        compile_config={} if compiled else None,
         run_name=recipe.name,
     )
-    notes = [precision.note, f"collapse monitors on {monitor_source}"]
+    bf16 = precision.cpu_bf16 or precision.composer == "amp_bf16"
+    notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data.packing), compile_line,
+             f"collapse monitors on {monitor_source}"]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
                      f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
@@ -391,7 +416,7 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     if main_rank:
         (run.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
         write_provenance(run.run_dir, recipe, data_root)
-        for line in notes:
+        for line in (*notes, *run.notes):  # the run's set-up first: what runs, where, in which precision
             print(line, flush=True)
     ended = False
     try:

@@ -1,0 +1,88 @@
+"""Tokens per step that fill a GPU's memory.
+
+A training step holds the model's state (fp32 weights, gradients and AdamW's two moments: 16
+bytes a trainable parameter, 4 a frozen one such as the EMA teacher's) and what autograd saves
+for the backward, which grows with the batch's tokens. The second is counted, not modelled:
+every tensor the forward saves (``saved_tensors_hooks``; storages counted once), for the same
+model on the same device and precision, at one row and at two rows of full-length sequences.
+Their difference is the cost of one row; what both share (autocast's weight casts) is the
+step's fixed cost. ``MEMORY_FRACTION`` of the GPU is planned for, the rest left to the
+backward's transients and the allocator.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+
+from protjepa.alphabet import STANDARD_AMINO_ACIDS
+from protjepa.batch import Batch, row_tokens
+from protjepa.data.collate import Collator
+from protjepa.model import ProtJEPA
+from protjepa.precision import bf16_autocast
+from protjepa.recipe import Recipe
+
+MEMORY_FRACTION = 0.75
+ADAMW_BYTES = 16  # fp32 weight, gradient, exp_avg, exp_avg_sq
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """What one training step of a recipe holds, in bytes."""
+
+    state: int  # weights, gradients, optimizer moments
+    fixed: int  # saved for the backward whatever the batch (autocast's weight casts)
+    per_row: int  # saved for the backward per row of ``row`` tokens
+    row: int  # tokens of one row (padding included)
+
+    def tokens_that_fit(self, memory: int, fraction: float = MEMORY_FRACTION) -> int:
+        """The largest whole number of rows' tokens whose step fits ``fraction`` of ``memory``; 0: not one row."""
+        rows = math.floor((fraction * memory - self.state - self.fixed) / self.per_row)
+        return max(rows, 0) * self.row
+
+    def describe(self, memory: int, fraction: float = MEMORY_FRACTION) -> str:
+        gib = 2 ** 30
+        return (f"{self.tokens_that_fit(memory, fraction)} tokens a step fill {fraction:.0%} of {memory / gib:.0f} GiB: "
+                f"state {self.state / gib:.2f} GiB, {self.per_row / self.row / 2 ** 10:.0f} KiB saved per token "
+                f"(+{self.fixed / gib:.2f} GiB fixed)")
+
+
+def state_bytes(model: ProtJEPA) -> int:
+    return sum(p.numel() * (ADAMW_BYTES if p.requires_grad else p.element_size()) for p in model.parameters())
+
+
+def full_rows(recipe: Recipe, model: ProtJEPA, rows: int) -> Batch:
+    """``rows`` sequences of ``data.crop`` random residues each (the longest a batch holds), masked as
+    the recipe masks, one row each (packed rows hold one such sequence, too)."""
+    alphabet = model.encoder.alphabet
+    rng = random.Random(0)
+    sequences = [alphabet.encode("".join(rng.choices(STANDARD_AMINO_ACIDS, k=recipe.data.crop))) for _ in range(rows)]
+    packing = recipe.data.packing
+    collate = Collator(alphabet, recipe.masking, packing, row_tokens(recipe.data.crop, packing) if packing else None)
+    return collate(sequences)
+
+
+def saved_bytes(model: ProtJEPA, batch: Batch, bf16: bool) -> int:
+    """Bytes of the tensors one training forward saves for its backward (parameters excluded)."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor), bf16_autocast(
+            batch.tokens.device, bf16):
+        model(batch)
+    return sum(saved.values())
+
+
+def step_memory(recipe: Recipe, model: ProtJEPA, device: torch.device, bf16: bool) -> StepMemory:
+    """Count ``model``'s step memory on ``device`` (it must be there, in training mode)."""
+    one, two = (saved_bytes(model, full_rows(recipe, model, n).to(device), bf16) for n in (1, 2))
+    return StepMemory(state_bytes(model), fixed=2 * one - two, per_row=two - one,
+                      row=row_tokens(recipe.data.crop, recipe.data.packing))

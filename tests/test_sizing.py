@@ -1,0 +1,67 @@
+"""Tokens per step that fill a GPU (protjepa/training/sizing.py): the counts and the arithmetic."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from protjepa.build import build_model
+from protjepa.training.sizing import ADAMW_BYTES, StepMemory, full_rows, saved_bytes, state_bytes, step_memory
+from protjepa.recipe import parse_recipe
+from test_training import recipe, tiny
+
+EMA = [{"name": "mlm"}, {"name": "jepa", "weight": 0.45, "target": {"source": "ema", "layer": "half"}}]
+
+
+def test_state_is_sixteen_bytes_a_trainable_parameter_and_four_a_frozen_one():
+    raw = tiny()
+    raw["objectives"] = EMA
+    model = build_model(parse_recipe(raw, "tiny.yaml"))
+    student = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    teacher = sum(p.numel() for p in model.teacher.parameters())
+    assert teacher > 0 and state_bytes(model) == ADAMW_BYTES * student + 4 * teacher
+
+
+def test_saved_bytes_grow_by_the_same_amount_with_each_full_row():
+    small = recipe()
+    model = build_model(small).train()
+    one, two, three = (saved_bytes(model, full_rows(small, model, n), bf16=False) for n in (1, 2, 3))
+    assert two - one == three - two > 0  # every row is crop residues long: the same tensors, one row more
+    batch = full_rows(small, model, 3)
+    assert batch.tokens.shape == (3, 64) and not batch.padding_mask.any() and batch.masked_index.numel() > 0
+    memory = step_memory(small, model, torch.device("cpu"), bf16=False)
+    assert (memory.per_row, memory.fixed, memory.row) == (two - one, 2 * one - two, 64)
+    # A row's saved tensors: at least its hidden states in fp32, one [64, 32] per layer and residual.
+    assert memory.per_row >= 2 * 64 * 32 * 4
+
+
+def test_tokens_that_fit_are_whole_rows_of_what_is_left():
+    memory = StepMemory(state=1000, fixed=200, per_row=300, row=10)
+    assert memory.tokens_that_fit(4000, fraction=0.5) == 20  # (2000 - 1200) // 300 = 2 rows
+    assert memory.tokens_that_fit(4000, fraction=1.0) == 90  # (4000 - 1200) // 300 = 9 rows
+    assert memory.tokens_that_fit(1000, fraction=1.0) == 0
+    assert memory.describe(2 ** 33, fraction=1.0).startswith(f"{(2 ** 33 - 1200) // 300 * 10} tokens a step fill 100% of 8 GiB")
+
+
+def test_fill_memory_needs_a_gpu(capsys):
+    from protjepa.cli import main
+
+    assert main(["bench", "--quick", "--size", "tiny", "--device", "cpu", "--fill-memory"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "protjepa: error: --fill-memory: it fills a GPU's memory; this run is on the CPU")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_count_on_a_gpu_bounds_its_allocator_peak():
+    small = recipe(data={"crop": 254, "batch_tokens": 4096})
+    device = torch.device("cuda")
+    model = build_model(small).to(device).train()
+    memory = step_memory(small, model, device, bf16=True)
+    batch = full_rows(small, model, 8).to(device)
+    torch.cuda.synchronize()
+    start = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.autocast("cuda", torch.bfloat16):
+        loss = model(batch).loss
+    held = torch.cuda.memory_allocated() - start  # what the forward left alive for the backward
+    loss.backward()
+    assert 0.8 * (memory.fixed + 8 * memory.per_row) <= held <= 1.25 * (memory.fixed + 8 * memory.per_row)
