@@ -6,9 +6,9 @@ row), and a row's padding tail is a block of its own, so padding never leaks int
 tokens and padding queries never see an empty row (no NaN).
 
 * ``math``: the readable reference; an explicit softmax with a -inf bias.
-* ``sdpa``: ``F.scaled_dot_product_attention`` with a boolean mask ([B,1,1,L] key padding
-  for padded rows, [B,1,L,L] same-sequence for packed rows). On padded rows its padding
-  queries attend to the real keys instead of to the padding: values nobody reads.
+* ``sdpa``: ``F.scaled_dot_product_attention`` with an additive mask ([B,1,1,L] key padding
+  for padded rows, [B,1,L,L] same-sequence for packed rows), built once per batch. On padded
+  rows its padding queries attend to the real keys instead of to the padding: values nobody reads.
 * ``sdpa_fp32``: SDPA on q, k, v cast to fp32, whatever the autocast; out in their dtype.
   On a CPU the fp32 flash kernel runs many narrow heads (ESM-2: 16-32 wide) faster than
   its bf16 one (its bf16 backward is ~3x slower), so ``auto`` picks it there under bf16.
@@ -134,19 +134,25 @@ def math_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | No
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None) -> Tensor:
-    """PyTorch SDPA: [B, H, L, Dh] in and out."""
+    """PyTorch SDPA: [B, H, L, Dh] in and out.
 
-    def build_mask():
+    The mask goes in as an additive bias in q's dtype, built once per layout: SDPA would turn a
+    boolean mask into one in every layer and keep each copy for the backward (packed rows: an
+    [L, L] bias a row a layer); one shared bias is kept once. Same results, a few % faster."""
+
+    def build_bias():
         if layout is None:
             return None
         if layout.packed:
-            return allowed_pairs(layout)
-        if layout.padding_mask is not None:
-            return (~layout.padding_mask)[:, None, None, :]
-        return None
+            allowed = allowed_pairs(layout)
+        elif layout.padding_mask is not None:
+            allowed = (~layout.padding_mask)[:, None, None, :]
+        else:
+            return None
+        return torch.zeros(allowed.shape, device=q.device, dtype=q.dtype).masked_fill(~allowed, float("-inf"))
 
-    mask = _cached(layout, "sdpa", build_mask)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    bias = _cached(layout, f"sdpa {q.dtype}", build_bias)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
 
 
 def query_key_dtype(backend: str, dtype: torch.dtype) -> torch.dtype:
@@ -307,11 +313,12 @@ DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp
 
 def sdpa_kernel(device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool, grad: bool) -> str:
     """The kernel SDPA's dispatcher picks for our masks ([B,1,1,L] key padding, or [B,1,L,L] for packed
-    rows) at this device, dtype and head width: flash_attention, efficient_attention, cudnn_attention
-    or math. It depends on shapes, dtypes and the mask's presence, not on values."""
+    rows, additive in q's dtype) at this device, dtype and head width: flash_attention,
+    efficient_attention, cudnn_attention or math. It depends on shapes, dtypes and the mask's
+    presence, not on values."""
     length = 8
     q = torch.zeros(1, 1, length, head_dim, device=device, dtype=dtype, requires_grad=grad)
-    mask = torch.ones((1, 1, length, length) if packed else (1, 1, 1, length), device=device, dtype=torch.bool)
+    mask = torch.zeros((1, 1, length, length) if packed else (1, 1, 1, length), device=device, dtype=dtype)
     return SDPBackend(torch._fused_sdp_choice(q, q, q, mask, 0.0, False, scale=1.0)).name.lower()
 
 

@@ -181,7 +181,7 @@ def test_masks_are_built_once_per_layout():
     first = dict(layout.cache)
     sdpa_attention(q, k, v, layout)
     math_attention(q, k, v, layout)
-    assert first.keys() == {"sdpa", "math"}
+    assert first.keys() == {"sdpa torch.float32", "math"}
     assert all(layout.cache[key] is first[key] for key in first)
 
 

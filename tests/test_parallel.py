@@ -88,7 +88,7 @@ from protjepa.objectives.vicreg import VICReg, VICRegConfig
 from protjepa.recipe import parse_recipe
 from protjepa.training.budget import BudgetTracker, TrainingClock
 from protjepa.training.composer_model import unwrap
-from protjepa.training.parallel import local_shard
+from protjepa.training.parallel import end_process_group, local_shard
 from protjepa.training.trainer import train
 
 out, data_root, strategy = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -164,6 +164,7 @@ else:
     report["fsdp_resumed"] = run("fsdp_resumed", "fsdp", resume=out / "fsdp" / "checkpoints" / "ckpt-0.500.pt")
     report["tokens"] = run("tokens", "tokens")
 (out / f"rank{rank}.json").write_text(json.dumps(report))
+end_process_group()  # as `protjepa train` does: gloo's threads left at exit can abort a rank
 '''
 
 

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 27 as one prepared call of the device tool (a lent H200: Python 3.12,
+# torch 2.11 + CUDA 13, no pydantic, Composer or torchtune; nothing can be fetched there).
+#
+#   here:  bash benchmarks/gpu_check.sh fetch
+#          .whl/: our wheel, built from a copy of the checkout, and CPython 3.12 wheels of what the
+#          device lacks (benchmarks/gpu_wheels.txt); .gpu_data/: the bench's corpus, the Swiss-Prot
+#          validation file under the training file's name too (the full corpus would not travel:
+#          64 MiB a call). Both git-excluded.
+#   there: run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu_data"], timeout_s=590)
+#          $OUT/tests.log, $OUT/train.log, $OUT/bench.log and the bench's JSON files come back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fetch() {
+    for path in /.whl/ /.gpu_data/; do
+        grep -qxsF "$path" .git/info/exclude || echo "$path" >>.git/info/exclude
+    done
+    rm -rf .whl .gpu_data && mkdir -p .whl .gpu_data/pretrain_swissprot50
+    local copy
+    copy=$(mktemp -d)  # setuptools writes build/ and *.egg-info beside the sources: not in the checkout
+    git ls-files -z | xargs -0 tar -cf - | tar -xf - -C "$copy"
+    .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w .whl "$copy"
+    rm -rf "$copy"
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r benchmarks/gpu_wheels.txt
+    local valid=${PROTJEPA_DATA:-../shared/data}/pretrain_swissprot50/swissprot2014_50_valid.fasta.gz
+    cp "$valid" .gpu_data/pretrain_swissprot50/swissprot2014_50_train.fasta.gz
+    cp "$valid" .gpu_data/pretrain_swissprot50/swissprot2014_50_valid.fasta.gz
+    du -sh .whl .gpu_data
+}
+
+run() {
+    local out=${OUT:-/tmp/gpu_check}
+    mkdir -p "$out"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    # The installed package, not the checkout's sources (PYTHONSAFEPATH); the corpus that travelled.
+    export PYTHONPATH=/tmp/site PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1 PROTJEPA_DATA=$PWD/.gpu_data
+    export PATH=/tmp/site/bin:$PATH
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
+    # Each step is time-boxed, most wanted first, so one call brings back what it reached.
+    timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_sizing.py tests/test_attention.py \
+        tests/test_esm2.py tests/test_precision.py 2>&1 | tee "$out/tests.log" || true
+    # The run's first lines: the attention kernel, torch.compile on (auto), bf16; 60 s of esm2_150m.
+    timeout 150 python3 -m protjepa train mlm_jepa_masked --budget 60s --run-dir /tmp/run150 \
+        --set encoder.preset=esm2_150m --set data.crop=512 --set data.batch_tokens=65536 \
+        2>&1 | tee "$out/train.log" || true
+    timeout 200 python3 -m protjepa bench --suite gpu --size esm2_150m --fill-memory --compile \
+        --json "$out/bench_150m_fill.json" 2>&1 | tee "$out/bench.log" || true
+    timeout 100 python3 -m protjepa bench --suite gpu --size esm2_650m --embed-sequences 0 \
+        --json "$out/bench_650m.json" 2>&1 | tee -a "$out/bench.log" || true
+}
+
+case "${1:-}" in
+    fetch) fetch ;;
+    run) run ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh fetch|run" >&2; exit 2 ;;
+esac
