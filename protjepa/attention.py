@@ -208,8 +208,8 @@ def attend(
 # --------------------------------------------------------------------------- choosing one
 
 
-# The torch and CUDA an xformers wheel's own kernels were built for are the ones they load with: its
-# cpp_lib.json names them. The install profile that matches the newest wheel is requirements/gpu-xformers.txt.
+# An xformers wheel's compiled library loads only beside the torch and CUDA it was built for, which its
+# cpp_lib.json names. The install that matches the newest wheel: requirements/torch-xformers.txt.
 XFORMERS_PROFILE = "install torch 2.10.0 + CUDA 12.8 beside xformers 0.0.35 (in a checkout: make env PROFILE=xformers)"
 
 
@@ -227,14 +227,15 @@ def xformers_build() -> dict | None:
 
 
 def xformers_build_problem(build: dict, torch_version: str, cuda_version: str | None) -> str | None:
-    """Why the kernels of an xformers built as ``build`` do not load beside this torch (they need the
-    build's torch release and CUDA), or None when they match. ``build["cuda"]``: 1208 for CUDA 12.8."""
+    """Why the compiled library of an xformers built as ``build`` does not load beside this torch (it
+    needs the build's torch release and CUDA), or None when they match. ``build["cuda"]``: 1208 for
+    CUDA 12.8. (In 0.0.35 that library holds no attention kernel: DEVELOPERS.md.)"""
     built_torch = str(build.get("torch", "")).split("+")[0]
     built_cuda = f"{build['cuda'] // 100}.{build['cuda'] % 100}" if build.get("cuda") else None
     have_cuda = ".".join(cuda_version.split(".")[:2]) if cuda_version else None
     if torch_version.split("+")[0] == built_torch and have_cuda == built_cuda:
         return None
-    return (f"its kernels are built for torch {built_torch} + CUDA {built_cuda}, this is torch {torch_version}"
+    return (f"its library is built for torch {built_torch} + CUDA {built_cuda}, this is torch {torch_version}"
             f"{f' + CUDA {have_cuda}' if have_cuda else ' without CUDA'}: {XFORMERS_PROFILE}")
 
 
@@ -332,7 +333,8 @@ def describe_kernel(backend: str, device: torch.device, dtype: torch.dtype, head
         # "-pt" operators are torch's own kernels, called through xformers (its own did not load)
         return f"xformers ({name}{': torch kernel' if name.endswith('-pt') else ''})"
     compute = torch.float32 if backend == "sdpa_fp32" else dtype
-    return f"{backend} (SDPA's {sdpa_kernel(device, compute, head_dim, packed, grad)}, {DTYPE_NAMES.get(compute, compute)})"
+    kernel = sdpa_kernel(device, compute, head_dim, packed, grad)
+    return f"{backend} (SDPA's {kernel}, {DTYPE_NAMES.get(compute, compute)})"
 
 
 def attention_line(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool) -> str:

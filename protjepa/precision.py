@@ -31,7 +31,8 @@ def native_bf16_flags() -> dict[str, bool]:
     if table is not None:
         capabilities = table()
         return {flag: bool(capabilities.get(flag)) for flag in ("avx512_bf16", "amx_bf16")}
-    return {"avx512_bf16": torch._C._cpu._is_avx512_bf16_supported(), "amx_bf16": torch._C._cpu._is_amx_tile_supported()}
+    probes = torch._C._cpu
+    return {"avx512_bf16": probes._is_avx512_bf16_supported(), "amx_bf16": probes._is_amx_tile_supported()}
 
 
 def cpu_bf16_missing() -> str | None:

@@ -240,7 +240,7 @@ def test_failed_probe_falls_back(fresh_resolver, monkeypatch, caplog):
 
 
 def test_xformers_build_match_names_the_profile_that_loads_its_kernels():
-    """xformers' compiled kernels load only beside the torch and CUDA they were built for; the
+    """xformers' compiled library loads only beside the torch and CUDA it was built for; the
     requirements/torch-xformers.txt profile pins that pair for the installed xformers."""
     pins = dict(line.split("==") for line in (REPO / "requirements" / "torch-xformers.txt").read_text().splitlines()
                 if line and not line.startswith("#"))
@@ -248,7 +248,7 @@ def test_xformers_build_match_names_the_profile_that_loads_its_kernels():
     assert attention.xformers_build_problem(build, "2.10.0+cu128", "12.8") is None
     assert attention.xformers_build_problem(build, "2.10.0", "12.8.1") is None
     problem = attention.xformers_build_problem(build, "2.14.1+cu130", "13.0")
-    assert problem == ("its kernels are built for torch 2.10.0 + CUDA 12.8, this is torch 2.14.1+cu130 + CUDA 13.0: "
+    assert problem == ("its library is built for torch 2.10.0 + CUDA 12.8, this is torch 2.14.1+cu130 + CUDA 13.0: "
                        f"{attention.XFORMERS_PROFILE}")
     assert "without CUDA" in attention.xformers_build_problem(build, "2.10.0+cpu", None)
     installed = attention.xformers_build()
@@ -264,7 +264,8 @@ def test_xformers_build_match_names_the_profile_that_loads_its_kernels():
 def test_the_kernel_each_backend_runs_is_named(fresh_resolver, monkeypatch):
     cpu = torch.device("cpu")
     assert attention.sdpa_kernel(cpu, torch.float32, 16, packed=False, grad=True) == "flash_attention"
-    assert attention.describe_kernel("math", cpu, torch.float32, 16, True, True) == "math (explicit softmax, fp32 scores)"
+    assert attention.describe_kernel("math", cpu, torch.float32, 16, True, True) == (
+        "math (explicit softmax, fp32 scores)")
     assert attention.describe_kernel("sdpa_fp32", cpu, torch.bfloat16, 16, True, True) == (
         "sdpa_fp32 (SDPA's flash_attention, fp32)")
     line = attention.attention_line("auto", cpu, torch.bfloat16, 16, packed=False)

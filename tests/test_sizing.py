@@ -39,7 +39,8 @@ def test_tokens_that_fit_are_whole_rows_of_what_is_left():
     assert memory.tokens_that_fit(4000, fraction=0.5) == 20  # (2000 - 1200) // 300 = 2 rows
     assert memory.tokens_that_fit(4000, fraction=1.0) == 90  # (4000 - 1200) // 300 = 9 rows
     assert memory.tokens_that_fit(1000, fraction=1.0) == 0
-    assert memory.describe(2 ** 33, fraction=1.0).startswith(f"{(2 ** 33 - 1200) // 300 * 10} tokens a step fill 100% of 8 GiB")
+    assert memory.describe(2 ** 33, fraction=1.0).startswith(
+        f"{(2 ** 33 - 1200) // 300 * 10} tokens a step fill 100% of 8.0 GiB")
 
 
 def test_fill_memory_needs_a_gpu(capsys):
@@ -48,6 +49,25 @@ def test_fill_memory_needs_a_gpu(capsys):
     assert main(["bench", "--quick", "--size", "tiny", "--device", "cpu", "--fill-memory"]) == 2
     assert capsys.readouterr().err.strip() == (
         "protjepa: error: --fill-memory: it fills a GPU's memory; this run is on the CPU")
+
+
+def test_the_bench_fills_memory_with_the_tightest_variants_rows():
+    from protjepa.bench.config import VARIANTS, BenchConfig, recipe_for
+    from protjepa.bench.suite import rows_that_fill
+
+    config = BenchConfig(size="tiny", crop=62)
+    memory = 2 ** 29
+    filled, line = rows_that_fill(config, torch.device("cpu"), memory)
+    fits = {}
+    for variant in VARIANTS:  # each variant's own count, at the suite's crop on padded rows
+        recipe = recipe_for(config, variant)
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"crop": 62, "packing": False})})
+        counted = step_memory(recipe, build_model(recipe).train(), torch.device("cpu"), bf16=False)
+        fits[variant] = counted.tokens_that_fit(memory)
+    tightest = min(fits, key=fits.get)
+    assert filled.rows * 64 == fits[tightest] > 0 and filled.rows > 1
+    assert line.startswith(
+        f"--fill-memory: {filled.rows} rows; {tightest}: {fits[tightest]} tokens a step fill 75% of 0.5 GiB")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

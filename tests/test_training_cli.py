@@ -52,7 +52,8 @@ def test_train_command_writes_the_run_directory_and_learns(tmp_path, data_root):
     attention = ("sdpa_fp32 (SDPA's flash_attention, fp32) in training steps, sdpa (SDPA's flash_attention, bf16) in "
                  "forward-only passes" if "bf16 autocast" in set_up[0] else "sdpa (SDPA's flash_attention, fp32)")
     assert set_up[1:] == [f"attention: {attention} (requested auto; padded rows)",
-                          "torch.compile: off (train.compile auto: off on a CPU)", "collapse monitors on 16 held-out records"]
+                          "torch.compile: off (train.compile auto: off on a CPU)",
+                          "collapse monitors on 16 held-out records"]
 
     resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert resolved["budget"] == {"steps": 30} and resolved["data"]["crop"] == 64

@@ -7,7 +7,8 @@ import torch
 
 from protjepa.attention import attention_line
 from protjepa.bench.checks import attention_errors, check_auto_attention, check_no_sync
-from protjepa.bench.config import SIZES, VARIANTS, BenchConfig, BenchError, dtype_of, head_dim, step_budget
+from protjepa.bench.config import (SIZES, VARIANTS, BenchConfig, BenchError, dtype_of, head_dim, recipe_for,
+                                   step_budget)
 from protjepa.bench.embedding import embedding_rows
 from protjepa.bench.peak import row_peaks
 from protjepa.bench.profile import StepProfile, profile_row
@@ -47,7 +48,9 @@ def run_suite(config: BenchConfig) -> SuiteResult:
     config = replace(config, device=device.type)
     notes = []
     if config.fill_memory:
-        config, line = rows_that_fill(config, device)
+        if device.type != "cuda":
+            raise BenchError("--fill-memory: it fills a GPU's memory; this run is on the CPU")
+        config, line = rows_that_fill(config, device, torch.cuda.get_device_properties(device).total_memory)
         notes.append(line)
     missing = cpu_bf16_missing() if device.type == "cpu" else None
     if config.bf16_rows and missing:
@@ -83,16 +86,14 @@ def run_suite(config: BenchConfig) -> SuiteResult:
                        checks, notes, peaks, profiles)
 
 
-def rows_that_fill(config: BenchConfig, device: torch.device) -> tuple[BenchConfig, str]:
-    """The config with as many step rows as every variant's training step fits in the GPU's memory
-    (the fewest over the variants), and the line that says so."""
-    if device.type != "cuda":
-        raise BenchError("--fill-memory: it fills a GPU's memory; this run is on the CPU")
-    memory = torch.cuda.get_device_properties(device).total_memory
+def rows_that_fill(config: BenchConfig, device: torch.device, memory: int) -> tuple[BenchConfig, str]:
+    """The config with as many step rows (padded, of ``crop`` residues) as every variant's training step
+    fits in ``memory`` bytes (the fewest over the variants), and the line that says so."""
     counted = {}
     for variant in VARIANTS:
-        recipe = recipe_for(config, variant).model_copy(deep=True)
-        recipe.data.crop = config.crop
+        recipe = recipe_for(config, variant)
+        data = recipe.data.model_copy(update={"crop": config.crop, "packing": False})
+        recipe = recipe.model_copy(update={"data": data})
         model = build_model(recipe).to(device).train()
         counted[variant] = step_memory(recipe, model, device, bf16=config.dtype == "bf16")
         del model

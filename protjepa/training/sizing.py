@@ -44,7 +44,8 @@ class StepMemory:
 
     def describe(self, memory: int, fraction: float = MEMORY_FRACTION) -> str:
         gib = 2 ** 30
-        return (f"{self.tokens_that_fit(memory, fraction)} tokens a step fill {fraction:.0%} of {memory / gib:.0f} GiB: "
+        return (f"{self.tokens_that_fit(memory, fraction)} tokens a step fill {fraction:.0%} of "
+                f"{memory / gib:.1f} GiB: "
                 f"state {self.state / gib:.2f} GiB, {self.per_row / self.row / 2 ** 10:.0f} KiB saved per token "
                 f"(+{self.fixed / gib:.2f} GiB fixed)")
 
