@@ -5,6 +5,11 @@ An objective never runs the encoder itself. It declares which hidden states it n
 :class:`StepContext` computes each pass once per step, however many objectives read it.
 Objectives may also publish tensors (e.g. the JEPA predictions) for later objectives
 (the anti-collapse regularisers) under a name, on ``ctx.shared``.
+
+Under static shapes (``data.static_shapes``) ``masked_index`` ends in filler entries, and
+every row gathered at the masked positions carries a weight (``ctx.row_weight``: 1 real,
+0 filler) that an objective's means and sums must apply; only objectives that say they
+do (``weighs_masked_rows``) train on such batches.
 """
 from __future__ import annotations
 
@@ -67,6 +72,9 @@ class Objective(nn.Module):
     # The metric it logs that says whether its latent prediction beats a constant (``lift``, ``r2``);
     # None: it predicts no latent target. Run summaries and experiment reports read it.
     latent_score: str | None = None
+    # Whether its means and sums over masked-position rows apply their weights (``ctx.row_weight``):
+    # a recipe with static shapes refuses an objective that does not.
+    weighs_masked_rows: bool = False
 
     def __init__(self, config: ObjectiveConfig, encoder: Encoder, id: str):
         super().__init__()
@@ -97,6 +105,13 @@ class Objective(nn.Module):
     def reads(cls, config: ObjectiveConfig) -> dict[str, str]:
         """Config field -> shared name it reads; ``student.*`` names are always available."""
         return {}
+
+    @classmethod
+    def static_shapes_problem(cls, config: ObjectiveConfig) -> str | None:
+        """Why it cannot train on batches of static shapes (``data.static_shapes``); None: it can."""
+        if not cls.weighs_masked_rows:
+            return f"{cls.__name__} does not weigh the filler rows of masked positions (weighs_masked_rows)"
+        return None
 
     def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float | None:
         """Matmul FLOPs of this objective's own work in one training step, forward and backward
@@ -140,6 +155,7 @@ class StepContext:
         self._student: EncoderOutput | None = None
         self._targets: dict[str, EncoderOutput] = {}
         self.shared: dict[str, Tensor] = {}
+        self.shared_weight: dict[str, Tensor | None] = {}
 
     @property
     def student(self) -> EncoderOutput:
@@ -187,6 +203,18 @@ class StepContext:
             return mean_pool(self.student.last, self.batch)
         raise KeyError(f"{name!r} was not published by an earlier objective")
 
+    def publish(self, name: str, rows: Tensor, weight: Tensor | None = None) -> None:
+        """Put ``rows`` on ``shared`` under ``name``, with their weights when they are masked-position rows."""
+        self.shared[name] = rows
+        self.shared_weight[name] = weight
+
+    def row_weight(self, name: str) -> Tensor | None:
+        """The weights of the rows of ``get(name)`` (the batch's ``masked_weight`` at masked positions
+        under static shapes); None: every row counts fully."""
+        if name in self.shared_weight:
+            return self.shared_weight[name]
+        return self.batch.masked_weight if name == "student.masked" else None
+
 
 def _feature_name(name: str) -> str:
     if name.startswith("student.") and name not in StepContext.STUDENT_FEATURES:
@@ -220,10 +248,19 @@ class Regularizer(Objective):
         """Forward matmul FLOPs of ``regularize`` on [rows, width]; None: not counted."""
         return None
 
+    @classmethod
+    def static_shapes_problem(cls, config: RegularizerConfig) -> str | None:
+        if config.input in ("student.residues", "student.pooled"):
+            return f"input {config.input} has a row count that changes per batch"
+        return super().static_shapes_problem(config)
+
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         x = ctx.get(self.config.input)  # outside the fp32 region: this may run the student forward
+        weight = ctx.row_weight(self.config.input)
         with torch.autocast(x.device.type, enabled=False):
-            return self.regularize(x.float())
+            # The weights go only to regularisers that weigh masked rows (the only ones static shapes allow).
+            return self.regularize(x.float()) if weight is None else self.regularize(x.float(), weight)
 
-    def regularize(self, x: Tensor) -> ObjectiveOutput:  # pragma: no cover - interface
+    def regularize(self, x: Tensor, weight: Tensor | None = None) -> ObjectiveOutput:  # pragma: no cover
+        """The term on rows ``x`` [N, D] (float32); ``weight`` [N] (1 real row, 0 filler) under static shapes."""
         raise NotImplementedError

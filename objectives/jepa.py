@@ -16,7 +16,7 @@ from pydantic import Field, model_serializer, model_validator
 from torch import Tensor, nn
 
 from protjepa.attention import AttentionLayout, attend
-from protjepa.batch import Batch, gather_positions
+from protjepa.batch import Batch, gather_positions, row_mean, row_std
 from protjepa.encoders.base import Encoder
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts, attention, linear
 from protjepa.objectives.base import (
@@ -101,8 +101,9 @@ class JEPAConfig(ObjectiveConfig):
         return "lift" if self.loss == "cosine" else "r2"
 
 
-def latent_scores(pred: Tensor, target: Tensor, loss: LatentLoss) -> dict[str, Tensor]:
-    """How well ``pred`` [N, D] predicts ``target`` [N, D], beside the best constant prediction.
+def latent_scores(pred: Tensor, target: Tensor, loss: LatentLoss, weight: Tensor | None = None) -> dict[str, Tensor]:
+    """How well ``pred`` [N, D] predicts ``target`` [N, D], beside the best constant prediction
+    (over the rows of weight 1 when a ``weight`` [N] marks filler rows with 0).
 
     LayerNorm'd targets share a large common direction, so a cosine alone says little:
     ``cosine_of_mean`` is the mean cos(mean(t), t) over the rows (the constant prediction
@@ -110,23 +111,26 @@ def latent_scores(pred: Tensor, target: Tensor, loss: LatentLoss) -> dict[str, T
     value losses (mse, smooth_l1) also ``r2`` = 1 - sum |t - p|^2 / sum |t - mean(t)|^2
     (0 for the mean, 1 for the target itself, below 0 for worse than the mean).
     """
-    mean = target.mean(0, keepdim=True)
-    cosine = F.cosine_similarity(pred, target, dim=-1).mean()
-    cosine_of_mean = F.cosine_similarity(target, mean, dim=-1).mean()
+    mean = row_mean(target, weight).unsqueeze(0)
+    cosine = row_mean(F.cosine_similarity(pred, target, dim=-1), weight)
+    cosine_of_mean = row_mean(F.cosine_similarity(target, mean, dim=-1), weight)
     scores = {"cosine": cosine, "cosine_of_mean": cosine_of_mean, "lift": cosine - cosine_of_mean}
-    if loss != "cosine":
-        spread = (target - mean).square().sum().clamp_min(torch.finfo(target.dtype).tiny)
-        scores["r2"] = 1 - (target - pred).square().sum() / spread
+    if loss != "cosine":  # a ratio of sums over the rows, as one of means
+        spread = row_mean((target - mean).square().sum(-1), weight).clamp_min(torch.finfo(target.dtype).tiny)
+        scores["r2"] = 1 - row_mean((target - pred).square().sum(-1), weight) / spread
     return scores
 
 
-def latent_loss(pred: Tensor, target: Tensor, kind: LatentLoss) -> Tensor:
-    """cosine: mean(1 - cos) over rows; mse / smooth_l1 (beta 1): mean over all elements."""
+def latent_loss(pred: Tensor, target: Tensor, kind: LatentLoss, weight: Tensor | None = None) -> Tensor:
+    """cosine: mean(1 - cos) over rows; mse / smooth_l1 (beta 1): mean over all elements; the rows
+    weighted by ``weight`` [N] when given (0: filler)."""
     if kind == "cosine":
-        return (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    return F.smooth_l1_loss(pred, target)
+        return row_mean(1 - F.cosine_similarity(pred, target, dim=-1), weight)
+    if weight is None:
+        return F.mse_loss(pred, target) if kind == "mse" else F.smooth_l1_loss(pred, target)
+    per_row = F.mse_loss(pred, target, reduction="none") if kind == "mse" else \
+        F.smooth_l1_loss(pred, target, reduction="none")
+    return row_mean(per_row.mean(-1), weight)
 
 
 class SwiGLU(nn.Module):
@@ -206,7 +210,10 @@ class TransformerPredictor(nn.Module):
     def forward(self, hidden: Tensor, index: Tensor, batch: Batch, layout: AttentionLayout) -> Tensor:
         b, n, _ = hidden.shape
         selected = torch.zeros(b * n, dtype=torch.bool, device=hidden.device)
-        selected = selected.index_fill_(0, batch.masked_index, True).view(b, n, 1)
+        selected = selected.index_fill_(0, batch.masked_index, True)
+        if batch.masked_weight is not None:  # static shapes' filler points at position 0, a <cls>: not selected
+            selected[0] = False
+        selected = selected.view(b, n, 1)
         x = self.embed(hidden)
         x = torch.where(selected, self.mask_token.to(x.dtype), x)
         positions = batch.positions if batch.positions is not None else torch.arange(n, device=hidden.device)
@@ -230,6 +237,8 @@ PREDICTORS = {"mlp": MLPPredictor, "transformer": TransformerPredictor}
 class JEPA(Objective):
     """Predict stop-gradient target hidden states (student or EMA) at masked or all positions."""
 
+    weighs_masked_rows = True
+
     def __init__(self, config: JEPAConfig, encoder: Encoder, id: str):
         super().__init__(config, encoder, id)
         self.student_depth = self.resolve_layer(encoder, config.student_layer, "student_layer")
@@ -245,6 +254,12 @@ class JEPA(Objective):
 
     def target_requests(self) -> set[TargetRequest]:
         return {TargetRequest(self.config.target.source, self.target_depth)}
+
+    @classmethod
+    def static_shapes_problem(cls, config: JEPAConfig) -> str | None:
+        if config.positions == "all":
+            return "positions: all predicts every residue, a count that changes per batch"
+        return None
 
     def predicted_index(self, batch: Batch) -> Tensor:
         """Flat indices of the rows it predicts: the selected positions, or every residue."""
@@ -274,16 +289,17 @@ class JEPA(Objective):
         index = self.predicted_index(batch)
         pred = self.predictor(ctx.student_layer(self.student_depth), index, batch, ctx.layout)
         target = gather_positions(ctx.target(cfg.target.source, self.target_depth), index)
-        ctx.shared[f"{self.id}.pred"] = pred
-        ctx.shared[f"{self.id}.target"] = target
+        weight = batch.masked_weight if cfg.positions == "masked" else None
+        ctx.publish(f"{self.id}.pred", pred, weight)
+        ctx.publish(f"{self.id}.target", target, weight)
         pred, target = self.normalized(pred), self.normalized(target)
-        loss = latent_loss(pred, target, cfg.loss)
+        loss = latent_loss(pred, target, cfg.loss, weight)
         pred, target = pred.detach(), target.detach()
         return ObjectiveOutput(
             loss,
             {
-                **latent_scores(pred, target, cfg.loss),
-                "pred_std": pred.std(0, correction=0).mean(),
-                "target_std": target.std(0, correction=0).mean(),
+                **latent_scores(pred, target, cfg.loss, weight),
+                "pred_std": row_std(pred, weight).mean(),
+                "target_std": row_std(target, weight).mean(),
             },
         )

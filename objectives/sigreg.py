@@ -31,6 +31,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from protjepa.batch import row_std
 from protjepa.encoders.base import Encoder
 from protjepa.flops import linear
 from protjepa.objectives.base import ObjectiveOutput, Regularizer, RegularizerConfig
@@ -47,10 +48,14 @@ class SIGRegConfig(RegularizerConfig):
     )
 
 
-def characteristic_sums(projections: Tensor, t: Tensor) -> Tensor:
-    """``projections`` [N, K] -> [2, K, knots]: the sums over the rows of cos(t x) and sin(t x)."""
+def characteristic_sums(projections: Tensor, t: Tensor, weight: Tensor | None = None) -> Tensor:
+    """``projections`` [N, K] -> [2, K, knots]: the sums over the rows of cos(t x) and sin(t x),
+    each row's terms times its ``weight`` [N] when given (0: static shapes' filler)."""
     xt = projections.unsqueeze(-1) * t  # [N, K, knots]
-    return torch.stack([xt.cos().sum(0), xt.sin().sum(0)])
+    if weight is None:
+        return torch.stack([xt.cos().sum(0), xt.sin().sum(0)])
+    weight = weight.view(-1, 1, 1)
+    return torch.stack([(xt.cos() * weight).sum(0), (xt.sin() * weight).sum(0)])
 
 
 def epps_pulley(sums: Tensor, rows: Tensor, phi: Tensor, weights: Tensor, scale_by_samples: bool = True) -> Tensor:
@@ -65,6 +70,8 @@ def epps_pulley(sums: Tensor, rows: Tensor, phi: Tensor, weights: Tensor, scale_
 @register_objective("sigreg", config=SIGRegConfig)
 class SIGReg(Regularizer):
     """Epps-Pulley normality test on random 1-D projections (LeJEPA's SIGReg)."""
+
+    weighs_masked_rows = True
 
     def __init__(self, config: SIGRegConfig, encoder: Encoder, key: str):
         super().__init__(config, encoder, key)
@@ -97,18 +104,19 @@ class SIGReg(Regularizer):
         directions = self.config.num_directions
         return linear(rows, width, directions) + linear(directions, self.config.knots, 1)
 
-    def regularize(self, x: Tensor) -> ObjectiveOutput:
+    def regularize(self, x: Tensor, weight: Tensor | None = None) -> ObjectiveOutput:
         projections = x @ self.directions(x.shape[-1], x.device)
-        sums = characteristic_sums(projections, self.t)
+        sums = characteristic_sums(projections, self.t, weight)
+        rows = x.new_full((1,), x.shape[0]) if weight is None else weight.sum(0, keepdim=True)
         # With the row count, one all-reduce over every rank's rows while training (objectives/ranks.py).
-        total = batch_sum(torch.cat([sums.flatten(), x.new_full((1,), x.shape[0])]), self.training)
+        total = batch_sum(torch.cat([sums.flatten(), rows]), self.training)
         statistic = epps_pulley(total[:-1].view_as(sums), total[-1], self.phi, self.weights,
                                 self.config.scale == "samples")
         if self.training:
             self._step += 1
             self.step.fill_(self._step)
         # std: the spread of this rank's own rows (the log shows its mean over the ranks).
-        return ObjectiveOutput(statistic.mean(), {"std": x.detach().std(0, correction=0).mean()})
+        return ObjectiveOutput(statistic.mean(), {"std": row_std(x.detach(), weight).mean()})
 
 
 def _reload_step(module: SIGReg, incompatible_keys) -> None:

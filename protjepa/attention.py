@@ -53,11 +53,14 @@ class AttentionLayout:
     segment_ids: Tensor | None = None  # [B, L] packed rows: 1..k per sequence, 0 at padding
     positions: Tensor | None = None  # [B, L] rotary positions (None: 0..L-1 in every row)
     block_seqlens: tuple[int, ...] | None = None  # host-side block lengths for xformers
+    # Static shapes (data.static_shapes): nothing per batch on the host, for graphs replayed whole
+    # (CUDA graphs); xformers, whose masks are built from host-side lengths, gives way to SDPA.
+    static: bool = False
     cache: dict = field(default_factory=dict, repr=False)  # per-backend masks, built lazily
 
     @classmethod
     def from_batch(cls, batch: Batch) -> "AttentionLayout":
-        return cls(batch.padding_mask, batch.segment_ids, batch.positions, batch.block_seqlens)
+        return cls(batch.padding_mask, batch.segment_ids, batch.positions, batch.block_seqlens, batch.static_shapes)
 
     @classmethod
     def padded(cls, tokens: Tensor, padding_mask: Tensor | None, pad_idx: int) -> "AttentionLayout":
@@ -168,7 +171,10 @@ def sdpa_fp32_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout
 
 
 def xformers_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout | None) -> Tensor:
-    """xformers' memory-efficient kernel over the flattened tokens: [B, H, L, Dh] in and out."""
+    """xformers' memory-efficient kernel over the flattened tokens: [B, H, L, Dh] in and out (SDPA's
+    for a static layout: see ``AttentionLayout.static``)."""
+    if layout is not None and layout.static:
+        return sdpa_attention(q, k, v, layout)
     from xformers.ops import memory_efficient_attention
     from xformers.ops.fmha.attn_bias import BlockDiagonalMask
 
@@ -337,15 +343,23 @@ def describe_kernel(backend: str, device: torch.device, dtype: torch.dtype, head
     return f"{backend} (SDPA's {kernel}, {DTYPE_NAMES.get(compute, compute)})"
 
 
-def attention_line(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool) -> str:
+def attention_line(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, packed: bool,
+                   static: bool = False) -> str:
     """One line naming the kernels a run's attention uses: in training steps (a backward follows) and in
-    forward-only passes (EMA targets, monitors), where they differ."""
-    kernels = {grad: describe_kernel(resolve_backend(requested, device, dtype, head_dim, grad), device, dtype,
-                                     head_dim, packed, grad) for grad in (True, False)}
+    forward-only passes (EMA targets, monitors), where they differ. ``static``: training steps have
+    static shapes (``AttentionLayout.static``: SDPA where xformers was picked)."""
+    def kernel(grad: bool) -> str:
+        backend = resolve_backend(requested, device, dtype, head_dim, grad)
+        if static and grad and backend == "xformers":
+            return describe_kernel("sdpa", device, dtype, head_dim, packed, grad)
+        return describe_kernel(backend, device, dtype, head_dim, packed, grad)
+
+    kernels = {grad: kernel(grad) for grad in (True, False)}
     where = kernels[True] if kernels[True] == kernels[False] else \
         f"{kernels[True]} in training steps, {kernels[False]} in forward-only passes"
     wanted_xformers = requested == "xformers" or (requested == "auto" and device.type == "cuda" and dtype in HALF)
     why_not = ""
     if wanted_xformers and not kernels[True].startswith("xformers"):
-        why_not = f"; not xformers: {_xformers_problem(device, dtype, head_dim)}"
+        problem = _xformers_problem(device, dtype, head_dim)
+        why_not = f"; not xformers: {problem or 'static shapes (its masks need host-side lengths)'}"
     return f"attention: {where} (requested {requested}; {'packed' if packed else 'padded'} rows{why_not})"

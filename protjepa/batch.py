@@ -6,6 +6,7 @@ so the training step never has to ask the device (no ``nonzero``, no ``.item()``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -16,6 +17,14 @@ PAD_MULTIPLE = 8  # padded rows are a whole number of 8-token blocks
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def masked_budget(tokens: int, rate: float) -> int:
+    """Entries of ``masked_index`` in a batch of static shapes (``data.static_shapes``): ``rate`` of its
+    ``tokens``, rounded up to :data:`PAD_MULTIPLE`. The <cls>/<eos> of every sequence and any padding
+    hold no selection, so a batch rarely selects more; when it does (selection counts round per
+    sequence, at least 1), the collator leaves the excess unselected, at random."""
+    return round_up(math.ceil(rate * tokens), PAD_MULTIPLE)
 
 
 def row_tokens(crop: int, packing: bool) -> int:
@@ -34,6 +43,9 @@ class Batch:
     residue_sequence: Tensor  # [T] which sequence (0..S-1, row-major) each of those residues is in
     segment_ids: Tensor | None = None  # [B, L] packed rows: 1..k per sequence, 0 at padding
     positions: Tensor | None = None  # [B, L] rotary positions restarting at each packed sequence
+    # [N] float32 under static shapes: 1 at a selected position, 0 at the entries that fill
+    # masked_index up to its fixed length (they point at position 0, a <cls>). None: all selected.
+    masked_weight: Tensor | None = None
     # Lengths of the attention blocks covering the B*L flattened tokens in row-major order
     # (each sequence, and each row's padding tail, is one block): what xformers'
     # BlockDiagonalMask wants, kept on the host.
@@ -42,6 +54,8 @@ class Batch:
     num_sequences: int = 0
     num_padding: int = 0  # host-side count of padding tokens (the collator's waste)
     attention_pairs: int = 0  # host-side sum over sequences of length^2 (<cls>/<eos> included): for FLOP counts
+    masked_filler: int = 0  # host-side count of masked_index's filler entries (weight 0, at its end)
+    static_shapes: bool = False  # every batch of its corpus has these shapes (no block_seqlens then)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
         moved = {
@@ -50,6 +64,11 @@ class Batch:
             if isinstance(getattr(self, f.name), Tensor)
         }
         return replace(self, **moved)
+
+    @property
+    def num_masked(self) -> int:
+        """Host-side count of the selected positions (the filler of static shapes left out)."""
+        return self.masked_index.numel() - self.masked_filler
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,6 +81,22 @@ class Batch:
 def gather_positions(x: Tensor, flat_index: Tensor) -> Tensor:
     """``x[B, L, ...]`` -> ``x.flatten(0, 1)[flat_index]`` without a host sync."""
     return x.flatten(0, 1).index_select(0, flat_index)
+
+
+def row_mean(values: Tensor, weight: Tensor | None) -> Tensor:
+    """The mean over dim 0 of ``values`` [N, ...]; with a ``weight`` [N] (a batch's ``masked_weight``:
+    1 at real rows, 0 at filler) the mean over the real rows."""
+    if weight is None:
+        return values.mean(0)
+    weight = weight.to(values.dtype)
+    return (values * weight.view(-1, *[1] * (values.dim() - 1))).sum(0) / weight.sum().clamp_min(1)
+
+
+def row_std(values: Tensor, weight: Tensor | None) -> Tensor:
+    """The std (no correction) over dim 0 of ``values`` [N, D], over the real rows when ``weight`` is given."""
+    if weight is None:
+        return values.std(0, correction=0)
+    return row_mean((values - row_mean(values, weight)).square(), weight).sqrt()
 
 
 def mean_pool(hidden: Tensor, batch: Batch) -> Tensor:

@@ -31,7 +31,7 @@ class BatchCounts:
     def of(cls, batch: Batch) -> "BatchCounts":
         # Host-side ints and tensor shapes only: no device sync.
         rows, length = batch.shape
-        return cls(rows * length - batch.num_padding, batch.attention_pairs, batch.masked_index.numel(),
+        return cls(rows * length - batch.num_padding, batch.attention_pairs, batch.num_masked,
                    batch.residue_index.numel(), batch.num_sequences)
 
 

@@ -57,6 +57,9 @@ class DataConfig(Strict):
     batch_tokens: int = Field(8192, ge=16, description="token budget per batch (padding included)")
     max_sequences: int | None = Field(None, ge=1, description="cap on sequences per batch")
     packing: bool = False
+    static_shapes: bool = Field(
+        False, description="every training batch the same shapes (needs packing): batch_tokens // row length rows, "
+                           "masked positions padded to a fixed count; torch.compile then uses CUDA graphs on a GPU")
     unknown_letters: Literal["error", "x"] = "error"
     shuffle_buffer: int = Field(4096, ge=1)
     num_workers: int = Field(0, ge=0)
@@ -65,6 +68,12 @@ class DataConfig(Strict):
     def _one_validation_source(self):
         if self.holdout_fraction > 0 and self.valid is not None:
             raise ValueError("holdout_fraction splits train only when valid is null (set valid: null)")
+        return self
+
+    @model_validator(mode="after")
+    def _static_shapes_are_packed(self):
+        if self.static_shapes and not self.packing:
+            raise ValueError("static_shapes needs packing: true (padded rows are as long as each batch's longest)")
         return self
 
     @model_validator(mode="after")
@@ -381,6 +390,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None,
         for i, spec in enumerate(getattr(recipe.train, section)):
             _check_component(spec, ("train", section, i), source, lines)
     _check_consumers(recipe, source, lines)
+    _check_static_shapes(recipe, source, lines)
     return recipe
 
 
@@ -432,6 +442,16 @@ def _check_consumers(recipe: Recipe, source: str, lines: YamlLines | None) -> No
             _raise(source, lines, ("objectives", i, field), f"{name!r} is not published by any earlier objective "
                    f"(published so far: {', '.join(sorted(published)) or 'none'})")
         published |= cls.publishes(cfg, spec.id)
+
+
+def _check_static_shapes(recipe: Recipe, source: str, lines: YamlLines | None) -> None:
+    """Static shapes fill the masked positions with weighted filler: every objective must weigh it."""
+    if not recipe.data.static_shapes:
+        return
+    for i, (spec, cfg) in enumerate(zip(recipe.objectives, recipe._objective_configs)):
+        problem = OBJECTIVES.get(spec.name).builder.static_shapes_problem(cfg)
+        if problem is not None:
+            _raise(source, lines, ("objectives", i), f"with data.static_shapes: true, {problem}")
 
 
 def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = (),

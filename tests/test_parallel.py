@@ -256,7 +256,7 @@ def one_process(folder, data_root) -> Path:
     spec = DataSpec(DataLoader(GlobalBatches(corpora), batch_size=None), split_batch=lambda batch, size: [batch],
                     get_num_samples_in_batch=len, get_num_tokens_in_batch=lambda batch: batch.num_residues)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "train_data", lambda recipe, root: spec)
+        patch.setattr(trainer_module, "train_data", lambda recipe, root, model: spec)
         trainer_module.train(parse_recipe(recipes["global"], "global.yaml"), folder / "one_process",
                              data_root=str(data_root), console=False)
     return folder / "one_process"

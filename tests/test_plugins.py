@@ -85,6 +85,19 @@ def test_recipe_plugin_module_trains_one_step(isolated):
     assert model.encoder.embed.weight.grad.abs().sum() > 0
 
 
+def test_a_plugin_that_does_not_weigh_masked_rows_is_refused_with_static_shapes(isolated):
+    """Static shapes fill the masked positions with weight-0 filler: an objective that has not said it
+    applies those weights (weighs_masked_rows) would average it in, so the recipe is refused."""
+    write_package(isolated, "plugin_lab", {"objectives.py": LAB_OBJECTIVES.format(name="hidden_norm")})
+    raw = yaml.safe_load(recipe_text(["plugin_lab.objectives"], {"name": "hidden_norm"}))
+    raw["data"] = {"packing": True, "static_shapes": True}
+    text = yaml.safe_dump(raw, sort_keys=False)
+    with pytest.raises(RecipeError, match=r"^lab\.yaml:7: objectives\[0\]: with data.static_shapes: true, "
+                                          r"HiddenNorm does not weigh the filler rows of masked positions "
+                                          r"\(weighs_masked_rows\)$"):
+        parse(text)
+
+
 def test_plugin_config_errors_name_the_line(isolated):
     write_package(isolated, "plugin_lab", {"objectives.py": LAB_OBJECTIVES.format(name="hidden_norm")})
     with pytest.raises(RecipeError, match=r"^lab\.yaml:8: objectives\[0\]\.scale: Input should be a valid number"):

@@ -12,7 +12,7 @@ from composer.core import Callback
 from protjepa.flops import BatchCounts
 from protjepa.model import ProtJEPA
 from protjepa.paths import DataPathError
-from protjepa.recipe import TrainConfig, parse_recipe
+from protjepa.recipe import parse_recipe
 from protjepa.training import checkpoints as checkpoints_module
 from protjepa.training.budget import TrainingClock
 from protjepa.training.checkpoints import CheckpointError
@@ -286,11 +286,11 @@ def test_the_optimizer_is_fused_adamw_and_steps_as_the_reference_does():
 
 
 def test_compile_auto_is_on_on_a_gpu_only():
-    settings = TrainConfig()
-    assert compile_step(settings, "gpu") == (True, "torch.compile: on (train.compile auto: on on a GPU)")
-    assert compile_step(settings, "cpu") == (False, "torch.compile: off (train.compile auto: off on a CPU)")
-    assert compile_step(TrainConfig(compile=True), "cpu") == (True, "torch.compile: on (train.compile true)")
-    assert compile_step(TrainConfig(compile=False), "gpu")[0] is False
+    settings = recipe()
+    assert compile_step(settings, "gpu") == ({}, "torch.compile: on (train.compile auto: on on a GPU)")
+    assert compile_step(settings, "cpu") == (None, "torch.compile: off (train.compile auto: off on a CPU)")
+    assert compile_step(recipe(train={"compile": True}), "cpu") == ({}, "torch.compile: on (train.compile true)")
+    assert compile_step(recipe(train={"compile": False}), "gpu")[0] is None
 
 
 def test_a_compiled_run_trains_as_the_eager_one_and_its_compiling_is_off_the_clock(tmp_path, data_root):

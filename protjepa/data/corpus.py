@@ -84,6 +84,7 @@ class FastaCorpus(IterableDataset):
         batch_tokens: int = 8192,
         max_sequences: int | None = None,
         packing: bool = False,
+        static_shapes: bool = False,
         split: Split = "all",
         holdout_fraction: float = 0.0,
         shuffle_buffer: int = 4096,
@@ -107,7 +108,11 @@ class FastaCorpus(IterableDataset):
         self.crop = crop
         self.batch_tokens = batch_tokens
         self.max_sequences = max_sequences
+        if static_shapes and not packing:
+            raise CorpusError("data.static_shapes needs data.packing: true (padded rows are as long as each "
+                              "batch's longest sequence)")
         self.packing = packing
+        self.static_shapes = static_shapes
         self.split = split
         self.holdout_fraction = holdout_fraction
         self.shuffle_buffer = shuffle_buffer
@@ -150,7 +155,8 @@ class FastaCorpus(IterableDataset):
     def _epoch(self, epoch: int, shard: int, shards: int) -> Iterator[Batch]:
         rng = random.Random(_seed(self.seed, epoch, shard))
         collate = Collator(self.alphabet, self.masking, self.packing, self.row_length,
-                           seed=_seed(self.seed, epoch, shard, "mask"))
+                           seed=_seed(self.seed, epoch, shard, "mask"),
+                           static_rows=self.batch_tokens // self.row_length if self.static_shapes else None)
         tokens = (
             self.alphabet.encode(random_crop(sequence, self.crop, rng))
             for sequence in shuffled(self._sequences(shard, shards), self.shuffle_buffer, rng)
@@ -230,8 +236,8 @@ def make_corpus(data: DataConfig, masking: MaskingConfig | None, split: Literal[
     common = dict(masking=masking, crop=data.crop, batch_tokens=data.batch_tokens, max_sequences=data.max_sequences,
                   packing=data.packing, unknown_letters=data.unknown_letters, alphabet=alphabet, seed=seed,
                   holdout_fraction=data.holdout_fraction)
-    if split == "train":
-        return FastaCorpus(files["train"], split="train" if holdout else "all",
+    if split == "train":  # static shapes for the training step only: evaluation runs eagerly
+        return FastaCorpus(files["train"], split="train" if holdout else "all", static_shapes=data.static_shapes,
                            shuffle_buffer=data.shuffle_buffer, infinite=True, **common)
     if data.valid is not None:
         return FastaCorpus(files["valid"], split="all", shuffle_buffer=1, infinite=False, **common)

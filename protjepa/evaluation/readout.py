@@ -102,7 +102,7 @@ def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
         batch = batch.to(device)
         ctx = model.context(batch)
         out = model.losses(ctx)
-        masked = batch.masked_index.numel()
+        masked = batch.num_masked
         for id in mlm:
             mlm_sums[id] += float(out.metrics[f"{id}/loss"]) * masked
         labels.append(gather_positions(batch.tokens, batch.masked_index).cpu())

@@ -38,7 +38,7 @@ from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.precision import choose_bf16
 from protjepa.provenance import write_provenance
-from protjepa.recipe import ComponentSpec, OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.recipe import ComponentSpec, DataConfig, OptimConfig, Recipe, TrainConfig, dump_recipe
 from protjepa.registry import import_component
 from protjepa.training.budget import Budget, BudgetTracker, FlopCountError, TrainingClock
 from protjepa.checkpoint_file import latest_checkpoint, model_state
@@ -107,25 +107,46 @@ def resolve_precision(train: TrainConfig, device: str) -> Precision:
     return Precision("amp_bf16" if on_gpu else "fp32", bf16 and not on_gpu, f"precision: {why}")
 
 
-def compile_step(train: TrainConfig, device: str) -> tuple[bool, str]:
-    """Whether Composer compiles the model (torch.compile), and the line saying so. ``auto``: on a GPU
+def compile_step(recipe: Recipe, device: str) -> tuple[dict | None, str]:
+    """Composer's ``compile_config`` (None: eager) and the line saying what it is. ``auto``: on a GPU
     (an H200 ran the esm2_150m MLM step 1.50x faster compiled) and off on a CPU (within 5% of eager
-    there, after 20 s of compiling; docs/benchmarks.md). Compiling is kept off the training clock."""
-    if train.compile != "auto":
-        return train.compile, f"torch.compile: {'on' if train.compile else 'off'} (train.compile " \
-                              f"{str(train.compile).lower()})"
-    on = device == "gpu"
-    return on, f"torch.compile: {'on' if on else 'off'} (train.compile auto: {'on on a GPU' if on else 'off on a CPU'})"
+    there, after 20 s of compiling; docs/benchmarks.md). Compiling is kept off the training clock.
+    With ``data.static_shapes`` the graphs are traced for the one shape (``dynamic: false``) and, on a
+    GPU, replayed as CUDA graphs (``mode: reduce-overhead``)."""
+    train = recipe.train
+    if train.compile == "auto":
+        on = device == "gpu"
+        why = f"train.compile auto: {'on on a GPU' if on else 'off on a CPU'}"
+    else:
+        on, why = train.compile, f"train.compile {str(train.compile).lower()}"
+    if not on:
+        return None, f"torch.compile: off ({why})"
+    if not recipe.data.static_shapes:
+        return {}, f"torch.compile: on ({why})"
+    if device == "gpu":
+        return {"dynamic": False, "mode": "reduce-overhead"}, \
+            f"torch.compile: on, CUDA graphs ({why}; data.static_shapes: mode reduce-overhead)"
+    return {"dynamic": False}, \
+        f"torch.compile: on, static shapes ({why}; data.static_shapes; CUDA graphs on a GPU only)"
 
 
-def attention_note(encoder: Encoder, device: str, bf16: bool, packed: bool) -> str:
+class CudaGraphSteps(Callback):
+    """Tells torch a training step begins, so that CUDA graphs' replays (``mode: reduce-overhead``) may
+    reuse the memory of the step before's outputs; everything read from them was read by then."""
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def attention_note(encoder: Encoder, device: str, bf16: bool, data: DataConfig) -> str:
     """The line naming the attention kernels the run's encoder uses (training steps, forward-only passes)."""
     request = encoder.attention_request()
     if request is None:
         return f"attention: {type(encoder).__name__}'s own (not protjepa's backends)"
     backend, head_dim = request
     where = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device("cpu")
-    return attention_line(backend, where, torch.bfloat16 if bf16 else torch.float32, head_dim, packed)
+    return attention_line(backend, where, torch.bfloat16 if bf16 else torch.float32, head_dim, data.packing,
+                          data.static_shapes)
 
 
 def build_optimizer(model: ProtJEPA, optim: OptimConfig) -> torch.optim.AdamW:
@@ -153,14 +174,17 @@ def check_corpus_in_background(recipe: Recipe, data_root: str | None) -> Future:
     return future
 
 
-def train_data(recipe: Recipe, data_root: str | None) -> DataSpec:
+def train_data(recipe: Recipe, data_root: str | None, model: ProtJEPA) -> DataSpec:
     """The streaming corpus as Composer data: one ready ``Batch`` per step, counted in sequences
-    (samples) and non-padding residues (Composer's ``tok`` unit, which token budgets use)."""
+    (samples) and non-padding residues (Composer's ``tok`` unit, which token budgets use), moved
+    to ``model``'s device before the step (outside a compiled graph: CUDA graphs take device inputs)."""
     corpus = make_corpus(recipe.data, recipe.masking, "train", seed=recipe.seed, root=data_root)
     workers = recipe.data.num_workers
     loader = DataLoader(corpus, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
     return DataSpec(
         loader,
+        # Composer moves tensors, not dataclasses: the batch moves itself, to where Composer put the model.
+        microbatch_transforms=lambda batch: batch.to(model.encoder.device),
         # Batches are sized by tokens in the corpus; they are never split into microbatches.
         split_batch=lambda batch, microbatch_size: [batch],
         get_num_samples_in_batch=len,
@@ -261,7 +285,7 @@ def build_run(
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     if resume is not None:
         model_state(Path(resume), composer_model)  # refuses another architecture's checkpoint in one line
-    data = train_data(recipe, data_root)
+    data = train_data(recipe, data_root, model)
     held_out, monitor_source = monitor_batch(recipe, data_root)
 
     budget = Budget.from_config(recipe.budget)
@@ -279,7 +303,8 @@ def build_run(
         algorithms.append(AllowUnusedParameters())
 
     corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
-    compiled, compile_line = compile_step(recipe.train, device)
+    compile_config, compile_line = compile_step(recipe, device)
+    cuda_graphs = compile_config is not None and compile_config.get("mode") == "reduce-overhead"
     trainer = Trainer(
         model=composer_model,
         train_dataloader=data,
@@ -295,6 +320,7 @@ def build_run(
             CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log, metrics_log.non_finite),
             checkpointer,
             retention,
+            *([CudaGraphSteps()] if cuda_graphs else []),
             *components(recipe.train.callbacks),
             *callbacks,
         ],
@@ -307,11 +333,11 @@ def build_run(
         seed=recipe.seed,
         load_path=str(resume) if resume is not None else None,
         parallelism_config=parallelism,
-        compile_config={} if compiled else None,
+        compile_config=compile_config,
         run_name=recipe.name,
     )
     bf16 = precision.cpu_bf16 or precision.composer == "amp_bf16"
-    notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data.packing), compile_line,
+    notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data), compile_line,
              f"collapse monitors on {monitor_source}"]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
