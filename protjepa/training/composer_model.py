@@ -25,8 +25,8 @@ class ComposerProtJEPA(ComposerModel):
         self.cpu_bf16 = cpu_bf16
 
     def forward(self, batch: Batch) -> StepOutput:
-        # Composer moves tensors, not dataclasses, to the device: the batch moves itself.
-        batch = batch.to(self.model.encoder.device)
+        # The batch is already on the model's device (the training DataSpec moves it): moving it
+        # here would put its host-side ints under torch.compile's guards, a recompilation per batch.
         with bf16_autocast("cpu", enabled=self.cpu_bf16):
             return self.model(batch)
 
