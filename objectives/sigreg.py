@@ -7,7 +7,9 @@ function of ``x @ a`` with the standard normal's, exp(-t^2/2):
     EP = N * integral_{-T}^{T} |mean_n exp(i t x_n a) - exp(-t^2/2)|^2 exp(-t^2/2) dt
 
 As in LeJEPA's reference code, only t in [0, T] is evaluated (the integrand is even) with
-trapezoid weights doubled, and the loss is the mean over directions.
+trapezoid weights doubled, and the loss is the mean over directions. The directions are new
+each training step, a function of the step count alone (``counter_normal``): the same on
+every rank and after a resume, and drawn inside a compiled step's graph.
 
 ``scale: samples`` (the default) keeps LeJEPA's factor N: the test statistic, about 1 under
 the null whatever N is, so at equilibrium it sits on an MLM loss's scale. Near a collapsed
@@ -25,6 +27,7 @@ their number while training (``objectives/ranks.py``): the statistic of the glob
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -46,6 +49,34 @@ class SIGRegConfig(RegularizerConfig):
     scale: Literal["samples", "mean"] = Field(
         "samples", description="samples: LeJEPA's N x statistic; mean: without N (inert near collapse)"
     )
+
+
+MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x * c) mod 2^32 for int64 ``x`` < 2^32, in 16-bit halves of ``c``: no product leaves int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & MASK32
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """C. Wellons' lowbias32 integer hash of the low 32 bits of int64 ``x``."""
+    x = x & MASK32
+    x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+    x = _mul32(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def counter_normal(step: Tensor, shape: tuple[int, int], device: torch.device) -> Tensor:
+    """Standard normal samples of ``shape``, a function of ``step`` (an int64 tensor) and their place
+    only: a counter-based generator (a 32-bit hash of each place, keyed by the step's hash, then
+    Box-Muller). Every rank draws the same, a resumed run too, and torch.compile traces it into its
+    graph (a seeded torch.Generator breaks the graph, and its seed, a host int, recompiles it)."""
+    n = shape[0] * shape[1]
+    key = _hash32(step.to(device) + 0x9E3779B9)
+    bits = _hash32(_hash32(torch.arange(2 * n, device=device)) ^ key)
+    u1, u2 = ((bits.double() + 0.5) / 2.0**32).view(2, n)  # uniform on (0, 1)
+    return ((-2 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)).float().view(shape)
 
 
 def characteristic_sums(projections: Tensor, t: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -83,20 +114,13 @@ class SIGReg(Regularizer):
         self.register_buffer("t", t.float(), persistent=False)
         self.register_buffer("phi", phi.float(), persistent=False)
         self.register_buffer("weights", (weights * phi).float(), persistent=False)
-        # Directions are seeded by the training step. The count lives in a buffer (so it is
-        # checkpointed) and in a host-side int (reading the buffer every step would sync).
+        # The training step, which the directions are a function of: a buffer, so it is checkpointed
+        # and stays on the device (counted there: no host sync, nothing that recompiles a graph).
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._step = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
-        self.register_load_state_dict_post_hook(_reload_step)
 
     def directions(self, dim: int, device: torch.device) -> Tensor:
         """The unit directions [dim, K] of the current step."""
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = self._generators[device] = torch.Generator(device=device)
-        generator.manual_seed(self._step)
-        a = torch.randn(dim, self.config.num_directions, device=device, generator=generator)
+        a = counter_normal(self.step, (dim, self.config.num_directions), device)
         return a / a.norm(dim=0)
 
     def matmul_flops(self, rows: int, width: int) -> float:
@@ -113,11 +137,6 @@ class SIGReg(Regularizer):
         statistic = epps_pulley(total[:-1].view_as(sums), total[-1], self.phi, self.weights,
                                 self.config.scale == "samples")
         if self.training:
-            self._step += 1
-            self.step.fill_(self._step)
+            self.step.add_(1)
         # std: the spread of this rank's own rows (the log shows its mean over the ranks).
         return ObjectiveOutput(statistic.mean(), {"std": row_std(x.detach(), weight).mean()})
-
-
-def _reload_step(module: SIGReg, incompatible_keys) -> None:
-    module._step = int(module.step)  # once per checkpoint load

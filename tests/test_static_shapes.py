@@ -154,7 +154,10 @@ def test_a_compiled_training_run_on_static_shapes_compiles_once(tmp_path, data_r
     theirs that changes per batch (host-side counts) is read inside it, so 6 steps of a compiled
     static-shapes run make one graph, in the first step (aot_eager: dynamo's graphs and guards,
     without inductor's code generation)."""
-    raw = {"name": "static", "encoder": ENCODER, "objectives": [{"name": "mlm"}, {"name": "jepa", "weight": 0.45}],
+    objectives = [{"name": "mlm"}, {"name": "jepa", "weight": 0.45},
+                  {"name": "sigreg", "weight": 0.05, "input": "jepa.pred", "num_directions": 16},
+                  {"name": "vicreg", "weight": 0.01, "input": "student.masked"}]
+    raw = {"name": "static", "encoder": ENCODER, "objectives": objectives,
            "data": {"crop": 254, "batch_tokens": 1024, "packing": True, "static_shapes": True, "shuffle_buffer": 16},
            "budget": {"steps": 6},
            "train": {"device": "cpu", "compile": True, "log_every": 2, "monitor_every": 3, "monitor_sequences": 8,
@@ -172,7 +175,8 @@ def test_a_compiled_training_run_on_static_shapes_compiles_once(tmp_path, data_r
         run.log.close()
         run.trainer.close()
     # One graph, made in the first step: no recompilation, and no graph break anywhere in the step
-    # (the attention backend, decided before it, is read inside the graph).
+    # (the attention backend, decided before it, is read inside the graph; SIGReg's directions are
+    # drawn in it, from its step buffer).
     assert spy.graphs == [1] * 6 and not counters["recompiles"]
 
 
