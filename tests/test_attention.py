@@ -195,10 +195,10 @@ def test_block_seqlens_derived_and_checked():
 
 @pytest.fixture
 def fresh_resolver():
-    attention.RESOLVED.clear()
+    resolve_backend.cache_clear()
     attention._warned.clear()
     yield
-    attention.RESOLVED.clear()
+    resolve_backend.cache_clear()
     attention._warned.clear()
 
 

@@ -137,7 +137,7 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device, peaks: d
             paired(samples, "embed+bf16", "embed_peer"))
     for variant in ("mlm", "mlm_jepa_masked"):
         if f"{variant}+compile" in have:
-            add(f"{variant} compile / eager", "torch.compile'd encoder vs eager, same step (tokens/s)",
+            add(f"{variant} compile / eager", "torch.compile'd model vs eager, same step (tokens/s)",
                 paired(samples, f"{variant}+compile", variant))
     return out
 
