@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
-from protjepa.attention import AttentionLayout, Backend, attend, query_key_dtype, resolve_backend
+from protjepa.attention import AttentionLayout, Backend, attend, backend_for, query_key_dtype
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.flops import BatchCounts, attention, linear
 from protjepa.registry import register_encoder
@@ -193,7 +193,6 @@ class ESM2(Encoder):
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
         self.lm_head = LMHead(embed_dim, self.embed_tokens.weight)
         self.apply(_init_weights)
-        self._backends: dict[tuple, str] = {}  # (requested, device, dtype, grad) -> the backend that runs
 
     @property
     def lm_head(self) -> LMHead:
@@ -249,17 +248,11 @@ class ESM2(Encoder):
     def attention_request(self) -> tuple[str, int]:
         return self.attention, self.embed_dim // self.attention_heads
 
-    @torch.compiler.disable  # a decision made once, in Python: never traced into a compiled graph
     def attention_backend(self, x: Tensor) -> str:
         """The backend that runs for x's device, compute dtype (autocast's, when on) and direction
-        (a backward to follow or not); resolved once per combination."""
-        device = x.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
-        key = (self.attention, device, dtype, torch.is_grad_enabled())
-        if key not in self._backends:
-            self._backends[key] = resolve_backend(self.attention, device, dtype,
-                                                  self.embed_dim // self.attention_heads, key[-1])
-        return self._backends[key]
+        (a backward to follow or not); resolved once per combination, and read from a compiled
+        forward without a graph break once resolved (``backend_for``)."""
+        return backend_for(self.attention, x, self.embed_dim // self.attention_heads)
 
     def _token_dropout(self, x: Tensor, tokens: Tensor, layout: AttentionLayout) -> Tensor:
         """Zero the <mask> embeddings; rescale by (1 - 0.12) / (1 - each sequence's mask ratio)."""

@@ -20,7 +20,6 @@ the rotary embedding), so every backend runs with ``scale=1``.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import logging
@@ -206,7 +205,7 @@ def attend(
     returns it; encoders resolve once, not per layer. ``auto`` is resolved here.
     """
     if backend == "auto":
-        backend = resolve_backend(backend, q.device, q.dtype, q.shape[-1], torch.is_grad_enabled())
+        backend = backend_for(backend, q, q.shape[-1])
     with record_function(PROFILER_SCOPE):  # one scope per layer: the profile's attention share
         return _BACKEND_FUNCTIONS[backend](q, k, v, layout)
 
@@ -283,11 +282,15 @@ def _without_xformers(device: torch.device, half: bool, grad: bool) -> str:
     return "sdpa_fp32" if half and grad and device.type == "cpu" else "sdpa"
 
 
-@functools.lru_cache(maxsize=None)
+# Every decision of resolve_backend, by its arguments: a plain dict, so that a compiled forward reads
+# a decision made before it (the run's attention line makes the training run's) without a graph break.
+RESOLVED: dict[tuple, str] = {}
+
+
 def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int = 64,
                     grad: bool = True) -> str:
     """The backend that runs for this device, dtype and direction (``grad``: a backward will follow);
-    decided (and logged) once per combination.
+    decided (and logged) once per combination (:data:`RESOLVED`).
 
     ``auto``: xformers on CUDA in fp16/bf16 when it imports and a probe call works, else sdpa.
     On a CPU in fp16/bf16, sdpa_fp32 where a backward follows (the bf16 flash backward is ~3x
@@ -295,6 +298,30 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, he
     1.4-1.9x faster than fp32's); ``protjepa bench`` checks both picks on each machine. An explicit
     ``xformers`` that cannot run falls back to what ``auto`` runs without it, with one warning.
     """
+    key = (requested, device, dtype, head_dim, grad)
+    if key not in RESOLVED:
+        RESOLVED[key] = _decide(*key)
+    return RESOLVED[key]
+
+
+@torch.compiler.disable  # a decision (an xformers probe call among it) made once, in Python: never traced
+def _resolve_outside_graphs(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int,
+                            grad: bool) -> str:
+    return resolve_backend(requested, device, dtype, head_dim, grad)
+
+
+def backend_for(requested: str, x: Tensor, head_dim: int) -> str:
+    """``resolve_backend`` for attention on ``x``'s device and dtype (autocast's, when on) in the current
+    grad mode, from inside a forward that may be compiled: a decision already made is a dict lookup
+    torch.compile traces; a new one is made outside the graph (one graph break, the first time)."""
+    device = x.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else x.dtype
+    key = (requested, device, dtype, head_dim, torch.is_grad_enabled())
+    backend = RESOLVED.get(key)
+    return backend if backend is not None else _resolve_outside_graphs(*key)
+
+
+def _decide(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, grad: bool) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"attention backend {requested!r}: expected {'|'.join(BACKENDS)}")
     half = dtype in HALF

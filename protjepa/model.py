@@ -69,7 +69,9 @@ class ProtJEPA(nn.Module):
         metrics: dict[str, Tensor] = {}
         for id, weight, objective in zip(self.ids, self.weights, self.objectives):
             out = objective(ctx)
-            term = out.loss * weight
+            # Not "* 1.0": inductor (torch 2.14) drops that product, and an output aliasing the loss
+            # beside its detached copy (the logged metric) came back without a grad_fn.
+            term = out.loss if weight == 1.0 else out.loss * weight
             total = term if total is None else total + term
             metrics[f"{id}/loss"] = out.loss.detach()
             for key, value in out.metrics.items():

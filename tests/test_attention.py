@@ -195,10 +195,10 @@ def test_block_seqlens_derived_and_checked():
 
 @pytest.fixture
 def fresh_resolver():
-    resolve_backend.cache_clear()
+    attention.RESOLVED.clear()
     attention._warned.clear()
     yield
-    resolve_backend.cache_clear()
+    attention.RESOLVED.clear()
     attention._warned.clear()
 
 

@@ -135,9 +135,11 @@ def test_rotary_as_a_complex_product_equals_rotate_half(monkeypatch):
 
 def test_backend_resolved_once_per_device_and_dtype(monkeypatch, masked_batch):
     import protjepa.encoders.esm2 as esm2
+    from protjepa import attention
 
     resolved, used = [], []
-    monkeypatch.setattr(esm2, "resolve_backend", lambda *args: resolved.append(args) or "math")
+    monkeypatch.setattr(attention, "RESOLVED", {})
+    monkeypatch.setattr(attention, "_decide", lambda *args: resolved.append(args) or "math")
     real_attend = esm2.attend
     monkeypatch.setattr(esm2, "attend", lambda *args: used.append(args[-1]) or real_attend(*args))
     encoder = ESM2(2, 32, 4, attention="xformers")

@@ -293,6 +293,28 @@ def test_compile_auto_is_on_on_a_gpu_only():
     assert compile_step(recipe(train={"compile": False}), "gpu")[0] is None
 
 
+def test_a_compiled_single_objective_step_keeps_its_gradient():
+    """One graph for the whole step (inductor): with one objective at weight 1, torch 2.14's inductor
+    dropped the product by 1, and the loss it returned beside its detached copy (the logged metric)
+    had no grad_fn. The compiled step's loss and gradients equal eager's."""
+    from protjepa.build import build_model
+    from protjepa.data.collate import Collator, encode_sequences
+
+    r = parse_recipe({"name": "one", "encoder": TINY["encoder"], "objectives": [{"name": "mlm"}]}, "one.yaml")
+    model = build_model(r)
+    twin = copy.deepcopy(model)
+    batch = Collator(masking=r.masking)(encode_sequences(["MKTAYIAKQRQISFVKSHFSRQ", "GLSDGEWQLVLNVWGKVEAD"]))
+    eager = twin(batch)  # first: it decides the attention backend, which the graph then reads (no break)
+    torch._dynamo.reset()
+    compiled = torch.compile(model)(batch)
+    assert compiled.loss.requires_grad
+    torch.testing.assert_close(compiled.loss, eager.loss, rtol=1e-5, atol=1e-6)
+    compiled.loss.backward()
+    eager.loss.backward()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_a_compiled_run_trains_as_the_eager_one_and_its_compiling_is_off_the_clock(tmp_path, data_root):
     """train.compile: the same losses as eager (6 steps, fp32) within float tolerance; torch.compile's
     compiling is counted apart (clock.compiled), not as training time, and the summary says so."""
