@@ -13,7 +13,7 @@ import torch
 from bench_suite import THREADS, suite_config
 from protjepa.bench.batches import Prepared
 from protjepa.bench.config import BenchConfig
-from protjepa.bench.rows import Row, build_rows
+from protjepa.bench.rows import Row, build_rows, step_batches
 from protjepa.bench.suite import resolve_device
 
 torch.set_num_threads(THREADS)
@@ -32,5 +32,5 @@ def suite() -> Suite:
     config = suite_config()
     device = resolve_device(config.device)
     config = replace(config, device=device.type)
-    rows, batches = build_rows(config, device)
-    return Suite(config, device, {row.name: row for row in rows}, batches)
+    rows = build_rows(config, device)
+    return Suite(config, device, {row.name: row for row in rows}, step_batches(config, device))

@@ -107,6 +107,13 @@ def test_utilisation_targets_on_a_gpu():
                                                       None)}
     assert (targets["mlm MFU"].target, targets["mlm MFU"].met) == (">= 0.4", True)
     assert (targets["mlm_jepa_masked MFU"].target, targets["mlm_jepa_masked MFU"].met) == (">= 0.35", False)
+    # Compiled rows (training compiles on a GPU by default) are judged each, beside the eager ones.
+    rows += [row("mlm+compile", 0.39), row("mlm_jepa_masked+static", 0.36)]
+    targets = {q.name: q for q in utilisation_targets(rows, [], {"fp32": 1.0, "bf16": 1.0}, torch.device("cuda"),
+                                                      None)}
+    assert sorted(targets) == ["mlm MFU", "mlm+compile MFU", "mlm_jepa_masked MFU", "mlm_jepa_masked+static MFU"]
+    assert (targets["mlm+compile MFU"].target, targets["mlm+compile MFU"].met) == (">= 0.4", False)
+    assert targets["mlm_jepa_masked+static MFU"].met and "CUDA graphs" in targets["mlm_jepa_masked+static MFU"].what
 
 
 def test_the_optimizer_step_runs_in_its_scope():

@@ -39,6 +39,9 @@ def test_tokens_that_fit_are_whole_rows_of_what_is_left():
     assert memory.tokens_that_fit(4000, fraction=0.5) == 20  # (2000 - 1200) // 300 = 2 rows
     assert memory.tokens_that_fit(4000, fraction=1.0) == 90  # (4000 - 1200) // 300 = 9 rows
     assert memory.tokens_that_fit(1000, fraction=1.0) == 0
+    # A bench suite holds every row's state: that in place of the step's own
+    assert memory.tokens_that_fit(4000, fraction=1.0, held=2500) == 40  # (4000 - 2500 - 200) // 300 = 4 rows
+    assert "2.33 GiB held in all" in memory.describe(2 ** 33, held=2_500_000_000)
     assert memory.describe(2 ** 33, fraction=1.0).startswith(
         f"{(2 ** 33 - 1200) // 300 * 10} tokens a step fill 100% of 8.0 GiB")
 
@@ -68,6 +71,10 @@ def test_the_bench_fills_memory_with_the_tightest_variants_rows():
     assert filled.rows * 64 == fits[tightest] > 0 and filled.rows > 1
     assert line.startswith(
         f"--fill-memory: {filled.rows} rows; {tightest}: {fits[tightest]} tokens a step fill 75% of 0.5 GiB")
+    # The suite's own models held beside the step (weights, gradients, moments): fewer rows
+    held = 2 ** 27
+    fewer, line = rows_that_fill(config, torch.device("cpu"), memory, held)
+    assert 0 < fewer.rows < filled.rows and "0.12 GiB held in all" in line
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

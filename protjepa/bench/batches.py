@@ -25,7 +25,8 @@ class Prepared:
 
 def prepare(batch: Batch, device: torch.device) -> Prepared:
     labels = torch.full((batch.tokens.numel(),), -100, dtype=torch.long)
-    labels[batch.masked_index] = batch.tokens.flatten()[batch.masked_index]
+    selected = batch.masked_index[:batch.num_masked]  # static shapes' filler follows the selection
+    labels[selected] = batch.tokens.flatten()[selected]
     peer_inputs = dict(input_ids=batch.inputs, attention_mask=(~batch.padding_mask).long(),
                        labels=labels.view_as(batch.tokens))
     counts = BatchCounts.of(batch)
@@ -38,9 +39,11 @@ def prepare(batch: Batch, device: torch.device) -> Prepared:
 
 
 def corpus_batches(recipe: Recipe, crop: int, budget: int, packing: bool, count: int, device: torch.device,
-                   data_root: str | None) -> list[Prepared]:
+                   data_root: str | None, static_shapes: bool = False) -> list[Prepared]:
     """The first ``count`` batches of the recipe's training corpus at ``crop``, under a budget of
-    ``budget`` tokens (padding included), padded or packed, as the trainer's data would be."""
-    data = recipe.data.model_copy(update=dict(crop=crop, batch_tokens=budget, packing=packing, num_workers=0))
+    ``budget`` tokens (padding included), padded or packed (``static_shapes``: packed, every batch the
+    same shapes), as the trainer's data would be."""
+    data = recipe.data.model_copy(update=dict(crop=crop, batch_tokens=budget, packing=packing or static_shapes,
+                                              static_shapes=static_shapes, num_workers=0))
     corpus = make_corpus(data, recipe.masking, "train", seed=recipe.seed, root=data_root)
     return [prepare(b, device) for b in islice(corpus, count)]

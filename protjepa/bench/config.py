@@ -47,7 +47,7 @@ class BenchConfig:
     warmup: int = 1  # untimed runs of every row first
     num_batches: int | None = None  # distinct batches per layout; None: repeats x steps, each timed once
     backends: tuple[str, ...] = ("math", "sdpa", "sdpa_fp32", "xformers")
-    compile: bool = False  # add torch.compile'd rows beside the eager ones
+    compile: bool = False  # add torch.compile'd rows beside the eager ones, and static-shape ones (CUDA graphs)
     bf16_rows: bool = False  # add bf16-autocast rows beside the fp32 ones (a CPU with native bf16)
     embed_sequences: int = 0  # > 0: also time the probe Embedder against transformers' on this many sequences
     peer: bool = True
@@ -82,12 +82,16 @@ def head_dim(config: BenchConfig) -> int:
     return SIZES[config.size]["embed_dim"] // SIZES[config.size]["attention_heads"]
 
 
-def recipe_for(config: BenchConfig, variant: str, attention: str = "auto") -> Recipe:
+def recipe_for(config: BenchConfig, variant: str, attention: str = "auto", static_shapes: bool = False) -> Recipe:
+    """The variant's recipe at the suite's size; ``static_shapes``: trained compiled on static shapes
+    (packed rows, ``data.static_shapes``, ``train.compile: true``), validated as such a run's."""
     path = Path(config.recipes) / VARIANTS[variant]
     if not path.is_file():
         raise BenchError(f"{path}: no such recipe (the bench reads recipes/{VARIANTS[variant]}; pass --recipes DIR)")
     sizes = SIZES[config.size]
     overrides = [(f"encoder.{k}", v) for k, v in sizes.items()] + [("encoder.attention", attention)]
+    if static_shapes:
+        overrides += [("data.packing", True), ("data.static_shapes", True), ("train.compile", True)]
     return load_recipe(path, overrides)
 
 

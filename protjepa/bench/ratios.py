@@ -89,6 +89,12 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device, peaks: d
                 "(tokens/s)", paired(samples, padded, peer), target)
             add(f"mlm packed / peer{label}", f"our MLM-only step on packed rows vs transformers' ESM on padded rows, "
                 f"the same token budget, {where} (tokens/s)", paired(samples, packed, peer), target)
+    # Ours as training runs it on a GPU (compiled; CUDA graphs on static shapes) vs transformers' eager step.
+    for ours, how in (("mlm+compile", "compiled, the same padded batches"),
+                      ("mlm+static", "compiled on static shapes (CUDA graphs on a GPU), the same token budget")):
+        if ours in have and "peer_hf_mlm" in have:
+            add(f"{ours.replace('+', ' ')} / peer", f"our MLM-only step {how}, vs transformers' eager ESM step, "
+                f"crop {config.crop} (tokens/s)", paired(samples, ours, "peer_hf_mlm"), peer_target)
     if "mlm+bf16" in have:
         add("mlm bf16 / fp32", "our MLM-only step under CPU bf16 autocast vs fp32, same batches (tokens/s)"
             + (f"; not applicable here: {bf16_off}" if bf16_off else ""),
@@ -139,19 +145,27 @@ def ratios(samples: Samples, config: BenchConfig, device: torch.device, peaks: d
         if f"{variant}+compile" in have:
             add(f"{variant} compile / eager", "torch.compile'd model vs eager, same step (tokens/s)",
                 paired(samples, f"{variant}+compile", variant))
+    if "mlm+static" in have:
+        add("mlm static / packed", "MLM-only step on static shapes compiled as training compiles them (CUDA graphs "
+            "on a GPU) vs eager on packed rows, the same token budget (tokens/s; the filler rows cost)",
+            paired(samples, "mlm+static", "mlm_packed"))
     return out
 
 
 def utilisation_targets(rows: list[RowResult], profiles: list[StepProfile], peaks: dict[str, float | None],
                         device: torch.device, bf16_missing: str | None) -> list[Ratio]:
     """MFU of the MLM (and, on a GPU, masked MLM+JEPA) steps against their precision's peak, and
-    attention's share of every profiled step, each with its target. On a CPU the bf16 targets hold
-    where bf16 matrix products run >= 4x fp32's; elsewhere they print, not applicable."""
+    attention's share of every profiled step, each with its target. On a GPU each way the step ran
+    (eager, compiled, static shapes) is judged: training compiles there by default. On a CPU the bf16
+    targets hold where bf16 matrix products run >= 4x fp32's; elsewhere they print, not applicable."""
     out: list[Ratio] = []
     mfu = {r.name: r.mfu for r in rows if r.mfu is not None}
     bf16_off = bf16_targets_off(peaks, device, bf16_missing)
     if device.type == "cuda":
-        wanted = [("mlm", "MLM step", 0.40), ("mlm_jepa_masked", "masked MLM+JEPA step", 0.35)]
+        ways = (("", ""), ("+compile", ", compiled"), ("+static", ", static shapes compiled (CUDA graphs)"))
+        wanted = [(f"{name}{tag}", f"{what}{how}", target) for name, what, target in
+                  (("mlm", "MLM step", 0.40), ("mlm_jepa_masked", "masked MLM+JEPA step", 0.35))
+                  for tag, how in ways if tag == "" or f"{name}{tag}" in mfu]
     else:
         wanted = [("mlm", "MLM step, fp32", 0.50), ("mlm+bf16", "MLM step, bf16 autocast", 0.25)]
     for name, what, target in wanted:

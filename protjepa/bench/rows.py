@@ -16,11 +16,15 @@ from protjepa.build import build_encoder, build_model
 from protjepa.flops import FORWARD_BACKWARD
 from protjepa.model import ProtJEPA
 from protjepa.precision import cpu_bf16_missing
+from protjepa.training.trainer import compile_step
 
 # The order of the rows that the ratios pair up; the other rows follow.
-ADJACENT = ("peer_hf_mlm", "mlm", "mlm+bf16", "peer_hf_mlm+bf16", "mlm+compile", "mlm_packed", "target_forward_last",
-            "mlm_jepa_masked", "latent_metrics", "mlm_jepa_masked+bf16", "mlm_jepa_masked+compile", "target_forward_half",
-            "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only")
+ADJACENT = ("peer_hf_mlm", "mlm", "mlm+bf16", "peer_hf_mlm+bf16", "mlm+compile", "mlm_packed", "mlm+static",
+            "target_forward_last", "mlm_jepa_masked", "latent_metrics", "mlm_jepa_masked+bf16", "mlm_jepa_masked+compile",
+            "mlm_jepa_masked+static", "target_forward_half", "mlm_jepa_ema_half", "mlm_jepa_all", "jepa_only")
+# Step rows that --compile adds compiled rows of: padded rows compiled (+compile), and static shapes
+# compiled as training compiles them (+static: CUDA graphs on a GPU).
+COMPILED = ("mlm", "mlm_jepa_masked")
 # Rows repeated under bf16 autocast beside the fp32 ones (BenchConfig.bf16_rows).
 BF16_ROWS = ("mlm", "peer_hf_mlm", "mlm_jepa_masked")
 
@@ -53,19 +57,30 @@ def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
     return lambda p: model.step_flops(p.counts)
 
 
-def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], dict[str, list[Prepared]]]:
-    """Every row of the suite, and the batch lists they read."""
+def step_batches(config: BenchConfig, device: torch.device) -> dict[str, list[Prepared]]:
+    """The batch lists the rows read, by layout: the step rows' padded and packed batches (and, with
+    --compile, static-shape ones), and the padded-vs-packed rows' when their crop or budget differs."""
+    suffix = layout_suffix(config)
+    # layout -> (crop, token budget, packed, static shapes)
+    layouts = {"padded": (config.crop, step_budget(config), False, False),
+               "packed": (config.crop, step_budget(config), True, False)}
+    if config.compile:
+        layouts["static"] = (config.crop, step_budget(config), True, True)
+    if suffix:
+        layouts[f"padded{suffix}"] = (config.packing_crop, layout_budget(config), False, False)
+        layouts[f"packed{suffix}"] = (config.packing_crop, layout_budget(config), True, False)
+    count = config.num_batches or config.repeats * config.steps
+    mlm_recipe = recipe_for(config, "mlm")
+    return {key: corpus_batches(mlm_recipe, crop, budget, packing, count, device, config.data_root, static)
+            for key, (crop, budget, packing, static) in layouts.items()}
+
+
+def build_rows(config: BenchConfig, device: torch.device) -> list[Row]:
+    """Every row of the suite, its models on ``device`` (the batches they read: :func:`step_batches`)."""
     mlm_recipe = recipe_for(config, "mlm")
     sizes = SIZES[config.size]
     d, layers = sizes["embed_dim"], sizes["num_layers"]
     suffix = layout_suffix(config)
-    layouts = {"padded": (config.crop, step_budget(config), False), "packed": (config.crop, step_budget(config), True)}
-    if suffix:
-        layouts[f"padded{suffix}"] = (config.packing_crop, layout_budget(config), False)
-        layouts[f"packed{suffix}"] = (config.packing_crop, layout_budget(config), True)
-    count = config.num_batches or config.repeats * config.steps
-    batches = {key: corpus_batches(mlm_recipe, crop, budget, packing, count, device, config.data_root)
-               for key, (crop, budget, packing) in layouts.items()}
 
     rows: dict[str, Row] = {}
 
@@ -84,11 +99,16 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
         if bf16 and variant in BF16_ROWS:
             add(f"{variant}+bf16", f"training step, recipes/{recipe_file}, bf16 autocast", "padded",
                 model_step(copy.deepcopy(model), recipe.optim, device, "bf16"), flops)
-        if config.compile and variant in ("mlm", "mlm_jepa_masked"):
+        if config.compile and variant in COMPILED:
             # The whole model, as training compiles it (Composer's compile_config): encoder and objectives.
             compiled = torch.compile(copy.deepcopy(model))
             add(f"{variant}+compile", f"training step, recipes/{recipe_file}, torch.compile'd model", "padded",
                 model_step(compiled, recipe.optim, device, config.dtype), flops)
+            options, line = compile_step(recipe_for(config, variant, static_shapes=True),
+                                         "gpu" if device.type == "cuda" else "cpu")
+            add(f"{variant}+static", f"training step, recipes/{recipe_file}, data.static_shapes: {line}", "static",
+                model_step(torch.compile(copy.deepcopy(model), **options), recipe.optim, device, config.dtype,
+                           cuda_graphs=options.get("mode") == "reduce-overhead"), flops)
     mlm = models["mlm"]
     add("latent_metrics", "the latent scores and unigram entropy the objectives log, alone, on the masked rows",
         "padded", latent_metrics(d, len(mlm.encoder.alphabet), device))
@@ -113,8 +133,8 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
                 f"{config.packing_crop}", f"padded{suffix}", peer_step(copy.deepcopy(peer), mlm_recipe.optim, device,
                                                                        config.dtype), train_flops)
         for layout in ("padded", "packed"):
-            add(f"mlm_{layout}{suffix}", f"training step, recipes/mlm.yaml, {layout} rows, crop {config.packing_crop}, "
-                f"{layout_budget(config)} tokens per batch", layout + suffix,
+            add(f"mlm_{layout}{suffix}", f"training step, recipes/mlm.yaml, {layout} rows, crop {config.packing_crop}",
+                layout + suffix,
                 model_step(copy.deepcopy(mlm), mlm_recipe.optim, device, config.dtype), train_flops)
     precisions = [config.dtype] + (["bf16"] if bf16 else [])
     for backend, dtype in attention_candidates(config, device, precisions):
@@ -128,4 +148,4 @@ def build_rows(config: BenchConfig, device: torch.device) -> tuple[list[Row], di
                 lambda p, m=FORWARD_BACKWARD if backward else 1, e=encoder: m * e.forward_flops(p.counts, layers))
     # Rows compared with each other run next to each other, so that load changes hit both alike.
     first = [name for name in ADJACENT if name in rows]
-    return [rows[n] for n in first] + [row for n, row in rows.items() if n not in first], batches
+    return [rows[n] for n in first] + [row for n, row in rows.items() if n not in first]

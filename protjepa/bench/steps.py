@@ -23,11 +23,15 @@ from protjepa.training.trainer import build_optimizer
 
 class OptimizerStep:
     """``loss(prepared)`` under the row's autocast, backward, gradient clipping, the trainer's
-    AdamW step (its parameter groups: no weight decay on 1-D parameters), then ``after_step()``."""
+    AdamW step (its parameter groups: no weight decay on 1-D parameters), then ``after_step()``.
+    ``cuda_graphs``: the loss comes from CUDA graphs' replays; each step is marked as the trainer's
+    are (``CudaGraphSteps``), so that a replay may reuse the step before's outputs."""
 
     def __init__(self, module: torch.nn.Module, loss: Callable[[Prepared], Tensor], optim: OptimConfig,
-                 device: torch.device, dtype: Dtype, after_step: Callable[[], None] | None = None):
+                 device: torch.device, dtype: Dtype, after_step: Callable[[], None] | None = None,
+                 cuda_graphs: bool = False):
         self.loss = loss
+        self.cuda_graphs = cuda_graphs
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(module, optim)
         self.grad_clip = optim.grad_clip
@@ -36,6 +40,8 @@ class OptimizerStep:
         self.after_step = after_step
 
     def __call__(self, prepared: Prepared) -> None:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with bf16_autocast(self.device, self.bf16):
             loss = self.loss(prepared)
         loss.backward()
@@ -48,13 +54,15 @@ class OptimizerStep:
                 self.after_step()
 
 
-def model_step(model: ProtJEPA, optim: OptimConfig, device: torch.device, dtype: Dtype) -> OptimizerStep:
-    """A ProtJEPA training step; the EMA teacher (if any) moves at its mid-budget momentum."""
+def model_step(model: ProtJEPA, optim: OptimConfig, device: torch.device, dtype: Dtype,
+               cuda_graphs: bool = False) -> OptimizerStep:
+    """A ProtJEPA training step (``model`` compiled or not); the EMA teacher (if any) moves at its
+    mid-budget momentum."""
     after = None
     if model.teacher is not None:
         momentum = model.momentum_at(0.5)
         after = lambda: model.ema_update(momentum)  # noqa: E731
-    return OptimizerStep(model.train(), lambda p: model(p.batch).loss, optim, device, dtype, after)
+    return OptimizerStep(model.train(), lambda p: model(p.batch).loss, optim, device, dtype, after, cuda_graphs)
 
 
 def esm_config(encoder_sizes: dict[str, int]):

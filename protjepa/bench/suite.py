@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import torch
 
@@ -13,11 +14,11 @@ from protjepa.bench.embedding import embedding_rows
 from protjepa.bench.peak import row_peaks
 from protjepa.bench.profile import StepProfile, profile_row
 from protjepa.bench.ratios import Ratio, ratios, utilisation_targets
-from protjepa.bench.rows import Row, attention_candidates, build_rows, with_bf16_rows
+from protjepa.bench.rows import Row, attention_candidates, build_rows, step_batches, with_bf16_rows
 from protjepa.bench.timing import RowResult, measure, summarize
 from protjepa.build import build_model
 from protjepa.precision import choose_bf16, cpu_bf16_missing
-from protjepa.training.sizing import step_memory
+from protjepa.training.sizing import ADAMW_BYTES, step_memory
 
 
 @dataclass
@@ -40,29 +41,40 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def run_suite(config: BenchConfig) -> SuiteResult:
+def run_suite(config: BenchConfig, progress: Callable[[str], None] | None = None) -> SuiteResult:
+    """The suite at one size; ``progress`` gets a line at each stage of the measurement."""
     if config.size not in SIZES:
         raise BenchError(f"--size {config.size!r}: expected {'|'.join(SIZES)}")
     device = resolve_device(config.device)
     choose_bf16(config.dtype, device.type, "--dtype")  # bf16 on a CPU without it: an error
     config = replace(config, device=device.type)
     notes = []
-    if config.fill_memory:
-        if device.type != "cuda":
-            raise BenchError("--fill-memory: it fills a GPU's memory; this run is on the CPU")
-        config, line = rows_that_fill(config, device, torch.cuda.get_device_properties(device).total_memory)
-        notes.append(line)
+    if config.fill_memory and device.type != "cuda":
+        raise BenchError("--fill-memory: it fills a GPU's memory; this run is on the CPU")
+    if config.fill_memory and config.peer:  # what transformers' step saves is not counted: it might not fit
+        config = replace(config, peer=False)
+        notes.append("--fill-memory: transformers' rows left out (the rows are sized by our steps' memory)")
     missing = cpu_bf16_missing() if device.type == "cpu" else None
     if config.bf16_rows and missing:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
-    rows, batches = build_rows(config, device)
+    report = progress or (lambda line: None)
+    report(f"{config.size}: building the rows' models")
+    rows = build_rows(config, device)
+    if config.fill_memory:
+        # Every row's model is on the GPU now (weights and buffers); their gradients and AdamW moments
+        # will take three times as much again: what the rows hold besides the step that runs.
+        held = (ADAMW_BYTES // 4) * torch.cuda.memory_allocated(device)
+        config, line = rows_that_fill(config, device, torch.cuda.get_device_properties(device).total_memory, held)
+        notes.append(line)
+    report(f"{config.size}: drawing {config.rows}-row batches from the corpus")
+    batches = step_batches(config, device)
     precisions = [config.dtype] + (["bf16"] if with_bf16_rows(config, device) else [])
     for precision in precisions:  # what the step rows' attention (auto) runs, by layout
         lines = dict.fromkeys(attention_line("auto", device, dtype_of(precision), head_dim(config), packed)
                               for packed in (False, True))
         notes += [f"{precision} {line}" for line in lines]
     errors = attention_errors(config, batches, device, attention_candidates(config, device, precisions))
-    samples = measure(rows, batches, config, device)
+    samples = measure(rows, batches, config, device, progress)
     tokens, width = step_budget(config), SIZES[config.size]["embed_dim"]
     peaks = row_peaks(config.peak_flops, device, config.dtype, tokens, width)
     results = summarize(rows, samples, config.steps, peaks)
@@ -86,9 +98,11 @@ def run_suite(config: BenchConfig) -> SuiteResult:
                        checks, notes, peaks, profiles)
 
 
-def rows_that_fill(config: BenchConfig, device: torch.device, memory: int) -> tuple[BenchConfig, str]:
+def rows_that_fill(config: BenchConfig, device: torch.device, memory: int, held: int | None = None
+                   ) -> tuple[BenchConfig, str]:
     """The config with as many step rows (padded, of ``crop`` residues) as every variant's training step
-    fits in ``memory`` bytes (the fewest over the variants), and the line that says so."""
+    fits in ``memory`` bytes (the fewest over the variants), and the line that says so. ``held``: the
+    state the suite's rows hold in all (else each step's own)."""
     counted = {}
     for variant in VARIANTS:
         recipe = recipe_for(config, variant)
@@ -97,11 +111,12 @@ def rows_that_fill(config: BenchConfig, device: torch.device, memory: int) -> tu
         model = build_model(recipe).to(device).train()
         counted[variant] = step_memory(recipe, model, device, bf16=config.dtype == "bf16")
         del model
-    tightest = min(counted, key=lambda v: counted[v].tokens_that_fit(memory))
-    rows = counted[tightest].tokens_that_fit(memory) // counted[tightest].row
+    tightest = min(counted, key=lambda v: counted[v].tokens_that_fit(memory, held=held))
+    rows = counted[tightest].tokens_that_fit(memory, held=held) // counted[tightest].row
     if rows < 1:
         raise BenchError(f"--fill-memory: not one row of {config.crop} residues fits {tightest}'s step here")
-    return replace(config, rows=rows), f"--fill-memory: {rows} rows; {tightest}: {counted[tightest].describe(memory)}"
+    return replace(config, rows=rows), \
+        f"--fill-memory: {rows} rows; {tightest}: {counted[tightest].describe(memory, held=held)}"
 
 
 def profiled_rows(rows: list[Row], config: BenchConfig) -> list[Row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -36,18 +37,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(rows: list[Row], batches: dict[str, list[Prepared]], config: BenchConfig,
-            device: torch.device) -> Samples:
+            device: torch.device, progress: Callable[[str], None] | None = None) -> Samples:
     """Warm-up runs of every row, then ``config.repeats`` repetitions, forward order on even ones
-    and reversed on odd ones (ABBA), each row on the next ``config.steps`` batches of its pool."""
+    and reversed on odd ones (ABBA), each row on the next ``config.steps`` batches of its pool.
+    ``progress`` gets a line after each row's warm-up (compiled rows compile in it) and after each
+    repetition (its tokens/s per row)."""
+    report = progress or (lambda line: None)
+    began = time.perf_counter()
 
     def chunk(row: Row, rep: int) -> list[Prepared]:
         pool = batches[row.layout]
         return [pool[(rep * config.steps + i) % len(pool)] for i in range(config.steps)]
 
     for row in rows:
+        start = time.perf_counter()
         for i in range(config.warmup):
             row.run(batches[row.layout][i % len(batches[row.layout])])
-    synchronize(device)
+        synchronize(device)
+        report(f"{config.size}: warm-up {row.name}, {time.perf_counter() - start:.1f} s")  # compiled rows compile here
+    report(f"{config.size}: warm-up of {len(rows)} rows done, {time.perf_counter() - began:.0f} s")
     samples: Samples = {row.name: [] for row in rows}
     for rep in range(config.repeats):
         for row in rows if rep % 2 == 0 else reversed(rows):
@@ -59,6 +67,10 @@ def measure(rows: list[Row], batches: dict[str, list[Prepared]], config: BenchCo
             seconds = time.perf_counter() - start
             flops = sum(row.flops(p) for p in work) if row.flops else float("nan")
             samples[row.name].append((seconds, sum(p.tokens for p in work), flops))
+        rates = ", ".join(f"{name} {tokens / seconds:,.0f}" for name, runs in samples.items()
+                          for seconds, tokens, _ in runs[-1:])
+        report(f"{config.size}: repetition {rep + 1}/{config.repeats}, {time.perf_counter() - began:.0f} s; "
+               f"tokens/s: {rates}")
     return samples
 
 

@@ -10,6 +10,7 @@ grows (crop, batch, data pipeline) instead.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -87,18 +88,26 @@ def run(args) -> int:
     if threads:
         torch.set_num_threads(threads)
     info = machine()
+    path = Path(args.json)
     if args.curves:
         out = dict(machine=info, curves=[run_curves(c, resolve_device(c.device), args.curves) for c in configs])
         for point in out["curves"][-1]["points"]:
             print(f"{point['curve']:<9} {point['series']:<30} {point['x']:>6} {point['tokens_per_s']:>10.0f} tokens/s")
         print(f"plotted {args.curves}")
+        write(out, path)
     else:
-        results = [run_suite(config) for config in configs]
-        print(format_report(results, info))
-        out = to_json(results, info)
-    out["machine"]["load_average_after"] = machine()["load_average"]
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+        results = []
+        for config in configs:  # each size's table and JSON as it ends: a run stopped early keeps them
+            results.append(run_suite(config, progress=lambda line: print(line, file=sys.stderr, flush=True)))
+            print(format_report(results[-1:], info), flush=True)
+            write(to_json(results, info), path)
     print(f"\nwrote {path}")
     return 0
+
+
+def write(out: dict, path: Path) -> None:
+    from protjepa.bench.report import machine
+
+    out["machine"]["load_average_after"] = machine()["load_average"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))

@@ -37,16 +37,21 @@ class StepMemory:
     per_row: int  # saved for the backward per row of ``row`` tokens
     row: int  # tokens of one row (padding included)
 
-    def tokens_that_fit(self, memory: int, fraction: float = MEMORY_FRACTION) -> int:
-        """The largest whole number of rows' tokens whose step fits ``fraction`` of ``memory``; 0: not one row."""
-        rows = math.floor((fraction * memory - self.state - self.fixed) / self.per_row)
+    def tokens_that_fit(self, memory: int, fraction: float = MEMORY_FRACTION, held: int | None = None) -> int:
+        """The largest whole number of rows' tokens whose step fits ``fraction`` of ``memory``; 0: not one row.
+        ``held``: the state the process holds in place of this step's own (a bench suite holds every
+        row's model, weights, gradients and moments)."""
+        state = self.state if held is None else held
+        rows = math.floor((fraction * memory - state - self.fixed) / self.per_row)
         return max(rows, 0) * self.row
 
-    def describe(self, memory: int, fraction: float = MEMORY_FRACTION) -> str:
+    def describe(self, memory: int, fraction: float = MEMORY_FRACTION, held: int | None = None) -> str:
         gib = 2 ** 30
-        return (f"{self.tokens_that_fit(memory, fraction)} tokens a step fill {fraction:.0%} of "
+        state = f"state {self.state / gib:.2f} GiB" if held is None else \
+            f"state {self.state / gib:.2f} GiB, {held / gib:.2f} GiB held in all"
+        return (f"{self.tokens_that_fit(memory, fraction, held)} tokens a step fill {fraction:.0%} of "
                 f"{memory / gib:.1f} GiB: "
-                f"state {self.state / gib:.2f} GiB, {self.per_row / self.row / 2 ** 10:.0f} KiB saved per token "
+                f"{state}, {self.per_row / self.row / 2 ** 10:.0f} KiB saved per token "
                 f"(+{self.fixed / gib:.2f} GiB fixed)")
 
 
