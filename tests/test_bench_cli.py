@@ -12,7 +12,7 @@ from protjepa import precision
 from protjepa.bench.batches import Prepared
 from protjepa.bench.config import BenchConfig
 from protjepa.bench.ratios import cost_over_floor, paired
-from protjepa.bench.rows import Row
+from protjepa.bench.rows import Row, with_static_rows
 from protjepa.bench.timing import measure
 from protjepa.cli import main
 
@@ -127,6 +127,13 @@ def test_compiled_rows_run_as_training_compiles(data_root, tmp_path, capsys, mon
     assert re.search(r"^tiny: warm-up mlm\+static, \d+\.\d s$", err, re.M), err
     assert re.search(r"^tiny: warm-up of \d+ rows done, \d+ s$", err, re.M), err
     assert "tiny: repetition 1/1" in err and "mlm+static " in err
+
+
+def test_no_cuda_graph_rows_when_the_rows_fill_memory():
+    # A CUDA graph keeps its step's memory between replays; --fill-memory sizes rows for one step at a time.
+    assert with_static_rows(BenchConfig(compile=True))
+    assert not with_static_rows(BenchConfig(compile=True, fill_memory=True))
+    assert not with_static_rows(BenchConfig(compile=False))
 
 
 def test_profile_on_a_missing_gpu_is_a_one_line_error(capsys):

@@ -57,6 +57,12 @@ def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
     return lambda p: model.step_flops(p.counts)
 
 
+def with_static_rows(config: BenchConfig) -> bool:
+    """+static rows beside the compiled ones: asked for with --compile, but not under --fill-memory
+    (CUDA graphs keep each graph's memory between its replays; those rows are sized for one step at a time)."""
+    return config.compile and not config.fill_memory
+
+
 def step_batches(config: BenchConfig, device: torch.device) -> dict[str, list[Prepared]]:
     """The batch lists the rows read, by layout: the step rows' padded and packed batches (and, with
     --compile, static-shape ones), and the padded-vs-packed rows' when their crop or budget differs."""
@@ -64,7 +70,7 @@ def step_batches(config: BenchConfig, device: torch.device) -> dict[str, list[Pr
     # layout -> (crop, token budget, packed, static shapes)
     layouts = {"padded": (config.crop, step_budget(config), False, False),
                "packed": (config.crop, step_budget(config), True, False)}
-    if config.compile:
+    if with_static_rows(config):
         layouts["static"] = (config.crop, step_budget(config), True, True)
     if suffix:
         layouts[f"padded{suffix}"] = (config.packing_crop, layout_budget(config), False, False)
@@ -104,6 +110,7 @@ def build_rows(config: BenchConfig, device: torch.device) -> list[Row]:
             compiled = torch.compile(copy.deepcopy(model))
             add(f"{variant}+compile", f"training step, recipes/{recipe_file}, torch.compile'd model", "padded",
                 model_step(compiled, recipe.optim, device, config.dtype), flops)
+        if with_static_rows(config) and variant in COMPILED:
             options, line = compile_step(recipe_for(config, variant, static_shapes=True),
                                          "gpu" if device.type == "cuda" else "cpu")
             add(f"{variant}+static", f"training step, recipes/{recipe_file}, data.static_shapes: {line}", "static",

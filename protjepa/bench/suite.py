@@ -54,6 +54,8 @@ def run_suite(config: BenchConfig, progress: Callable[[str], None] | None = None
     if config.fill_memory and config.peer:  # what transformers' step saves is not counted: it might not fit
         config = replace(config, peer=False)
         notes.append("--fill-memory: transformers' rows left out (the rows are sized by our steps' memory)")
+    if config.fill_memory and config.compile:
+        notes.append("--fill-memory: no +static rows (CUDA graphs keep each graph's memory between its replays)")
     missing = cpu_bf16_missing() if device.type == "cpu" else None
     if config.bf16_rows and missing:
         notes.append(f"no bf16 rows beside the fp32 ones: {missing}")
