@@ -259,7 +259,7 @@ class JEPA(Objective):
     def static_shapes_problem(cls, config: JEPAConfig) -> str | None:
         if config.positions == "all":
             return "positions: all predicts every residue, a count that changes per batch"
-        return None
+        return super().static_shapes_problem(config)
 
     def predicted_index(self, batch: Batch) -> Tensor:
         """Flat indices of the rows it predicts: the selected positions, or every residue."""

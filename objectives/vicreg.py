@@ -44,10 +44,10 @@ def variance_covariance(x: Tensor, gamma: float = 1.0, eps: float = 1e-4, over_r
 class VICReg(Regularizer):
     """VICReg variance + covariance penalty on a published tensor (default: jepa.pred)."""
 
+    weighs_masked_rows = True
+
     def matmul_flops(self, rows: int, width: int) -> float:
         return linear(width, rows, width)  # the covariance, centered^T centered
-
-    weighs_masked_rows = True
 
     def regularize(self, x: Tensor, weight: Tensor | None = None) -> ObjectiveOutput:
         cfg = self.config

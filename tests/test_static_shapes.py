@@ -17,7 +17,7 @@ from protjepa.data.corpus import FastaCorpus
 from protjepa.data.fasta import FastaReader
 from protjepa.recipe import MaskingConfig, RecipeError, parse_recipe
 from protjepa.training import trainer as trainer_module
-from protjepa.training.trainer import build_run, compile_step, fit
+from protjepa.training.trainer import build_run, compile_step, fit, replays_cuda_graphs
 
 VALID = "pretrain_swissprot50/swissprot2014_50_valid.fasta.gz"
 ROW = 130  # crop 128 + <cls>/<eos>
@@ -197,5 +197,8 @@ def test_compile_config_follows_static_shapes_and_the_device():
                                            "torch.compile: on, CUDA graphs (train.compile true; "
                                            "data.static_shapes: mode reduce-overhead)")
     assert compile_step(static, "cpu")[0] == {"dynamic": False}
+    # only the GPU's config replays CUDA graphs, whose steps the trainer (and the bench) must mark
+    assert replays_cuda_graphs(compile_step(static, "gpu")[0])
+    assert not replays_cuda_graphs(compile_step(static, "cpu")[0]) and not replays_cuda_graphs(None)
     static.train.compile = False
     assert compile_step(static, "gpu") == (None, "torch.compile: off (train.compile false)")

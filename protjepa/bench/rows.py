@@ -16,7 +16,7 @@ from protjepa.build import build_encoder, build_model
 from protjepa.flops import FORWARD_BACKWARD
 from protjepa.model import ProtJEPA
 from protjepa.precision import cpu_bf16_missing
-from protjepa.training.trainer import compile_step
+from protjepa.training.trainer import compile_step, replays_cuda_graphs
 
 # The order of the rows that the ratios pair up; the other rows follow.
 ADJACENT = ("peer_hf_mlm", "mlm", "mlm+bf16", "peer_hf_mlm+bf16", "mlm+compile", "mlm_packed", "mlm+static",
@@ -115,7 +115,7 @@ def build_rows(config: BenchConfig, device: torch.device) -> list[Row]:
                                          "gpu" if device.type == "cuda" else "cpu")
             add(f"{variant}+static", f"training step, recipes/{recipe_file}, data.static_shapes: {line}", "static",
                 model_step(torch.compile(copy.deepcopy(model), **options), recipe.optim, device, config.dtype,
-                           cuda_graphs=options.get("mode") == "reduce-overhead"), flops)
+                           cuda_graphs=replays_cuda_graphs(options)), flops)
     mlm = models["mlm"]
     add("latent_metrics", "the latent scores and unigram entropy the objectives log, alone, on the masked rows",
         "padded", latent_metrics(d, len(mlm.encoder.alphabet), device))

@@ -130,6 +130,12 @@ def compile_step(recipe: Recipe, device: str) -> tuple[dict | None, str]:
         f"torch.compile: on, static shapes ({why}; data.static_shapes; CUDA graphs on a GPU only)"
 
 
+def replays_cuda_graphs(compile_config: dict | None) -> bool:
+    """Whether a step compiled with ``compile_config`` (:func:`compile_step`'s) replays CUDA graphs:
+    each step must then be marked (:class:`CudaGraphSteps`)."""
+    return compile_config is not None and compile_config.get("mode") == "reduce-overhead"
+
+
 class CudaGraphSteps(Callback):
     """Tells torch a training step begins, so that CUDA graphs' replays (``mode: reduce-overhead``) may
     reuse the memory of the step before's outputs; everything read from them was read by then."""
@@ -304,7 +310,6 @@ def build_run(
 
     corpus_check.result()  # a damaged corpus stops the run here, before Composer is set up
     compile_config, compile_line = compile_step(recipe, device)
-    cuda_graphs = compile_config is not None and compile_config.get("mode") == "reduce-overhead"
     trainer = Trainer(
         model=composer_model,
         train_dataloader=data,
@@ -320,7 +325,7 @@ def build_run(
             CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log, metrics_log.non_finite),
             checkpointer,
             retention,
-            *([CudaGraphSteps()] if cuda_graphs else []),
+            *([CudaGraphSteps()] if replays_cuda_graphs(compile_config) else []),
             *components(recipe.train.callbacks),
             *callbacks,
         ],
