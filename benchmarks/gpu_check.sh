@@ -9,7 +9,7 @@
 #          64 MiB a call), and the query sequences the ESM-2 parity tests read. Both git-excluded.
 #   there: run(command="bash benchmarks/gpu_check.sh run", carry=[".whl", ".gpu_data"], timeout_s=590)
 #          then, on the machine still warm, with the device time left:
-#          run(command="bash benchmarks/gpu_check.sh fill", carry=[".whl", ".gpu_data"], timeout_s=300)
+#          run(command="bash benchmarks/gpu_check.sh fill", carry=[".whl", ".gpu_data"], timeout_s=420)
 #          Each step is time-boxed, most wanted first; its log and JSON come back from $OUT whatever
 #          the steps after it do (the bench prints each repetition's tokens/s as it goes).
 # GPU_PYTHON (3.12) and PYTHON (python3) say which Python the wheels are for and which runs them
@@ -70,8 +70,13 @@ run() {
 
 fill() {
     install
-    # Steps that fill the GPU (eager; counted by protjepa/training/sizing.py against the allocator's
-    # record in test_sizing): esm2_150m, then esm2_650m, each size's JSON written as it ends.
+    # data.batch_tokens: fill through Composer (static shapes, CUDA graphs): the count in the first
+    # lines, the allocator's peak in the summary ("GPU memory: at most ..."), tokens/s at that size.
+    timeout 130 "$python" -m protjepa train mlm_jepa_masked --budget 20s --run-dir /tmp/run150_fill \
+        --set encoder.preset=esm2_150m --set data.crop=512 --set data.batch_tokens=fill \
+        --set data.static_shapes=true 2>&1 | tee "$out/train_fill.log" || true
+    # The bench's steps that fill the GPU (eager; the same count): esm2_150m, then esm2_650m, each
+    # size's JSON written as it ends.
     timeout 280 "$python" -m protjepa bench --suite gpu --size esm2_150m --size esm2_650m --fill-memory \
         --repeats 2 --steps 2 --warmup 2 --embed-sequences 0 --json "$out/bench_fill.json" 2>&1 \
         | tee "$out/bench_fill.log" || true

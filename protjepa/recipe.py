@@ -54,7 +54,9 @@ class DataConfig(Strict):
     valid: str | None = "pretrain_swissprot50/swissprot2014_50_valid.fasta.gz"
     holdout_fraction: float = Field(0.0, ge=0, lt=1, description="hash-of-id split of train when valid is null")
     crop: int = Field(512, ge=8, description="residues per sequence (random crop of longer ones)")
-    batch_tokens: int = Field(8192, ge=16, description="token budget per batch (padding included)")
+    batch_tokens: Union[int, Literal["fill"]] = Field(
+        8192, description="token budget per batch (padding included); fill: what fills the GPU's memory (measured "
+                          "for this recipe at the run's start)")
     max_sequences: int | None = Field(None, ge=1, description="cap on sequences per batch")
     packing: bool = False
     static_shapes: bool = Field(
@@ -76,10 +78,17 @@ class DataConfig(Strict):
             raise ValueError("static_shapes needs packing: true (padded rows are as long as each batch's longest)")
         return self
 
+    @field_validator("batch_tokens", mode="before")
+    @classmethod
+    def _tokens_or_fill(cls, v):
+        if v == "fill" or isinstance(v, int) and not isinstance(v, bool) and v >= 16:
+            return v
+        raise ValueError(f"expected a whole number of tokens (at least 16) or fill, got {v!r}")
+
     @model_validator(mode="after")
     def _a_row_fits_the_batch(self):
         widest = row_tokens(self.crop, self.packing)
-        if self.batch_tokens < widest:
+        if self.batch_tokens != "fill" and self.batch_tokens < widest:
             raise ValueError(f"batch_tokens {self.batch_tokens} is less than one row of {widest} tokens (crop "
                              f"{self.crop} + <cls>/<eos>{'' if self.packing else ', padded to a multiple of 8'})")
         return self

@@ -428,6 +428,12 @@ probe: {tasks: [stability]}
     (("  - recipe: RECIPES/mlm_jepa_masked.yaml", "  - recipe: RECIPES/mlm_jepa_masked.yaml\n    set: {objectives.1.loss: huber}"),
      r"exp.yaml:6: variants\[1\]: .*mlm_jepa_masked.yaml:\d+: objectives\[1\]\.loss: expected cosine\|mse\|smooth_l1"),
     (("budget: {steps: 2}", "budget: {steps: 2}\ndata: {crop: 2}"), r"exp.yaml:4: data.crop: Input should be greater"),
+    (("budget: {steps: 2}", "budget: {steps: 2}\ndata: {batch_tokens: fill}"),
+     r"exp.yaml:4: data: batch_tokens: fill sizes each run's batches by its own step's memory, so the "
+     r"runs would train on different batches: give a number \(data: \{batch_tokens: N\}\)$"),
+    (("  - recipe: RECIPES/mlm.yaml", "  - recipe: RECIPES/mlm.yaml\n    set: {data.batch_tokens: fill}"),
+     r"exp.yaml:5: variants\[0\]: data.batch_tokens: fill sizes each run's batches by its own step's memory, so the "
+     r"runs would train on different batches: give a number \(data: \{batch_tokens: N\}\)$"),
     (("tasks: [stability]", "tasks: [stabilty]"), r"exp.yaml:7: probe.tasks: unknown task 'stabilty'"),
     (("  - recipe: RECIPES/mlm.yaml", "  - recipe: RECIPES/missing.yaml"), r"exp.yaml:5: variants\[0\]: .*missing.yaml: no such recipe file"),
     (("budget: {steps: 2}", "budget: {steps: 2}\nbase:\n  recipe: mlm\n  budget: {wall_clock: 5min}"),

@@ -1,12 +1,15 @@
 """Tokens per step that fill a GPU (protjepa/training/sizing.py): the counts and the arithmetic."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from protjepa.build import build_model
-from protjepa.training.sizing import ADAMW_BYTES, StepMemory, full_rows, saved_bytes, state_bytes, step_memory
-from protjepa.recipe import parse_recipe
+from protjepa.training.sizing import (ADAMW_BYTES, StepMemory, full_rows, saved_bytes, state_bytes, step_memory,
+                                     tokens_that_fill)
+from protjepa.recipe import RecipeError, parse_recipe
 from test_training import recipe, tiny
 
 EMA = [{"name": "mlm"}, {"name": "jepa", "weight": 0.45, "target": {"source": "ema", "layer": "half"}}]
@@ -19,6 +22,7 @@ def test_state_is_sixteen_bytes_a_trainable_parameter_and_four_a_frozen_one():
     student = sum(p.numel() for p in model.parameters() if p.requires_grad)
     teacher = sum(p.numel() for p in model.teacher.parameters())
     assert teacher > 0 and state_bytes(model) == ADAMW_BYTES * student + 4 * teacher
+    assert state_bytes(model, ddp=True) == (ADAMW_BYTES + 4) * student + 4 * teacher  # DDP's gradient buckets
 
 
 def test_saved_bytes_grow_by_the_same_amount_with_each_full_row():
@@ -44,6 +48,36 @@ def test_tokens_that_fit_are_whole_rows_of_what_is_left():
     assert "2.33 GiB held in all" in memory.describe(2 ** 33, held=2_500_000_000)
     assert memory.describe(2 ** 33, fraction=1.0).startswith(
         f"{(2 ** 33 - 1200) // 300 * 10} tokens a step fill 100% of 8.0 GiB")
+
+
+def test_batch_tokens_fill_is_a_recipe_value_and_anything_else_is_refused_in_one_line():
+    assert recipe(data={"batch_tokens": "fill"}).data.batch_tokens == "fill"
+    for wrong in ("fil", 8, 2.5):
+        with pytest.raises(RecipeError, match=rf"^tiny.yaml: data.batch_tokens: expected a whole number of tokens "
+                                              rf"\(at least 16\) or fill, got {wrong!r}$"):
+            recipe(data={"batch_tokens": wrong})
+
+
+def test_fill_counts_a_copy_of_the_model_and_leaves_the_model_and_random_streams_as_they_were():
+    raw = tiny(data={"batch_tokens": "fill"})
+    raw["objectives"] = EMA  # a frozen teacher too: 4 bytes a parameter
+    small = parse_recipe(raw, "tiny.yaml")
+    model = build_model(small).eval()
+    counted = step_memory(small, build_model(small).train(), torch.device("cpu"), bf16=False)
+    # 75% of it holds the state, the fixed cost and 100 rows, with less to spare than DDP's buckets take
+    memory = math.ceil((state_bytes(model) + counted.fixed + 100 * counted.per_row + 1000) / 0.75)
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    streams = torch.get_rng_state()
+    tokens, line = tokens_that_fill(small, model, torch.device("cpu"), memory, bf16=False)
+    assert torch.equal(torch.get_rng_state(), streams) and not model.training
+    assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
+    assert tokens == counted.tokens_that_fit(memory) == 100 * 64
+    assert line == f"data.batch_tokens fill: {counted.describe(memory)}"
+    # Under DDP its gradient buckets (4 bytes a trainable parameter) beside the state: a row fewer
+    held = state_bytes(model, ddp=True)
+    assert held - state_bytes(model) > 1000
+    assert tokens_that_fill(small, model, torch.device("cpu"), memory, bf16=False, ddp=True) == (
+        99 * 64, f"data.batch_tokens fill: {counted.describe(memory, held=held)}")
 
 
 def test_fill_memory_needs_a_gpu(capsys):

@@ -116,6 +116,9 @@ def test_latest_checkpoint_is_the_furthest_into_the_budget(tmp_path):
         (["--budget", "2x"], "protjepa: error: --budget: cannot parse duration '2x'"),
         (["--data-root", "/nonexistent/data"], "protjepa: error: data root /nonexistent/data"),
         (["--resume"], "no checkpoint to resume from"),
+        (["--set", "data.batch_tokens=fill"],
+         "protjepa: error: data.batch_tokens: fill sizes the step to a GPU's memory, and this run is on the CPU: "
+         "give a number, e.g. --set data.batch_tokens=8192"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, extra, says):
@@ -124,3 +127,4 @@ def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, extra, says):
     code = main(["train", str(recipe_file), "--run-dir", str(tmp_path / "run"), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and says in err and "\n" not in err
+    assert not (tmp_path / "run" / "recipe.yaml").exists()

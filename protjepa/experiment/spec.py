@@ -76,6 +76,11 @@ from protjepa.yamlio import Strict, YamlLines, located, located_first_error, rea
 NAME = r"^[A-Za-z0-9_.-]+$"
 
 
+# Runs compared on their own step's memory would differ in batch size as well as in what is compared.
+UNMATCHED_FILL = ("fill sizes each run's batches by its own step's memory, so the runs would train on different "
+                  "batches: give a number (data: {batch_tokens: N})")
+
+
 class ExperimentError(UserError, ValueError):
     """An experiment file that cannot be run; the message names the file, the line and the key path."""
 
@@ -166,6 +171,8 @@ class ExperimentSpec(Strict):
     @classmethod
     def _data_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
         DataConfig.model_validate(value)  # each key must be a data setting with a valid value
+        if value.get("batch_tokens") == "fill":
+            raise ValueError(f"batch_tokens: {UNMATCHED_FILL}")
         return value
 
     @model_validator(mode="after")
@@ -276,13 +283,17 @@ def _resolve_recipe(path: Path, variant: VariantSpec | BaseSpec, overrides: list
     """The variant's recipe with the experiment's settings (seed and name still the recipe's)."""
     try:
         if isinstance(variant.recipe, str):
-            return load_recipe(shipped.find(variant.recipe, base=path.parent), overrides)
-        raw = copy.deepcopy(variant.recipe)
-        for key_path, value in overrides:
-            apply_override(raw, key_path, value)
-        return parse_recipe(raw, "inline recipe")
+            recipe = load_recipe(shipped.find(variant.recipe, base=path.parent), overrides)
+        else:
+            raw = copy.deepcopy(variant.recipe)
+            for key_path, value in overrides:
+                apply_override(raw, key_path, value)
+            recipe = parse_recipe(raw, "inline recipe")
     except UserError as exc:
         raise ExperimentError(f"{where}: {exc}") from None
+    if recipe.data.batch_tokens == "fill":
+        raise ExperimentError(f"{where}: data.batch_tokens: {UNMATCHED_FILL}")
+    return recipe
 
 
 def load_experiment(path: str | Path, output: str | Path | None = None, budget: dict | None = None) -> Experiment:

@@ -11,6 +11,7 @@ backward's transients and the allocator.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from protjepa.recipe import Recipe
 
 MEMORY_FRACTION = 0.75
 ADAMW_BYTES = 16  # fp32 weight, gradient, exp_avg, exp_avg_sq
+DDP_BUCKET_BYTES = 4  # DDP's fp32 copy of each gradient, for its all-reduce
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,10 @@ class StepMemory:
                 f"(+{self.fixed / gib:.2f} GiB fixed)")
 
 
-def state_bytes(model: ProtJEPA) -> int:
-    return sum(p.numel() * (ADAMW_BYTES if p.requires_grad else p.element_size()) for p in model.parameters())
+def state_bytes(model: ProtJEPA, ddp: bool = False) -> int:
+    """Weights, gradients and AdamW moments; ``ddp``: DDP's gradient buckets too (4 bytes a trainable parameter)."""
+    per_trainable = ADAMW_BYTES + (DDP_BUCKET_BYTES if ddp else 0)
+    return sum(p.numel() * (per_trainable if p.requires_grad else p.element_size()) for p in model.parameters())
 
 
 def full_rows(recipe: Recipe, model: ProtJEPA, rows: int) -> Batch:
@@ -92,3 +96,17 @@ def step_memory(recipe: Recipe, model: ProtJEPA, device: torch.device, bf16: boo
     one, two = (saved_bytes(model, full_rows(recipe, model, n).to(device), bf16) for n in (1, 2))
     return StepMemory(state_bytes(model), fixed=2 * one - two, per_row=two - one,
                       row=row_tokens(recipe.data.crop, recipe.data.packing))
+
+
+def tokens_that_fill(recipe: Recipe, model: ProtJEPA, device: torch.device, memory: int, bf16: bool,
+                     ddp: bool = False) -> tuple[int, str]:
+    """``data.batch_tokens: fill``: the tokens a step of ``recipe`` may take to fill ``memory`` bytes of
+    ``device`` (a GPU's free memory), counted on a copy of ``model`` there, and the line that says so;
+    ``ddp``: beside DDP's gradient buckets. ``model``, its device and the random streams are left as
+    they were (the run's first steps are those of the same recipe with the number given)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        counted = step_memory(recipe, copy.deepcopy(model).to(device).train(), device, bf16)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the copy's blocks, back to the GPU before the run's own model arrives
+    held = state_bytes(model, ddp) if ddp else None
+    return counted.tokens_that_fit(memory, held=held), f"data.batch_tokens fill: {counted.describe(memory, held=held)}"

@@ -25,10 +25,10 @@ from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
 from protjepa.attention import attention_line
-from protjepa.batch import Batch
+from protjepa.batch import Batch, row_tokens
 from protjepa.build import build_model, encoder_from_spec
 from protjepa.card import write_card
-from protjepa.data.corpus import held_out_batches, make_corpus
+from protjepa.data.corpus import data_files, held_out_batches, make_corpus
 from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import export_hf
@@ -47,13 +47,14 @@ from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
 from protjepa.training.monitors import CollapseMonitor
-from protjepa.training.parallel import (composer_parallelism, every_rank, full_state_dict, ignore_launcher_sigterm,
-                                       is_sharded, lost_peer, start_process_group)
+from protjepa.training.parallel import (composer_parallelism, every_rank, full_state_dict, host_total,
+                                       ignore_launcher_sigterm, is_sharded, lost_peer, start_process_group)
 from protjepa.training.retention import CheckpointRetention
 from protjepa.training.summary import format_summary, plot_curves, read_records, summarize_run
 from protjepa.training.runlock import locked_run_dir
 from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
+from protjepa.training.sizing import tokens_that_fill
 
 OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
 
@@ -171,13 +172,33 @@ def build_optimizer(model: ProtJEPA, optim: OptimConfig) -> torch.optim.AdamW:
 
 def check_corpus_in_background(recipe: Recipe, data_root: str | None) -> Future:
     """Read each corpus file to its end in a thread (a gzip file cut short is found at start-up,
-    not hours in); ``.result()`` raises its one-line error."""
-    corpora = (make_corpus(recipe.data, None, split, root=data_root) for split in ("train", "valid"))
-    paths = sorted({str(c.path) for c in corpora if c is not None})
+    not hours in); ``.result()`` raises its one-line error. A missing file is reported at once."""
+    paths = sorted({str(path) for path in data_files(recipe.data, data_root).values()})
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-check")
     future = pool.submit(lambda: [check_gzip_complete(p) for p in paths])
     pool.shutdown(wait=False)  # the check goes on while the caller builds the model
     return future
+
+
+def fill_gpu_memory(recipe: Recipe, model: ProtJEPA, device: str, bf16: bool) -> tuple[Recipe, str]:
+    """``recipe`` with ``data.batch_tokens: fill`` replaced by the tokens whose step fills the GPU's free
+    memory (:func:`~protjepa.training.sizing.tokens_that_fill`; the fewest over the ranks), and the line
+    that says so."""
+    if device != "gpu":
+        raise TrainingError("data.batch_tokens: fill sizes the step to a GPU's memory, and this run is on the CPU: "
+                            "give a number, e.g. --set data.batch_tokens=8192")
+    where = torch.device("cuda", torch.cuda.current_device())
+    free, _ = torch.cuda.mem_get_info(where)
+    ddp = dist.get_world_size() > 1 and recipe.train.parallelism == "ddp"
+    tokens, line = tokens_that_fill(recipe, model, where, free, bf16, ddp)
+    if dist.get_world_size() > 1:
+        tokens = int(host_total(tokens, "MIN"))
+        line += f"; {tokens} on every rank (the fewest any rank fits)"
+    widest = row_tokens(recipe.data.crop, recipe.data.packing)
+    if tokens < widest:
+        raise TrainingError(f"data.batch_tokens: fill: not one row of {widest} tokens fits this GPU ({line}): "
+                            "a smaller data.crop or encoder")
+    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"batch_tokens": tokens})}), line
 
 
 def train_data(recipe: Recipe, data_root: str | None, model: ProtJEPA) -> DataSpec:
@@ -291,6 +312,10 @@ def build_run(
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     if resume is not None:
         model_state(Path(resume), composer_model)  # refuses another architecture's checkpoint in one line
+    bf16 = precision.cpu_bf16 or precision.composer == "amp_bf16"
+    fill_line = None
+    if recipe.data.batch_tokens == "fill":
+        recipe, fill_line = fill_gpu_memory(recipe, model, device, bf16)
     data = train_data(recipe, data_root, model)
     held_out, monitor_source = monitor_batch(recipe, data_root)
 
@@ -341,9 +366,8 @@ def build_run(
         compile_config=compile_config,
         run_name=recipe.name,
     )
-    bf16 = precision.cpu_bf16 or precision.composer == "amp_bf16"
     notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data), compile_line,
-             f"collapse monitors on {monitor_source}"]
+             *([fill_line] if fill_line else []), f"collapse monitors on {monitor_source}"]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
                      f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
@@ -353,6 +377,14 @@ def build_run(
                      + (": its budget was already spent, nothing left to train" if finished else ""))
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
     return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention)
+
+
+def gpu_memory_note(device: torch.device) -> list[str]:
+    """On a GPU, the most memory the run's tensors held at once (how full ``data.batch_tokens`` made it)."""
+    if device.type != "cuda":
+        return []
+    peak, total = torch.cuda.max_memory_allocated(device), torch.cuda.get_device_properties(device).total_memory
+    return [f"GPU memory: at most {peak / 2 ** 30:.1f} GiB allocated ({peak / total:.0%} of {total / 2 ** 30:.1f} GiB)"]
 
 
 def components(specs: list[ComponentSpec]) -> list:
@@ -445,8 +477,9 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, loggers=loggers,
                     clock=clock, console=console)
     if main_rank:
-        (run.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-        write_provenance(run.run_dir, recipe, data_root)
+        # The run's recipe as it ran (data.batch_tokens: fill as the number it came to)
+        (run.run_dir / "recipe.yaml").write_text(dump_recipe(run.recipe))
+        write_provenance(run.run_dir, run.recipe, data_root)
         for line in (*notes, *run.notes):  # the run's set-up first: what runs, where, in which precision
             print(line, flush=True)
     ended = False
@@ -486,7 +519,8 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     summary = summarize_run(records, run.model.latent_scores())
     compiled = run.tracker.clock.compiled
     compile_note = [f"torch.compile: {compiled:.1f} s of compiling, kept off the training clock"] if compiled else []
-    lines = list(notes) + run.notes + compile_note + [run.retention.describe(), f"encoder export: {export_dir}"]
+    lines = list(notes) + run.notes + compile_note + gpu_memory_note(run.model.encoder.device) + [
+        run.retention.describe(), f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
     return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)
