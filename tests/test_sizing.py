@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,11 +74,12 @@ def test_fill_counts_a_copy_of_the_model_and_leaves_the_model_and_random_streams
     assert all(torch.equal(weights[name], tensor) for name, tensor in model.state_dict().items())
     assert tokens == counted.tokens_that_fit(memory) == 100 * 64
     assert line == f"data.batch_tokens fill: {counted.describe(memory)}"
-    # Under DDP its gradient buckets (4 bytes a trainable parameter) beside the state: a row fewer
-    held = state_bytes(model, ddp=True)
-    assert held - state_bytes(model) > 1000
+    # Under DDP its gradient buckets (4 bytes a trainable parameter) in the state: a row fewer
+    with_buckets = replace(counted, state=state_bytes(model, ddp=True))
+    assert with_buckets.state - state_bytes(model) > 1000
     assert tokens_that_fill(small, model, torch.device("cpu"), memory, bf16=False, ddp=True) == (
-        99 * 64, f"data.batch_tokens fill: {counted.describe(memory, held=held)}")
+        99 * 64, f"data.batch_tokens fill: {with_buckets.describe(memory)}") == (
+        with_buckets.tokens_that_fit(memory), f"data.batch_tokens fill: {with_buckets.describe(memory)}")
 
 
 def test_fill_memory_needs_a_gpu(capsys):

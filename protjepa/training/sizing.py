@@ -91,10 +91,11 @@ def saved_bytes(model: ProtJEPA, batch: Batch, bf16: bool) -> int:
     return sum(saved.values())
 
 
-def step_memory(recipe: Recipe, model: ProtJEPA, device: torch.device, bf16: bool) -> StepMemory:
-    """Count ``model``'s step memory on ``device`` (it must be there, in training mode)."""
+def step_memory(recipe: Recipe, model: ProtJEPA, device: torch.device, bf16: bool, ddp: bool = False) -> StepMemory:
+    """Count ``model``'s step memory on ``device`` (it must be there, in training mode); ``ddp``: its state
+    with DDP's gradient buckets."""
     one, two = (saved_bytes(model, full_rows(recipe, model, n).to(device), bf16) for n in (1, 2))
-    return StepMemory(state_bytes(model), fixed=2 * one - two, per_row=two - one,
+    return StepMemory(state_bytes(model, ddp), fixed=2 * one - two, per_row=two - one,
                       row=row_tokens(recipe.data.crop, recipe.data.packing))
 
 
@@ -105,8 +106,7 @@ def tokens_that_fill(recipe: Recipe, model: ProtJEPA, device: torch.device, memo
     ``ddp``: beside DDP's gradient buckets. ``model``, its device and the random streams are left as
     they were (the run's first steps are those of the same recipe with the number given)."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        counted = step_memory(recipe, copy.deepcopy(model).to(device).train(), device, bf16)
+        counted = step_memory(recipe, copy.deepcopy(model).to(device).train(), device, bf16, ddp)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the copy's blocks, back to the GPU before the run's own model arrives
-    held = state_bytes(model, ddp) if ddp else None
-    return counted.tokens_that_fit(memory, held=held), f"data.batch_tokens fill: {counted.describe(memory, held=held)}"
+    return counted.tokens_that_fit(memory), f"data.batch_tokens fill: {counted.describe(memory)}"

@@ -25,7 +25,7 @@ from composer.utils import dist, reproducibility
 from torch.utils.data import DataLoader
 
 from protjepa.attention import attention_line
-from protjepa.batch import Batch, row_tokens
+from protjepa.batch import Batch
 from protjepa.build import build_model, encoder_from_spec
 from protjepa.card import write_card
 from protjepa.data.corpus import data_files, held_out_batches, make_corpus
@@ -194,10 +194,9 @@ def fill_gpu_memory(recipe: Recipe, model: ProtJEPA, device: str, bf16: bool) ->
     if dist.get_world_size() > 1:
         tokens = int(host_total(tokens, "MIN"))
         line += f"; {tokens} on every rank (the fewest any rank fits)"
-    widest = row_tokens(recipe.data.crop, recipe.data.packing)
-    if tokens < widest:
-        raise TrainingError(f"data.batch_tokens: fill: not one row of {widest} tokens fits this GPU ({line}): "
-                            "a smaller data.crop or encoder")
+    if tokens == 0:  # whole rows or none
+        raise TrainingError(f"data.batch_tokens: fill: not one row of data.crop {recipe.data.crop} residues fits "
+                            f"this GPU ({line}): a smaller data.crop or encoder")
     return recipe.model_copy(update={"data": recipe.data.model_copy(update={"batch_tokens": tokens})}), line
 
 
