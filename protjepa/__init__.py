@@ -10,7 +10,7 @@ try:
 except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
     __version__ = "unknown"
 
-API = ("load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare")
+API = ("load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare", "compare_seeds")
 __all__ = ["__version__", *API]
 
 

@@ -28,7 +28,9 @@ from protjepa.errors import ArgumentError
 from protjepa.evaluation.compare import DEFAULT_TIE, Comparison, check_comparable, check_results, load_results
 from protjepa.evaluation.compare import compare as compare_results
 from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.family import FamilyStatistics, family_statistics
 from protjepa.evaluation.leakage import Corpus
+from protjepa.evaluation.seed_stats import load_seeds
 from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
 from protjepa.evaluation.tasks import task_registry
 from protjepa.export import load_encoder as load_encoder_path
@@ -38,7 +40,8 @@ from protjepa.recipe import Recipe, parse_assignment
 from protjepa.recipe import load_recipe as load_recipe_file
 from protjepa.shipped import shipped
 
-__all__ = ["load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare"]
+__all__ = ["load_recipe", "recipes", "build_model", "train", "load_encoder", "embed", "probe", "compare",
+           "compare_seeds"]
 
 Overrides = Mapping[str, Any] | Sequence[str | tuple[str, Any]]
 CAPS = tuple(f.name for f in dataclasses.fields(SuiteSettings) if f.name != "fast")  # probe's **caps
@@ -138,9 +141,10 @@ def probe(encoder: Encoder | str | os.PathLike, tasks: Sequence[str] | None = No
     out = _path(out, "out", "a folder", optional=True)
     root = find_data_root(_path(data_root, "data_root", "a folder", optional=True))
     embedder = Embedder(_encoder(encoder), layer, device=device, cache_dir=None, progress=False)
-    results = run_probe_suite(specs_run, embedder, root, settings, Corpus(files) if files else None, log=log)
+    results, examples = run_probe_suite(specs_run, embedder, root, settings, Corpus(files) if files else None,
+                                        log=log)
     if out is not None:
-        write_results(results, out)
+        write_results(results, out, examples)
     return results
 
 
@@ -153,6 +157,22 @@ def compare(a: dict | str | os.PathLike, b: dict | str | os.PathLike, *, tie: fl
             raise ArgumentError(f"{name}: expected a label (a string), got {type(label).__name__}")
     comparison = compare_results(_results(a, "a"), _results(b, "b"), tie, name_a, name_b)
     return check_comparable(comparison, name_a, name_b)
+
+
+def compare_seeds(candidates: str | os.PathLike | Sequence[str | os.PathLike], baseline: str | os.PathLike, *,
+                  tie: float = DEFAULT_TIE) -> FamilyStatistics:
+    """Each candidate (a folder of ``seed<k>/`` runs, as an experiment writes a variant, or one probe
+    result) against ``baseline`` over seeds, as ``protjepa compare`` and the experiment report judge
+    them: the per-task rule, the tests over tasks and the verdict, the candidates one family (Holm).
+    ``result.comparisons["masked"].verdict``, ``.rows`` (per task), ``.across`` (over tasks)."""
+    paths = [_path(c, f"candidates[{i}]", "a folder of seed runs or a probe result")
+             for i, c in enumerate(_items(candidates, "candidates"))]
+    variants = [load_seeds(p) for p in [*paths, _path(baseline, "baseline", "a folder of seed runs or a probe result")]]
+    if len({v.name for v in variants}) < len(variants):
+        for i, v in enumerate(variants):
+            v.name = f"{v.name} ({i})"
+    *arms, base = variants
+    return family_statistics({v.name: v for v in variants}, {v.name: base.name for v in arms}, tie)
 
 
 # --------------------------------------------------------------------------- arguments

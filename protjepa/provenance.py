@@ -2,8 +2,10 @@
 
 The package versions (protjepa, torch, Composer, transformers, numpy, Python), the git commit
 when protjepa runs from a checkout, the machine (CPU and GPU names, torch threads) and the data
-files by absolute path, with their sizes and SHA-256 digests. ``protjepa probe RUN`` reads the
-pretraining corpus from here for its leakage check, wherever the task data lie.
+files, each by its path relative to the data root (absolute only for a file outside it), with
+its size and SHA-256 digest: a record that reads the same on any machine. ``protjepa probe RUN``
+reads the pretraining corpus from here for its leakage check (under its own data root, the
+digest checked), wherever the task data lie.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from protjepa.checkpoint_file import file_digest
 from protjepa.data.corpus import data_files
 from protjepa.errors import UserError
+from protjepa.paths import data_root as find_data_root
 from protjepa.recipe import Recipe
 from protjepa.yamlio import read_json
 
@@ -66,18 +69,35 @@ def machine() -> dict:
             "platform": platform.platform(), "hostname": platform.node()}
 
 
-def file_record(path: Path) -> dict:
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_digest(path)}
+def file_record(path: Path, root: Path) -> dict:
+    """A data file as records name it: its path relative to the data root ``root`` (absolute when it
+    lies outside), size and SHA-256 digest."""
+    path, root = path.resolve(), root.resolve()
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    return {"path": name, "bytes": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def recorded_file(record: dict, root: Path, where: str) -> Path:
+    """The file a :func:`file_record` names, under the data root ``root``, once its digest is the
+    record's (a record of an absolute path, as runs wrote before 2026-12-08, is taken as it is)."""
+    path = Path(record["path"])
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise UserError(f"{path}: the data file {where} records is not there (data root {root})")
+    if "sha256" in record and file_digest(path) != record["sha256"]:
+        raise UserError(f"{path}: not the file {where} records (its SHA-256 differs): another version of the data")
+    return path
 
 
 def provenance(recipe: Recipe, data_root: str | None) -> dict:
     checkout = Path(__file__).resolve().parents[1]
+    root = find_data_root(data_root or recipe.data.root)
     return {
         "python": sys.version.split()[0],
         "packages": {name: _version(name) for name in PACKAGES},
         "git": _git(checkout),
         "machine": machine(),
-        "data": {role: file_record(path) for role, path in data_files(recipe.data, data_root).items()},
+        "data": {role: file_record(path, root) for role, path in data_files(recipe.data, data_root).items()},
     }
 
 
@@ -87,14 +107,16 @@ def write_provenance(run_dir: Path, recipe: Recipe, data_root: str | None) -> Pa
     return path
 
 
-def recorded_corpus(run_dir: Path) -> list[Path] | None:
-    """The pretraining files a run recorded (train, then valid), or None for a run without the record."""
+def recorded_corpus(run_dir: Path, root: Path) -> list[Path] | None:
+    """The pretraining files a run recorded (train, then valid) under the data root ``root``, each
+    checked against its digest; None for a run without the record."""
     path = run_dir / FILE
     if not path.is_file():
         return None
     record = read_json(path, UserError, "provenance")
     data = record.get("data", {}) if isinstance(record, dict) else None
     try:
-        return [Path(data[role]["path"]) for role in ("train", "valid") if role in data]
-    except (KeyError, TypeError):
+        records = [data[role] for role in ("train", "valid") if role in data]
+        return [recorded_file(r, root, str(path)) for r in records]
+    except (KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: not a provenance record of protjepa train (no data.train.path)") from None

@@ -83,7 +83,7 @@ def test_recipe_loggers_and_callbacks_receive_our_metrics(tmp_path, data_root, c
     assert re.search(r"checkpoints: ckpt-0.500.pt, ckpt-1.000.pt; this run wrote 3 \(\d+\.\d MB\), "
                      r"removed ckpt-0.250.pt \(train.keep_checkpoints: 1\)", result.text)
 
-    # The record: every default, the versions, the machine, the corpus by absolute path with its digest.
+    # The record: every default, the versions, the machine, the corpus (outside the data root: by absolute path) with its digest.
     saved = yaml.safe_load((result.run_dir / "recipe.yaml").read_text())
     assert saved["objectives"][1]["target"]["momentum"] == 0.996
     assert saved["objectives"][1]["predictor"]["hidden_mult"] == pytest.approx(8 / 3)

@@ -204,7 +204,7 @@ def test_a_random_encoder_probes_clearly_worse_than_one_that_knows_local_context
     for name in ("ss3_cb513", "disorder_netsurfp"):
         for label, encoder in (("random", ESM2(2, 64, 4)), ("context", OneHotWindow(3))):
             embedder = Embedder(encoder, cache_dir=None, progress=False)
-            scores[name, label] = run_task(registry.get(name), data_root, embedder, settings)["value"]
+            scores[name, label] = run_task(registry.get(name), data_root, embedder, settings)[0]["value"]
     assert scores["ss3_cb513", "context"] > scores["ss3_cb513", "random"] + 0.05, scores
     assert scores["disorder_netsurfp", "context"] > scores["disorder_netsurfp", "random"] + 0.1, scores
     assert 0.4 < scores["ss3_cb513", "random"] < 0.6  # near the majority-class rate: the probe is no oracle

@@ -19,7 +19,7 @@ from protjepa.evaluation.probes import (
     spearman,
     standardise,
 )
-from protjepa.evaluation.retrieval import nearest_neighbours, recall_at_k, retrieval_metrics
+from protjepa.evaluation.retrieval import first_hits, nearest_neighbours, recall_at_k, retrieval_metrics
 
 
 def test_spearman_with_ties_by_hand():
@@ -90,14 +90,17 @@ def test_nearest_neighbours_and_recall_by_hand():
     labels = np.array(["x", "y", "x", "y", "z", "w"], dtype=object)
     # counted queries: 0, 1, 2, 3 (z and w are alone). @1: 0->1 no, 1->0 no, 2->1 no, 3->4 no = 0/4.
     # @2: 0->{1,2} yes, 1->{0,2} no, 2->{1,0} yes, 3->{4,2} no = 2/4.
-    recalls, counted = recall_at_k(neighbours, labels, [1, 2])
-    assert counted == 4 and recalls == {1: 0.0, 2: 0.5}
+    counted, first_hit = first_hits(neighbours, labels)
+    assert counted.tolist() == [True] * 4 + [False] * 2
+    assert first_hit[[0, 2]].tolist() == [1, 1] and (first_hit[[1, 3]] > 2).all()  # 1 and 3 find no "y"
+    assert recall_at_k(first_hit, [1, 2]) == {1: 0.0, 2: 0.5}
 
 
 def test_retrieval_levels_truncate_the_label():
     embeddings = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]])
-    metrics, queries = retrieval_metrics(embeddings, ["a.1.1.1", "a.1.2.1", "a.2.1.1", "b.1.1.1"],
-                                         {"superfamily": 3, "fold": 2}, [1])
+    metrics, queries, hits = retrieval_metrics(embeddings, ["a.1.1.1", "a.1.2.1", "a.2.1.1", "b.1.1.1"],
+                                               {"superfamily": 3, "fold": 2}, [1])
+    assert hits["fold"][0].tolist() == [True, True, False, False] and hits["fold"][1].tolist() == [0, 0]
     assert queries == {"superfamily": 0, "fold": 2}
     assert metrics["fold_recall@1"] == 1.0 and np.isnan(metrics["superfamily_recall@1"])
 

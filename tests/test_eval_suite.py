@@ -13,6 +13,7 @@ from protjepa.cli import main
 from protjepa.encoders.weights import export_hf
 from protjepa.encoders.esm2 import ESM2
 from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.examples import EXAMPLES_FILE, read_examples
 from protjepa.evaluation.suite import SuiteSettings, run_probe_suite, write_results
 from protjepa.evaluation.tasks import TaskRegistry
 from test_eval_embed import OneHotWindow
@@ -86,7 +87,7 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
     registry.load(specs)
     embedder = Embedder(OneHotWindow(0), cache_dir=tmp_path / "cache", progress=False)
     lines = []
-    results = run_probe_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
+    results, examples = run_probe_suite(registry.select(), embedder, root, SuiteSettings(fast=True), log=lines.append)
     tasks = results["tasks"]
     assert tasks["reg"]["value"] > 0.95 and tasks["reg_cv"]["value"] > 0.95  # label = a composition entry
     assert tasks["reg_cv"]["n_test"] == 60
@@ -97,9 +98,20 @@ def test_suite_scores_every_task_type_and_writes_results(tiny, tmp_path):
         f"{level}_recall@{k}" for level in ("family", "superfamily", "fold") for k in (1, 5)}
     assert tasks["variants"]["value"] is None and "no LM head" in tasks["variants"]["error"]
     assert "[8/8] variants (variant_effect, spearman)" in lines and any("skipped" in line for line in lines)
-    json_path, md_path = write_results(results, tmp_path / "out")
+    json_path, md_path = write_results(results, tmp_path / "out", examples)
     assert json.loads(json_path.read_text())["tasks"]["reg"]["value"] == pytest.approx(tasks["reg"]["value"])
     assert "| reg | regression | spearman |" in md_path.read_text()
+    # each task's scored examples, read back from examples.npz, give its main metric again
+    recorded = {t: r["examples"] for t, r in json.loads(json_path.read_text())["tasks"].items() if "examples" in r}
+    stored = read_examples(tmp_path / "out" / EXAMPLES_FILE, recorded)
+    assert set(stored) == set(tasks) - {"variants"}  # the variant task failed: no examples
+    assert {t: e.kind for t, e in stored.items()} == {"reg": "spearman", "reg_cv": "spearman", "bin": "auc",
+                                                      "multi": "mean", "res_cls": "auc", "res_reg": "spearman",
+                                                      "retrieval": "mean"}
+    for task, scored in stored.items():
+        assert scored.metric == pytest.approx(tasks[task]["value"], abs=1e-12), task
+    assert len(stored["reg_cv"].sizes) == 60 and (stored["reg_cv"].sizes == 1).all()
+    assert stored["res_cls"].sizes.sum() == len(stored["res_cls"].output) > len(stored["res_cls"].sizes)
     assert "Leakage was not checked" in md_path.read_text()
     hits = embedder.cache_hits
     run_probe_suite(registry.select(["reg"]), embedder, root, SuiteSettings(fast=True), log=lines.append)
@@ -165,8 +177,8 @@ def test_beta_lactamase_and_ec_tasks_end_to_end_on_the_real_files(data_root, tmp
     (tmp_path / "corpus.fa").write_text("".join(f">c{i}\n{s}\n" for i, s in enumerate(leaked)))
     embedder = Embedder(ESM2(2, 32, 4), cache_dir=None, progress=False, device="cpu")
     settings = SuiteSettings(max_train=40, max_test=20, max_records=60)
-    results = run_probe_suite(registry.select(names), embedder, data_root, settings,
-                              Corpus([tmp_path / "corpus.fa"]), log=lambda line: None)
+    results, _ = run_probe_suite(registry.select(names), embedder, data_root, settings,
+                                 Corpus([tmp_path / "corpus.fa"]), log=lambda line: None)
     tasks = results["tasks"]
     for name in names:
         assert "error" not in tasks[name], tasks[name].get("error")

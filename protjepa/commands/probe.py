@@ -97,9 +97,10 @@ def run(args) -> int:
     print(f"{len(specs)} tasks on {device}, layer {embedder.depth} of {encoder.num_layers}, {precision}"
           + (", fast caps" if args.fast else "") + (f"; leakage against {len(corpus.paths)} corpus file(s)"
                                                     if corpus else "; no corpus: leakage not checked"))
-    results = run_probe_suite(specs, embedder, root, settings, corpus, log=lambda line: print(line, flush=True))
+    results, examples = run_probe_suite(specs, embedder, root, settings, corpus,
+                                        log=lambda line: print(line, flush=True))
     results["checkpoint"] = str(encoder_path)
-    json_path, md_path = write_results(results, out)
+    json_path, md_path = write_results(results, out, examples)
     print(f"wrote {json_path} and {md_path}")
     if run_dir is not None and out == run_dir / "probe" and (encoder_path / CARD).is_file():
         print(f"updated {write_card(run_dir, encoder_path)}")  # the card shows the final export's probes

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from protjepa.data.corpus import data_files
 from protjepa.data.fasta import FastaReader, write_fasta
 from protjepa.errors import UserError
-from protjepa.provenance import FILE as PROVENANCE
 from protjepa.provenance import recorded_corpus
 from protjepa.recipe import DataConfig
 from protjepa.yamlio import YamlLines, located_first_error, read_yaml
@@ -33,13 +32,13 @@ class LeakageError(UserError, RuntimeError):
 
 def run_corpus(run_dir: Path, data_root: Path) -> list[Path]:
     """The pretraining FASTA files of a run (train, and valid when given): as the run recorded them
-    (absolute paths), or for a run without that record, its recipe's files under ``data_root``."""
-    recorded = recorded_corpus(run_dir)
+    (relative to the data root, digests checked), or for a run without that record, its recipe's
+    files under ``data_root``."""
+    try:
+        recorded = recorded_corpus(run_dir, data_root)
+    except UserError as exc:
+        raise LeakageError(f"{exc}: pass --corpus FASTA") from None
     if recorded is not None:
-        missing = [p for p in recorded if not p.exists()]
-        if missing:
-            raise LeakageError(f"{missing[0]}: the run's corpus ({run_dir / PROVENANCE}) is not there any more: "
-                               "pass --corpus FASTA")
         return recorded
     raw, text = read_yaml(run_dir / "recipe.yaml", LeakageError, "run recipe")
     try:

@@ -25,13 +25,18 @@ def nearest_neighbours(embeddings: np.ndarray, k: int, block: int = 1024) -> np.
     return torch.cat(out).numpy()
 
 
-def recall_at_k(neighbours: np.ndarray, labels: np.ndarray, ks: list[int]) -> tuple[dict[int, float], int]:
-    """Recall@k for each k, and the number of queries counted (those with another member of their class)."""
+def first_hits(neighbours: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which queries count (another member of their class exists) and, for each counted query, the
+    position of its first neighbour of the same class (a large number when none of them is)."""
     _, codes, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     counted = sizes[codes] > 1
     hits = codes[neighbours[counted]] == codes[counted, None]
-    first_hit = np.where(hits.any(1), hits.argmax(1), np.iinfo(np.int64).max)
-    return {k: float((first_hit < k).mean()) if counted.any() else float("nan") for k in ks}, int(counted.sum())
+    return counted, np.where(hits.any(1), hits.argmax(1), np.iinfo(np.int64).max)
+
+
+def recall_at_k(first_hit: np.ndarray, ks: list[int]) -> dict[int, float]:
+    """Recall@k for each k: the fraction of counted queries with a hit among their k nearest."""
+    return {k: float((first_hit < k).mean()) if len(first_hit) else float("nan") for k in ks}
 
 
 def label_at_level(labels: list[str], parts: int) -> np.ndarray:
@@ -41,11 +46,13 @@ def label_at_level(labels: list[str], parts: int) -> np.ndarray:
 
 def retrieval_metrics(
     embeddings: np.ndarray, labels: list[str], levels: dict[str, int], ks: list[int]
-) -> tuple[dict[str, float], dict[str, int]]:
-    """``{level}_recall@{k}`` for every level and k, and the queries counted per level."""
+) -> tuple[dict[str, float], dict[str, int], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """``{level}_recall@{k}`` for every level and k, the queries counted per level, and per level
+    :func:`first_hits` (which queries count, and where each finds its class)."""
     neighbours = nearest_neighbours(embeddings, max(ks))
-    metrics, queries = {}, {}
+    metrics, queries, hits = {}, {}, {}
     for level, parts in levels.items():
-        recalls, queries[level] = recall_at_k(neighbours, label_at_level(labels, parts), ks)
-        metrics.update({f"{level}_recall@{k}": value for k, value in recalls.items()})
-    return metrics, queries
+        counted, first_hit = hits[level] = first_hits(neighbours, label_at_level(labels, parts))
+        queries[level] = int(counted.sum())
+        metrics.update({f"{level}_recall@{k}": value for k, value in recall_at_k(first_hit, ks).items()})
+    return metrics, queries, hits

@@ -20,6 +20,7 @@ import numpy as np
 
 from protjepa.errors import ArgumentError, UserError, whole_number
 from protjepa.evaluation.embed import Embedder
+from protjepa.evaluation.examples import EXAMPLES_FILE, RECALL, TaskExamples, task_examples, write_examples
 from protjepa.evaluation.leakage import Corpus
 from protjepa.evaluation.probes import (
     binary_metrics,
@@ -32,6 +33,7 @@ from protjepa.evaluation.retrieval import retrieval_metrics
 from protjepa.evaluation.task_data import TaskData, load_task
 from protjepa.evaluation.tasks import Caps, TaskSpec
 from protjepa.evaluation.variant_effect import consensus, masked_marginal_scores
+from protjepa.provenance import file_record
 
 RESULTS_FORMAT = 1
 
@@ -70,6 +72,14 @@ class SuiteSettings:
 
 
 # --------------------------------------------------------------------------- per task type
+# Each returns the task's metrics and its scored examples (protjepa.evaluation.examples; None when
+# its main metric cannot be rescored from them).
+
+Scored = tuple[dict, TaskExamples | None]
+
+
+def _ones(n: int) -> np.ndarray:
+    return np.ones(n, dtype=np.int64)
 
 
 def _pooled(data: TaskData, embedder: Embedder) -> Callable[[np.ndarray], np.ndarray]:
@@ -81,22 +91,26 @@ def _pooled(data: TaskData, embedder: Embedder) -> Callable[[np.ndarray], np.nda
     return lambda index: features[row[index]]
 
 
-def _sequence_probe(data: TaskData, embedder: Embedder) -> dict:
+def _sequence_probe(data: TaskData, embedder: Embedder) -> Scored:
     spec, features = data.spec, _pooled(data, embedder)
     targets = np.asarray(data.targets, dtype=object)
     scored = data.scored
+    sequences = [data.sequences[i] for i in np.flatnonzero(scored)]
     if spec.type == "regression":
         y = targets.astype(np.float64)
         prediction = np.zeros(len(y))
         for train, test in data.folds():
             prediction[test] = ridge_predict(features(train), y[train], features(test))
-        return regression_metrics(prediction[scored], y[scored])
+        return regression_metrics(prediction[scored], y[scored]), task_examples(
+            spec.metric, sequences, _ones(len(sequences)), prediction=prediction[scored], truth=y[scored])
     if spec.type == "binary":
         y = (targets == spec.positive).astype(bool)
         scores = np.zeros(len(y))
         for train, test in data.folds():
             scores[test] = logistic_scores(features(train), y[train], features(test), 2, embedder.device)
-        return binary_metrics(scores[scored], y[scored])
+        return binary_metrics(scores[scored], y[scored]), task_examples(
+            spec.metric, sequences, _ones(len(sequences)), prediction=scores[scored] > 0, truth=y[scored],
+            score=scores[scored], positive=y[scored])
     predicted = np.empty(len(targets), dtype=object)
     for train, test in data.folds():
         classes, codes = np.unique(targets[train], return_inverse=True)
@@ -105,10 +119,11 @@ def _sequence_probe(data: TaskData, embedder: Embedder) -> dict:
         unseen = int((~np.isin(targets[test], classes)).sum())
         if unseen:
             data.notes.append(f"{unseen} test records have a class absent from training (always wrong)")
-    return multiclass_metrics(predicted[scored], targets[scored])
+    return multiclass_metrics(predicted[scored], targets[scored]), task_examples(
+        spec.metric, sequences, _ones(len(sequences)), prediction=predicted[scored], truth=targets[scored])
 
 
-def _residue_probe(data: TaskData, embedder: Embedder) -> dict:
+def _residue_probe(data: TaskData, embedder: Embedder) -> Scored:
     spec = data.spec
     kept = np.flatnonzero(data.part >= 0)
     residues = dict(zip(kept, embedder.per_residue([data.sequences[i] for i in kept], desc=spec.name)))
@@ -116,40 +131,59 @@ def _residue_probe(data: TaskData, embedder: Embedder) -> dict:
     binary = classify and len(spec.classes) == 2
     positive = spec.classes.index(spec.positive) if binary and spec.positive is not None else 1
 
+    def labelled(i: int) -> np.ndarray:
+        return data.targets[i] >= 0 if classify else ~np.isnan(data.targets[i])
+
     def stack(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = np.concatenate([data.targets[i] for i in index])
-        labelled = y >= 0 if classify else ~np.isnan(y)
+        mask = np.concatenate([labelled(i) for i in index])
         x = np.concatenate([residues[i] for i in index]).astype(np.float32)
-        return x[labelled], y[labelled]
+        return x[mask], y[mask]
 
-    truth, output = [], []
+    truth, output, tested = [], [], []
     for train, test in data.folds():
         (x_train, y_train), (x_test, y_test) = stack(train), stack(test)
         truth.append(y_test)
+        tested.append(test)
         if not classify:
             output.append(ridge_predict(x_train, y_train, x_test))
         elif binary:
             output.append(logistic_scores(x_train, y_train == positive, x_test, 2, embedder.device))
         else:
             output.append(logistic_scores(x_train, y_train, x_test, len(spec.classes), embedder.device).argmax(1))
-    truth, output = np.concatenate(truth), np.concatenate(output)
+    truth, output, tested = np.concatenate(truth), np.concatenate(output), np.concatenate(tested)
+    sizes = np.array([labelled(i).sum() for i in tested], dtype=np.int64)
+    has_labels = sizes > 0  # a chain without a labelled residue adds no element
+    sequences = [data.sequences[i] for i in tested[has_labels]]
+    sizes = sizes[has_labels]
     if not classify:
-        return regression_metrics(output, truth)
+        return regression_metrics(output, truth), task_examples(spec.metric, sequences, sizes, prediction=output,
+                                                                 truth=truth)
     if binary:
         predicted = np.where(output > 0, positive, 1 - positive)
-        return {**multiclass_metrics(predicted, truth), "auc": binary_metrics(output, truth == positive)["auc"]}
-    return multiclass_metrics(output, truth)
+        metrics = {**multiclass_metrics(predicted, truth), "auc": binary_metrics(output, truth == positive)["auc"]}
+        return metrics, task_examples(spec.metric, sequences, sizes, prediction=predicted, truth=truth, score=output,
+                                      positive=truth == positive)
+    return multiclass_metrics(output, truth), task_examples(spec.metric, sequences, sizes, prediction=output,
+                                                            truth=truth)
 
 
-def _retrieval(data: TaskData, embedder: Embedder) -> dict:
+def _retrieval(data: TaskData, embedder: Embedder) -> Scored:
+    spec = data.spec
     kept = np.flatnonzero(data.part >= 0)
-    features = embedder.pooled([data.sequences[i] for i in kept], desc=data.spec.name)
-    metrics, queries = retrieval_metrics(features, [data.targets[i] for i in kept], data.spec.levels, data.spec.ks)
+    features = embedder.pooled([data.sequences[i] for i in kept], desc=spec.name)
+    metrics, queries, hits = retrieval_metrics(features, [data.targets[i] for i in kept], spec.levels, spec.ks)
     data.notes.append("queries counted: " + ", ".join(f"{n} at {level}" for level, n in queries.items()))
-    return metrics
+    main = RECALL.fullmatch(spec.metric)
+    if main is None or main.group(1) not in hits:
+        return metrics, None
+    counted, first_hit = hits[main.group(1)]
+    sequences = [data.sequences[i] for i in kept[counted]]
+    return metrics, task_examples(spec.metric, sequences, _ones(len(sequences)), prediction=None, truth=None,
+                                  hit=first_hit < int(main.group(2)))
 
 
-def _variant_effect(data: TaskData, embedder: Embedder) -> dict:
+def _variant_effect(data: TaskData, embedder: Embedder) -> Scored:
     kept = np.flatnonzero(data.part >= 0)
     lengths = np.array([len(data.sequences[i]) for i in kept])
     wild_type = data.wild_type
@@ -161,8 +195,11 @@ def _variant_effect(data: TaskData, embedder: Embedder) -> dict:
         other_length = np.isin(np.arange(len(data.part)), kept[indels])
         data.leave_out(other_length, "variants of another length than the wild type")
         kept = kept[~indels]
-    scores = masked_marginal_scores(embedder.encoder, wild_type, [data.sequences[i] for i in kept])
-    return regression_metrics(scores, np.asarray(data.targets, dtype=np.float64)[kept])
+    sequences = [data.sequences[i] for i in kept]
+    scores = masked_marginal_scores(embedder.encoder, wild_type, sequences)
+    truth = np.asarray(data.targets, dtype=np.float64)[kept]
+    return regression_metrics(scores, truth), task_examples(data.spec.metric, sequences, _ones(len(kept)),
+                                                            prediction=scores, truth=truth)
 
 
 EVALUATORS = {
@@ -199,12 +236,13 @@ def check_leakage(data: TaskData, corpus: Corpus, settings: SuiteSettings) -> di
 
 
 def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: SuiteSettings,
-             corpus: Corpus | None = None) -> dict:
+             corpus: Corpus | None = None) -> tuple[dict, TaskExamples | None]:
+    """The task's result (as results.json records it) and its scored examples."""
     start, embedding = time.perf_counter(), embedder.seconds
     data = load_task(spec, root)
     leakage = check_leakage(data, corpus, settings) if corpus is not None else None
     data.subsample(settings.caps(spec), settings.seed)
-    metrics = EVALUATORS[spec.type](data, embedder)
+    metrics, examples = EVALUATORS[spec.type](data, embedder)
     return {
         "description": spec.description,
         "type": spec.type,
@@ -217,30 +255,37 @@ def run_task(spec: TaskSpec, root: str | Path, embedder: Embedder, settings: Sui
         "leakage": leakage,
         "seconds": round(time.perf_counter() - start, 2),
         "embed_seconds": round(embedder.seconds - embedding, 2),  # the rest: loading, fitting, scoring
-    }
+        **({"examples": examples.summary()} if examples is not None else {}),
+    }, examples
 
 
 def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path, settings: SuiteSettings,
-                    corpus: Corpus | None = None, log: Callable[[str], None] = print) -> dict:
+                    corpus: Corpus | None = None, log: Callable[[str], None] = print
+                    ) -> tuple[dict, dict[str, TaskExamples]]:
+    """Every task's result (``results.json``'s content) and, per task whose main metric they rescore,
+    its scored examples (``examples.npz``'s)."""
+    examples: dict[str, TaskExamples] = {}
     results = {
         "format": RESULTS_FORMAT,
         "encoder": type(embedder.encoder).__name__,
         "weights": embedder.weights,
         "settings": {**asdict(settings), "layer": embedder.depth, "max_length": embedder.max_length,
                      "bf16": embedder.bf16},
-        "corpus": [str(p) for p in corpus.paths] if corpus is not None else None,
+        "corpus": [file_record(p, Path(root)) for p in corpus.paths] if corpus is not None else None,
         "tasks": {},
     }
     for i, spec in enumerate(specs, 1):
         log(f"[{i}/{len(specs)}] {spec.name} ({spec.type}, {spec.metric})")
         try:
-            result = run_task(spec, root, embedder, settings, corpus)
+            result, scored = run_task(spec, root, embedder, settings, corpus)
         except Exception as exc:  # noqa: BLE001 - one task's failure must not cost the others
             error = str(exc) if isinstance(exc, UserError) else f"failed: {type(exc).__name__}: {exc}"
             result = {"description": spec.description, "type": spec.type, "metric": spec.metric, "value": None,
                       "error": error}
             log(f"    skipped: {error}")
         else:
+            if scored is not None:
+                examples[spec.name] = scored
             value = result["value"]
             log(f"    {spec.metric} = {'n/a' if value is None else f'{value:.4f}'}  (train {result['n_train']}, "
                 f"test {result['n_test']}, {result['seconds']:.1f} s, embedding {result['embed_seconds']:.1f} s)")
@@ -252,7 +297,7 @@ def run_probe_suite(specs: list[TaskSpec], embedder: Embedder, root: str | Path,
     results["seconds"] = {"total": round(total, 2), "embedding": round(embedding, 2),
                           "rest": round(total - embedding, 2)}
     log(f"{total:.1f} s in all: embedding {embedding:.1f} s, loading, fitting and scoring {total - embedding:.1f} s")
-    return results
+    return results, examples
 
 
 def _json_safe(value):
@@ -294,11 +339,18 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+def write_results(results: dict, out_dir: str | Path, examples: dict[str, TaskExamples] | None = None
+                  ) -> tuple[Path, Path]:
+    """``results.json`` and ``results.md``, and ``examples.npz`` with the tasks' scored examples
+    (written first: results.json names what it holds)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = _json_safe(results)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    if examples:
+        write_examples(examples, out_dir / EXAMPLES_FILE)
+    else:
+        (out_dir / EXAMPLES_FILE).unlink(missing_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.write_text(to_markdown(results))
     return json_path, md_path

@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from protjepa.evaluation.seed_stats import SeededComparison  # noqa: E402
+from protjepa.evaluation.family import plot_family  # noqa: E402
+from protjepa.evaluation.verdicts import ArmComparison  # noqa: E402
 from protjepa.experiment.records import HELD_OUT_MLM, RunData  # noqa: E402
 from protjepa.experiment.spec import Experiment  # noqa: E402
 
@@ -78,27 +79,8 @@ def plot_collapse(runs: list[RunData], experiment: Experiment, path: Path) -> Pa
     return _save(fig, path)
 
 
-def plot_deltas(seeded: dict[str, SeededComparison], experiment: Experiment, path: Path,
+def plot_deltas(seeded: dict[str, ArmComparison], experiment: Experiment, path: Path,
                 title: str = "per-task deltas to the baseline") -> Path:
-    """Per task, each variant's delta of means to its baseline; whiskers: the noise band
-    (2 standard errors of the difference), none where no seed noise is measured."""
-    names = list(seeded)
-    tasks = list(dict.fromkeys(r.row.task for s in seeded.values() for r in s.rows))
-    height = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(tasks) * max(1, len(names) / 2) + 1.8))
-    for i, name in enumerate(names):
-        rows = {r.row.task: r for r in seeded[name].rows}
-        present = [(t, rows[task]) for t, task in enumerate(tasks) if task in rows]
-        bands = [row.band or 0.0 for _, row in present]
-        ax.barh([t + i * height for t, _ in present], [row.row.delta for _, row in present], height=height,
-                xerr=bands if any(bands) else None, color=_colour(experiment, name),
-                label=f"{name} - {seeded[name].means.name_b}")
-    tie = next(iter(seeded.values())).means.tie
-    ax.axvspan(-tie, tie, color="#eeeeee", zorder=0)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks([t + 0.4 - height / 2 for t in range(len(tasks))], tasks)
-    ax.invert_yaxis()
-    ax.set(xlabel="delta of the task's main metric (means over seeds; whiskers: 2 SE of the difference)",
-           title=title)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    """Per task, each variant's delta to its baseline (:func:`~protjepa.evaluation.family.plot_family`),
+    each variant in its colour."""
+    return plot_family(seeded, path, title, {name: _colour(experiment, name) for name in seeded})

@@ -60,7 +60,7 @@ def read_metrics(path: Path) -> list[dict]:
 def run_data(plan: RunPlan) -> RunData:
     done = read_done(plan.run_dir)
     results = plan.run_dir / PROBE_DIR / RESULTS
-    probe = json.loads(results.read_text()) if done and results.is_file() else None
+    probe = {**json.loads(results.read_text()), "path": str(results)} if done and results.is_file() else None
     readout = plan.run_dir / READOUT
     return RunData(plan, done, read_metrics(plan.run_dir / "metrics.jsonl"), probe,
                    json.loads(readout.read_text()) if done and readout.is_file() else None)
@@ -84,7 +84,7 @@ def collect_controls(experiment: Experiment) -> dict[str, VariantScores]:
         scores = out.setdefault(control.shape, VariantScores(f"random_init_{control.shape}", None, [], []))
         results = control.folder / PROBE_DIR / RESULTS
         if results.is_file():
-            scores.probed.append(json.loads(results.read_text()))
+            scores.probed.append({**json.loads(results.read_text()), "path": str(results)})
             scores.seeds.append(control.seed)
     return out
 

@@ -1,38 +1,37 @@
 """The experiment report: Markdown that reads on a repository page, and its PNG plots.
 
 Everything is read back from the run directories (``done`` markers, ``metrics.jsonl``,
-``probe/results.json``), so the report can be rewritten at any time and shows whatever is
-finished. Each variant is compared with its baseline on the mean over its seeds of each
-task's main metric, twice: under the paper's rule (a tie within the experiment's tie
-tolerance, :mod:`protjepa.evaluation.compare`) and under the noise rule, which also calls a
-tie any delta within the seed noise; the verdict needs the noise rule's sign test and a
-paired test over seeds to agree (:mod:`protjepa.evaluation.seed_stats`).
+``probe/results.json`` and ``probe/examples.npz``), so the report can be rewritten at any time and
+shows whatever is finished. Each variant is compared with its baseline task by task under the
+per-task rule (:mod:`protjepa.evaluation.seed_stats`: a paired test over seeds, with test-set noise
+where the probes kept their scored examples), and over tasks by the verdict's test (a Wilcoxon over
+the tasks' standardized deltas, Holm-adjusted over the arms of the table:
+:mod:`protjepa.evaluation.verdicts`); the paper's tie rule on the seed means stands beside them. The
+report states each rule's false-positive rate on its own design, simulated
+(:mod:`protjepa.evaluation.calibration`).
 
 The learning control sets every variant, and the base of a continued-pretraining experiment,
 against the random-init encoder of its shape (probed the same way, one per experiment seed),
-under the same noise rule: a run that does not beat it on most tasks has not shown that it learned.
+under the per-task rule: a run that does not beat it on most tasks has not shown that it learned.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-import yaml
 from pathlib import Path
 
+import yaml
+
 from protjepa.evaluation.compare import Comparison, compare
-from protjepa.evaluation.seed_stats import (
-    ALPHA,
-    NullSummary,
-    SeededComparison,
-    SeedNoise,
-    compare_seeds,
-    minimal_detectable_effect,
-    null_summary,
-    seed_pairs,
-    seed_scores,
-    task_noise,
+from protjepa.evaluation.family import (
+    FamilyStatistics,
+    family_statistics,
+    statistics_section,
+    task_tables,
+    verdict_section,
+    wlt,
 )
+from protjepa.evaluation.seed_stats import VariantRuns
+from protjepa.evaluation.verdicts import ArmComparison, compare_family
 from protjepa.experiment.latent import VariantLatent, latent_section, variant_latents
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
 from protjepa.experiment.records import (
@@ -71,40 +70,14 @@ def comparisons(experiment: Experiment, scores: dict[str, VariantScores]) -> dic
     }
 
 
-@dataclass
-class SeedStatistics:
-    noise: dict[str, SeedNoise]  # per task, pooled over every variant
-    comparisons: dict[str, SeededComparison]  # variant -> against its baseline
-    null: dict[str, NullSummary]  # variant with two seeds or more -> its seeds against each other
+def runs_of(scores: VariantScores) -> VariantRuns:
+    return VariantRuns(scores.name, scores.probed, scores.seeds)
 
 
-def seed_statistics(scores: dict[str, VariantScores], comps: dict[str, Comparison], tie: float) -> SeedStatistics:
-    by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in scores.items()}
-    noise = task_noise(by_seed.values())
-    seeded = {name: compare_seeds(c, by_seed[name], by_seed[c.name_b], noise) for name, c in comps.items()}
-    null = {name: null_summary(seed_pairs(name, v.probed, v.seeds, tie))
-            for name, v in scores.items() if len(v.probed) > 1}
-    return SeedStatistics(noise, seeded, null)
-
-
-NOISE_RULE = (
-    "**Noise rule.** A task's seed noise s is the pooled within-variant sample std of its score over "
-    "every variant with two seeds or more (variances weighted by n - 1). A delta of means over seeds "
-    "counts as a win or a loss only when |delta| > the tie tolerance **and** |delta| > 2 s sqrt(1/n_a + 1/n_b) "
-    "(twice the standard error of the difference of two means, about a 95% band); otherwise it is a tie. "
-    "Where no variant has two seeds on a task (marked †) the tie tolerance alone decides. The one-sided "
-    "sign test (ties left out) runs on the wins and losses counted this way; the paper's rule (the tie "
-    "tolerance alone) is shown beside it for comparison with the paper."
-)
-PAIRED_RULE = (
-    "**Paired test.** Seed k of the variant against seed k of its baseline on every task (the seeds both "
-    "have), each delta divided by its task's s so that tasks weigh alike; Wilcoxon signed-rank test. "
-    "The (task, seed) pairs of one seed share a model, so they are not independent: its p is optimistic."
-)
-VERDICT_RULE = (
-    f"**Verdict.** *win* when the noise rule's sign test p < {ALPHA:g} and the paired one-sided p < {ALPHA:g} "
-    "(variant better); *loss* when both say worse; otherwise *not separable from noise*."
-)
+def seed_statistics(scores: dict[str, VariantScores], comps: dict[str, Comparison], tie: float) -> FamilyStatistics:
+    """The verdict table's statistics: every compared variant against its baseline."""
+    return family_statistics({name: runs_of(v) for name, v in scores.items()},
+                             {name: c.name_b for name, c in comps.items()}, tie)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -165,7 +138,8 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
         f"- probes: {', '.join(t.name for t in experiment.tasks)}; layer {spec.probe.layer}; "
         + ("each task's fast caps" if settings.fast else "full task sets")
         + (f", {', '.join(caps)}" if caps else "") + f"; subsample seed {settings.seed}",
-        f"- a tie when |delta| <= {spec.tie_tolerance:g}; each variant is scored by the mean over its seeds",
+        f"- each variant against its baseline task by task (the per-task rule) and over tasks (the verdict); the "
+        f"paper's tie rule beside them (a tie when |delta| <= {spec.tie_tolerance:g} on the means over seeds)",
         "- variants:",
     ]
     for v in experiment.variants:
@@ -203,100 +177,34 @@ def _duration_line(invocations: list[dict]) -> str:
             + "".join(f"; {note}" for note in notes))
 
 
-def _verdicts(seeded: dict[str, SeededComparison], latents: dict[str, VariantLatent]) -> list[str]:
-    lines = ["## Verdicts", "",
-             "| variant | vs | tie rule W / L / T | tie rule sign p, better / worse | noise rule W / L / T "
-             "| noise rule sign p, better / worse | paired p, one-sided (two-sided; pairs) | verdict |",
-             "|---|---|:---:|---:|:---:|---:|---:|---|"]
-    for name, s in seeded.items():
-        c = s.means
-        paired = s.paired
-        latent = latents.get(name)
-        verdict = NOT_LEARNED if latent and latent.has_latent_term and not latent.learned else s.verdict
-        lines.append(f"| {name} | {c.name_b} | {_wlt(c)} | {_p(c)} | {_wlt(s)} | {_p(s)} | "
-                     f"{paired.greater:.4g} ({paired.two_sided:.4g}; {paired.n}) | {verdict} |")
-    lines += ["", VERDICT_RULE + " A variant whose latent term did not beat a constant prediction in every seed "
-              f"gets *{NOT_LEARNED}* (see *Latent term against a constant*). The rules: see *Seeds and statistics* "
-              "below."]
-    left_out = {name: s.paired.left_out for name, s in seeded.items() if s.paired.left_out}
-    lines += [""] * bool(left_out) + [f"- {name}: paired test without {', '.join(tasks)} (no seed noise measured)"
-                                      for name, tasks in left_out.items()]
-    return lines
-
-
-def _wlt(c: Comparison | SeededComparison) -> str:
-    return f"{c.count('W')} / {c.count('L')} / {c.count('T')}"
-
-
-def _p(c: Comparison | SeededComparison) -> str:
-    """The two one-sided sign tests: that the variant is better, that it is worse."""
-    return f"{c.p_value:.4g} / {c.p_worse:.4g}"
-
-
-def _task_tables(seeded: dict[str, SeededComparison]) -> list[str]:
-    """One table per baseline: tasks down, the baseline then each variant across."""
-    lines = ["## Per-task results", "",
-             "Each cell: mean ± sample std over the variant's seeds, the delta of means to the baseline and "
-             "the outcome under the noise rule († no seed noise measured: the tie rule alone)."]
-    for baseline in dict.fromkeys(s.means.name_b for s in seeded.values()):
-        variants = [name for name, s in seeded.items() if s.means.name_b == baseline]
-        rows = {name: {r.row.task: r for r in seeded[name].rows} for name in variants}
-        tasks = list(dict.fromkeys(task for name in variants for task in rows[name]))
-        lines += ["", f"### Against {baseline}", "",
-                  f"| task | metric | {baseline} | " + " | ".join(variants) + " |",
-                  "|---|---|---:|" + "---:|" * len(variants)]
-        for task in tasks:
-            first = next(rows[name][task] for name in variants if task in rows[name])
-            cells = []
-            for name in variants:
-                row = rows[name].get(task)
-                cells.append("n/a" if row is None else
-                             f"{row.a} ({row.row.delta:+.4f}, {row.outcome(seeded[name].means.tie)}"
-                             + ("†" if row.band is None else "") + ")")
-            lines.append(f"| {task} | {first.row.metric} | {first.b} | " + " | ".join(cells) + " |")
-        totals = [("W / L / T, noise rule", lambda c: f"**{_wlt(c)}**"),
-                  ("sign test p, better / worse, noise rule", _p),
-                  ("W / L / T, tie rule", lambda c: _wlt(c.means)),
-                  ("sign test p, better / worse, tie rule", lambda c: _p(c.means))]
-        lines += [f"| **{label}** | | | " + " | ".join(cell(seeded[n]) for n in variants) + " |"
-                  for label, cell in totals]
-        unmatched = [f"{n}: {why}" for n in variants for why in seeded[n].means.unmatched]
-        warnings = sorted({w for n in variants for w in seeded[n].means.warnings})
-        lines += [""] * bool(unmatched or warnings) + [f"- not compared: {u}" for u in unmatched]
-        lines += [f"- warning: {w}" for w in warnings]
-    return lines
-
-
 BASE_START = "base (start)"
 
 
 def control_comparisons(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
-                        random: VariantScores, shape: str) -> dict[str, SeededComparison]:
+                        random: VariantScores, shape: str) -> dict[str, ArmComparison]:
     """The base (when variants of ``shape`` continue from it) and every variant of ``shape``
-    against ``random``, its random init, under the noise rule (seed noise pooled over them all)."""
-    tie = experiment.spec.tie_tolerance
-    trained = {}
+    against ``random``, its random init, under the per-task rule (seed noise pooled over them all).
+    A run from scratch pairs with the random init of its seed (its initial weights); the base and
+    a continued run share nothing with it."""
+    trained = []
     if base is not None and base.probe is not None and any(v.from_base and v.shape == shape
                                                             for v in experiment.variants):
-        trained[BASE_START] = VariantScores(BASE_START, None, [base.probe], [base.plan.seed])
-    trained |= {name: v for name, v in scores.items() if experiment.variant(name).shape == shape}
-    by_seed = {name: seed_scores(v.probed, v.seeds) for name, v in trained.items()}
-    random_by_seed = seed_scores(random.probed, random.seeds)
-    noise = task_noise([random_by_seed, *by_seed.values()])
-    return {name: compare_seeds(compare(v.mean, random.mean, tie, name, random.name), by_seed[name],
-                                random_by_seed, noise)
-            for name, v in trained.items()}
+        trained.append(VariantRuns(BASE_START, [base.probe], [base.plan.seed]))
+    trained += [runs_of(v) for name, v in scores.items() if experiment.variant(name).shape == shape]
+    continued = frozenset([BASE_START] + [v.name for v in experiment.variants if v.from_base])
+    return compare_family(runs_of(random), trained, experiment.spec.tie_tolerance, unpaired=continued)
 
 
 def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], base: RunData | None,
                       controls: dict[str, VariantScores]) -> list[str]:
-    """Per encoder shape: the base and every variant of that shape against its random init, under the noise rule."""
-    tie = experiment.spec.tie_tolerance
+    """Per encoder shape: the base and every variant of that shape against its random init, under the per-task rule."""
     lines = ["## Learning control: against random init", "",
              "The same encoder shape, built with each experiment seed and never trained "
              "(`controls/random_init_<shape>/seed<k>/`), probed like the runs. Random init: mean ± std over its "
              "seeds. Each trained cell: its mean over seeds, the delta to random init and the outcome under the "
-             "noise rule (seed noise pooled over the random inits and the runs of the shape)."]
+             "per-task rule (seed noise pooled over the random inits and the runs of the shape; seed k of a run "
+             "from scratch pairs with random init k, its initial weights; a continued run and the base are "
+             "compared unpaired)."]
     for shape, random in controls.items():
         lines += ["", f"### {random.name}", ""]
         if not random.probed:
@@ -309,22 +217,21 @@ def _learning_control(experiment: Experiment, scores: dict[str, VariantScores], 
         for task, result in random.mean["tasks"].items():
             cells = []
             for comp in comps.values():
-                row = next((r for r in comp.rows if r.row.task == task), None)
-                cells.append("n/a" if row is None else
-                             f"{row.a.mean:.4f} ({row.row.delta:+.4f}, {row.outcome(tie)})")
-            spread_cell = next((str(r.b) for c in comps.values() for r in c.rows if r.row.task == task),
+                row = next((r for r in comp.rows if r.task == task), None)
+                cells.append("n/a" if row is None else f"{row.a.mean:.4f} ({row.delta:+.4f}, {row.outcome})")
+            spread_cell = next((str(r.b) for c in comps.values() for r in c.rows if r.task == task),
                                _fmt(result["value"]))
             lines.append(f"| {task} | {result['metric']} | {spread_cell} | " + " | ".join(cells) + " |")
-        lines.append("| **W / L / T (noise rule)** | | | " + " | ".join(
-            f"**{c.count('W')} / {c.count('L')} / {c.count('T')}**" for c in comps.values()) + " |")
+        lines.append("| **W / L / T (per-task rule)** | | | " + " | ".join(f"**{wlt(c)}**" for c in comps.values())
+                     + " |")
         lines.append("")
         for name, comp in comps.items():
             wins, tasks = comp.count("W"), len(comp.rows)
             verdict = "beats" if wins > tasks / 2 else "does **not** beat"
-            unmeasured = sum(r.band is None for r in comp.rows)
-            lines.append(f"- **{name}** {verdict} random init on most tasks beyond seed noise: {wins} of {tasks} "
-                         f"tasks won under the noise rule" + (f" ({unmeasured} without measured seed noise: "
-                                                              "tie rule)" if unmeasured else ""))
+            untested = sum(not r.testable for r in comp.rows)
+            lines.append(f"- **{name}** {verdict} random init on most tasks beyond noise: {wins} of {tasks} "
+                         f"tasks won under the per-task rule" + (f" ({untested} without measured seed noise: "
+                                                                "ties)" if untested else ""))
     return lines
 
 
@@ -363,39 +270,6 @@ def _collapse_table(runs: list[RunData]) -> list[str]:
     return lines
 
 
-def _seed_statistics(seeds: SeedStatistics) -> list[str]:
-    lines = ["## Seeds and statistics", "", NOISE_RULE, "", PAIRED_RULE, ""]
-    measured = {task: n for task, n in seeds.noise.items() if n.std is not None}
-    if not measured:
-        return lines + ["No variant has two probed seeds on any task: seed noise is not measured, and every "
-                        "outcome above is the tie rule's alone."]
-    lines += ["s: the task's seed noise (df: its degrees of freedom). MDE: the smallest true difference of means "
-              f"a two-sided t-test at alpha {ALPHA:g} detects with 80% power, "
-              "(t_{0.975,df} + t_{0.80,df}) s sqrt(2/n), with n the fewest seeds of any compared variant on the task. "
-              "A largest |delta| below the MDE is one these seeds could not have told from noise.", "",
-              "| task | s | df | n | MDE | largest abs delta (variant) |", "|---|---:|---:|---:|---:|---|"]
-    for task, noise in seeds.noise.items():
-        mine = [(name, r) for name, s in seeds.comparisons.items() for r in s.rows if r.row.task == task]
-        if noise.std is None:
-            lines.append(f"| {task} | n/a † | 0 | | | |")
-            continue
-        largest = max(mine, key=lambda m: abs(m[1].row.delta), default=None)
-        n = min((min(r.a.n, r.b.n) for _, r in mine), default=None)
-        mde = minimal_detectable_effect(noise, n) if n else None
-        lines.append(f"| {task} | {noise.std:.4f} | {noise.df} | {n or ''} | {_fmt(mde)} | "
-                     + (f"{abs(largest[1].row.delta):.4f} ({largest[0]})" if largest else "") + " |")
-    lines += ["", "**Seed against seed.** Every pair of one variant's seeds compared task by task under the paper's "
-              "tie rule (each pair turned so that the seed with more wins is A): the same recipe, so any "
-              "lopsided count is noise. How often would the paper's rule report a win between two seeds?", ""]
-    if not seeds.null:
-        lines.append("- no variant has two probed seeds")
-    for name, null in seeds.null.items():
-        lines.append(f"- **{name}**: {null.pairs} pair{'s' * (null.pairs > 1)}, on average {null.wins:.3g} W / "
-                     f"{null.losses:.3g} L / {null.ties:.3g} T; smallest sign test p {null.smallest_p:.3g}; "
-                     f"{null.below_alpha} of {null.pairs} with p < {ALPHA:g}")
-    return lines
-
-
 def _notes(runs: list[RunData], tasks: list[str]) -> list[str]:
     """Each of ``tasks``' probe notes (subsampling, splits, leakage) and errors, once per distinct text
     (a shared base may hold results of tasks another experiment probed)."""
@@ -420,21 +294,26 @@ def _notes(runs: list[RunData], tasks: list[str]) -> list[str]:
 
 def render(experiment: Experiment, runs: list[RunData], scores: dict[str, VariantScores],
            comps: dict[str, Comparison], plots: list[Path], base: RunData | None = None,
-           controls: dict[str, VariantScores] | None = None) -> str:
-    seeds = seed_statistics(scores, comps, experiment.spec.tie_tolerance)
+           controls: dict[str, VariantScores] | None = None, seeds: FamilyStatistics | None = None) -> str:
+    seeds = seeds or seed_statistics(scores, comps, experiment.spec.tie_tolerance)
     trained = ([base] if base is not None else []) + runs
     latents = variant_latents(runs, {v.name: v.baseline for v in experiment.variants})
     sections = [_header(experiment, trained)]
     if comps:
-        sections.append(_verdicts(seeds.comparisons, latents))
+        not_learned = {name: NOT_LEARNED for name, latent in latents.items() if latent.has_latent_term
+                       and not latent.learned}
+        sections.append(verdict_section(seeds, not_learned, f" A variant whose latent term did not beat a constant "
+                                        f"prediction in every seed gets *{NOT_LEARNED}* (see *Latent term against a "
+                                        "constant*)."))
     if latents:
         sections.append(latent_section(latents))
     if comps:
-        sections.append(_task_tables(seeds.comparisons))
+        sections.append(task_tables(seeds))
     else:
         sections.append(["## Per-task results", "", "No variant and its baseline are both probed yet."])
     sections += [_learning_control(experiment, scores, base, controls or {}), _budget_table(trained),
-                 _collapse_table(trained), _seed_statistics(seeds),
+                 _collapse_table(trained), statistics_section(seeds) if comps else ["## Seeds and statistics", "",
+                                                                                  "Nothing compared yet."],
                  _notes(trained, [t.name for t in experiment.tasks])]
     if plots:
         sections.append(["## Plots", ""] + [f"![{p.stem}]({PLOTS}/{p.name})" for p in plots])
@@ -461,13 +340,14 @@ def write_report(experiment: Experiment) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     plots = [plot_losses(runs, experiment, folder / "loss_curves.png"),
              plot_collapse(runs, experiment, folder / "collapse.png")]
+    seeds = seed_statistics(scores, comps, experiment.spec.tie_tolerance)
     if comps:
-        seeded = seed_statistics(scores, comps, experiment.spec.tie_tolerance).comparisons
-        plots.append(plot_deltas(seeded, experiment, folder / "deltas.png"))
+        plots.append(plot_deltas(seeds.comparisons, experiment, folder / "deltas.png"))
     for shape, random in controls.items():
         if random.probed:
             plots.append(plot_deltas(control_comparisons(experiment, scores, base, random, shape), experiment,
                                      folder / f"control_{shape}.png", f"per-task deltas to {random.name}"))
     path = experiment.output / REPORT
-    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base, controls))
+    path.write_text(render(experiment, runs, scores, comps, [p for p in plots if p is not None], base, controls,
+                           seeds))
     return path

@@ -190,10 +190,10 @@ class Prober:
                 return False
         self.log(f"== probing {label} ({len(self.experiment.tasks)} tasks)")
         (folder / CACHE_KEY).unlink(missing_ok=True)
-        results = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
-                                  log=lambda line: self.log(f"   {line}"))
+        results, examples = run_probe_suite(self.experiment.tasks, embedder, self.root, self.settings, self.corpus,
+                                            log=lambda line: self.log(f"   {line}"))
         results["checkpoint"] = str(export)
-        write_results(results, folder)
+        write_results(results, folder, examples)
         _write_atomic(folder / CACHE_KEY, json.dumps(key, indent=2) + "\n")  # last: results without it are redone
         return True
 
