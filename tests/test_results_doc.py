@@ -1,8 +1,9 @@
 """docs/results.md makes no claim its committed runs do not back: its W/L/T, sign-test and
-step counts for paper_small are the ones in docs/results/paper_small/report.md, its
-anti-collapse table is what the committed metrics.jsonl of docs/results/anti_collapse say, and
-the continued_small and modern_small reports are what their committed runs render to, their
-verdicts the ones results.md states."""
+step counts for paper_small are the ones in docs/results/paper_small/report.md (labelled as
+backed by no committed runs), its anti-collapse table is what the committed metrics.jsonl of
+docs/results/anti_collapse say, the CPU experiments' reports and the previous reports'
+re-rendered statistics are what their committed runs render to, their verdicts the ones
+results.md states, and no committed result names a machine's absolute path."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from protjepa.evaluation.family import family_markdown, family_statistics
+from protjepa.evaluation.seed_stats import load_seeds
 from protjepa.experiment.report import report_text
 from protjepa.experiment.spec import load_experiment
 from protjepa.recipe import load_recipe
@@ -37,6 +40,18 @@ def table_rows(text: str, heading: str) -> list[list[str]]:
 
 def row_of(text: str, start: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_paper_small_is_labelled_as_backed_by_no_committed_runs():
+    assert REPORT.read_text().startswith("> **No committed runs.**")
+    assert not list(REPORT.parent.glob("runs/*"))
+    assert "**no run files behind it**" in RESULTS.read_text()
+
+
+def test_committed_results_name_no_absolute_path():
+    for path in (DOCS / "results").rglob("*.json"):
+        text = path.read_text()
+        assert not re.search(r'"/(work|home|root|tmp|Users)/', text), path
 
 
 def test_verdicts_match_the_report():
@@ -135,25 +150,40 @@ def verdict_rows(report: Path) -> list[list[str]]:
     return table_rows(report.read_text(), "## Verdicts")
 
 
+def verdict_cells(row: list[str]) -> list[str]:
+    """What results.md repeats of a verdict row: the paper's tie rule with its sign tests, the per-task
+    rule's counts, the interval of the mean standardized delta, the Wilcoxon p (Holm) and the verdict."""
+    _, _, _, interval, wilcoxon, _, per_task, tie_rule, verdict = row
+    return [tie_rule, per_task, interval, wilcoxon, verdict]
+
+
 @pytest.mark.parametrize("name", RE_RUN)
 def test_results_md_states_the_cpu_experiment_verdicts(monkeypatch, name):
     monkeypatch.chdir(DOCS.parent)
     results = RESULTS.read_text()
-    for variant, _, tie_wlt, tie_p, noise_wlt, noise_p, _, verdict in verdict_rows(committed(name) / "report.md"):
-        line = row_of(results, f"| ours, {name}, {variant}")
-        for cell in (tie_wlt, tie_p, noise_wlt, noise_p, verdict):
-            assert cell in line, (variant, cell, line)
+    for row in verdict_rows(committed(name) / "report.md"):
+        line = row_of(results, f"| ours, {name}, {row[0]}")
+        for cell in verdict_cells(row):
+            assert cell in line, (row[0], cell, line)
 
 
 @pytest.mark.parametrize("name", PREVIOUS)
-def test_previous_reports_are_labelled_and_results_md_keeps_their_rows(name):
-    report = DOCS / "results" / "previous" / name / "report.md"
-    assert report.read_text().startswith("> **Previous default: the latent term did not learn (r2 <= 0).**")
+def test_previous_reports_are_labelled_and_their_statistics_re_rendered(monkeypatch, name):
+    monkeypatch.chdir(DOCS.parent)
+    folder = committed("previous") / name
+    assert (folder / "report.md").read_text().startswith("> **Previous default: the latent term did not learn")
+    assert "[statistics/compare.md](statistics/compare.md)" in (folder / "report.md").read_text().split("\n")[0]
+    # statistics/compare.md is `protjepa compare runs/<arm>... runs/mlm` on the committed runs
+    arms = sorted(p.name for p in (folder / "runs").iterdir() if p.name != "mlm")
+    variants = {arm: load_seeds(folder / "runs" / arm) for arm in [*arms, "mlm"]}
+    again = family_markdown(family_statistics(variants, dict.fromkeys(arms, "mlm"), 0.005))
+    compare = folder / "statistics" / "compare.md"
+    assert compare.read_text() == again
     results = RESULTS.read_text()
-    for variant, _, tie_wlt, tie_p, noise_wlt, noise_p, _, verdict in verdict_rows(report):
-        line = row_of(results, f"| previous default, {name}, {variant}")
-        for cell in (tie_wlt, tie_p, noise_wlt, noise_p, verdict):
-            assert cell in line, (variant, cell, line)
+    for row in verdict_rows(compare):
+        line = row_of(results, f"| previous default, {name}, {row[0]}")
+        for cell in verdict_cells(row):
+            assert cell in line, (row[0], cell, line)
 
 
 def latent_rows(report: str) -> dict[str, list[str]]:
