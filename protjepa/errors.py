@@ -67,8 +67,8 @@ def sigterm_interrupts() -> Iterator[list[int]]:
 def _end_after_grace(signum: int) -> None:
     time.sleep(STOP_GRACE_SECONDS)
     try:
-        sys.stderr.write(f"protjepa: stopped by {signal.Signals(signum).name}: a thread was still blocked "
-                         f"{STOP_GRACE_SECONDS:g} s later; ended\n")
+        sys.stderr.write(f"protjepa: stopped by {signal.Signals(signum).name}: still not ended {STOP_GRACE_SECONDS:g} s "
+                         "after the signal (a thread blocked in a read?): ended now\n")
         sys.stderr.flush()
         sys.stdout.flush()
     finally:

@@ -2,7 +2,9 @@
 section) beside ``model.safetensors``, for any encoder a recipe can build. Loading also takes
 the ESM-2 formats of :mod:`protjepa.encoders.weights` (Hugging Face ESM, fair-esm), a run
 folder of ``protjepa train`` (its export) and a training checkpoint inside one
-(``<run>/checkpoints/ckpt-0.500.pt``: the encoder built from the run's ``recipe.yaml``).
+(``<run>/checkpoints/ckpt-0.500.pt``: the encoder built from the recipe the checkpoint carries,
+or the run's ``recipe.yaml`` for a checkpoint from before that record). All of them are data:
+code an ``encoder.yaml`` or a recipe names is imported only with the user's ``trust_code``.
 
 It sits above :mod:`protjepa.build` because loading a native directory builds the encoder
 its ``encoder.yaml`` names.

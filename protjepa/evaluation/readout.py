@@ -32,7 +32,7 @@ from protjepa.build import build_model, encoder_from_spec
 from protjepa.checkpoint_file import (CheckpointError, digest_path, file_digest, latest_checkpoint, model_state,
                                       read_checkpoint)
 from protjepa.data.corpus import held_out_batches
-from protjepa.export import checkpoint_recipe
+from protjepa.export import RUN_RECIPE, checkpoint_recipe
 from protjepa.evaluation.probes import ridge_predict
 from protjepa.model import ProtJEPA
 from protjepa.objectives.jepa import JEPA, latent_scores
@@ -40,7 +40,6 @@ from protjepa.objectives.mlm import MLM, unigram_entropy
 from protjepa.recipe import Recipe, Trust
 
 READOUT = "readout.json"
-RUN_RECIPE = "recipe.yaml"
 SEQUENCES = 256
 CHUNK = 32  # sequences per forward pass
 SEED = 0  # crops and masks: the same rows for every run on the same data

@@ -35,6 +35,10 @@ first digit of ``;``-separated EC numbers (``3.5.2.6;3.1.1.1`` -> ``3``)::
 
     label_pattern: '(?:^|;)\s*(\d+)\.'
 
+Only regular files are read (a named pipe or a device is refused before it is opened), and a
+sequence or FASTA line longer than ``max_residues`` (100,000, more than any protein), or a CSV/TSV
+row longer than 16 characters a residue of it, is refused at its line.
+
 A ``variant_effect`` task scores variants against ``wild_type``: the sequence itself,
 ``consensus`` (the most common letter at each position of the variants), or a FASTA file
 of one record, relative to the data root: ``wild_type: {file: folder/wild_type.fasta.gz}``.

@@ -34,7 +34,7 @@ from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import WeightsError, export_hf
 from protjepa.flops import BatchCounts
-from protjepa.export import save_encoder
+from protjepa.export import RUN_RECIPE, save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.precision import choose_bf16
@@ -62,7 +62,6 @@ from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
 from protjepa.training.sizing import tokens_that_fill
 
-RUN_RECIPE = "recipe.yaml"
 METRICS = "metrics.jsonl"
 EXPORT_TMP = ".export.tmp"
 LATEST = "latest"  # resume=: the run in the run folder, from its newest checkpoint
