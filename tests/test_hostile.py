@@ -249,23 +249,37 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(tmp_path
 # --------------------------------------------------------------------------- 6: Ctrl-C and SIGTERM
 
 
+def long_recipe(path: Path, **changes) -> Path:
+    """A 120 s run whose first checkpoint comes after 0.6 s of training."""
+    return write_recipe(path, budget={"wall_clock": "120s"},
+                        train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]}, **changes)
+
+
+def stop_once_written(argv: list[str], cwd: Path, first: Path, signum: int, data_root: Path,
+                      **env: str) -> tuple[int, str, str]:
+    """``protjepa ARGV`` in a process of its own, sent ``signum`` once ``first`` (a checkpoint) exists:
+    (exit status, stdout, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root), **env}
+    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", *argv], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
 @pytest.mark.parametrize("signum, status, said", [
     pytest.param(signal.SIGINT, 130, "interrupted", id="SIGINT"),
     pytest.param(signal.SIGTERM, 143, "stopped by SIGTERM", id="SIGTERM"),  # what schedulers send
 ])
 def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_root, signum, status, said):
-    recipe = write_recipe(tmp_path / "long.yaml", budget={"wall_clock": "120s"},
-                          train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root)}
-    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", "train", str(recipe), "--run-dir", "run"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recipe = long_recipe(tmp_path / "long.yaml")
     first = tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt"
-    deadline = time.monotonic() + 90
-    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == status, err[-3000:]
+    returncode, _, err = stop_once_written(["train", str(recipe), "--run-dir", "run"], tmp_path, first, signum,
+                                           data_root)
+    assert returncode == status, err[-3000:]
     line = one_line(err, f"protjepa: {said}: stopped after step", "newest checkpoint: run/checkpoints/ckpt-0.005.pt",
                     "continue with: protjepa train")
     assert line.endswith(f"{recipe} --run-dir run --resume")
@@ -695,18 +709,11 @@ def test_sigterm_ends_a_run_whose_thread_is_blocked_in_a_read(tmp_path, data_roo
     os.mkfifo(fifo)
     (tmp_path / "blocker.py").write_text(f"import threading\nthreading.Thread(target=open, args=({str(fifo)!r},))"
                                          ".start()  # not a daemon: it holds the interpreter's exit\n")
-    recipe = write_recipe(tmp_path / "long.yaml", plugins=["blocker"], budget={"wall_clock": "120s"},
-                          train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root), "PYTHONPATH": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", "train", str(recipe), "--run-dir", "run"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt"
-    deadline = time.monotonic() + 90
-    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err[-3000:]
+    recipe = long_recipe(tmp_path / "long.yaml", plugins=["blocker"])
+    returncode, _, err = stop_once_written(["train", str(recipe), "--run-dir", "run"], tmp_path,
+                                           tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt", signal.SIGTERM,
+                                           data_root, PYTHONPATH=str(tmp_path))
+    assert returncode == 143, err[-3000:]
     assert "protjepa: stopped by SIGTERM: stopped after step" in err and "Traceback" not in err
     assert "protjepa: stopped by SIGTERM: still not ended 10 s after the signal (a thread blocked in a read?): " \
            "ended now" in err
@@ -959,16 +966,9 @@ def test_an_installed_plugin_that_fails_to_import_is_named_not_the_recipe(tmp_pa
 def test_sigterm_stops_an_experiment_saying_where_and_how_to_resume(tmp_path, data_root):
     path = _experiment(tmp_path, budget={"wall_clock": "120s"},
                        set={"train.checkpoint_at": [0.005, 1.0], "train.log_every": 50})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root)}
-    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", "experiment", str(path)], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = tmp_path / "out" / "runs" / "a" / "seed0" / "checkpoints" / "ckpt-0.005.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 143, err[-3000:]  # it printed nothing
+    returncode, _, err = stop_once_written(["experiment", str(path)], tmp_path, first, signal.SIGTERM, data_root)
+    assert returncode == 143, err[-3000:]  # it printed nothing
     line = one_line(err, "protjepa: stopped by SIGTERM: while training a/seed0 (stopped after step",
                     f"newest checkpoint: {first}", "what had finished is kept",
                     f"run the same command again to resume it: protjepa experiment {path}")
