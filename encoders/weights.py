@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 from pydantic import ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -33,6 +34,7 @@ from protjepa.checkpoint_file import load_weights_only
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
+from protjepa.files import check_regular
 from protjepa.yamlio import YamlLines, located_first_error, read_json, read_yaml
 
 NATIVE_SPEC = "encoder.yaml"
@@ -112,7 +114,10 @@ def locate(path: str | os.PathLike) -> Path:
     """``path``, or for a fair-esm model name the ``.pt`` that fair-esm downloaded into the torch hub
     cache (``$TORCH_HOME/hub/checkpoints``). Nothing is downloaded."""
     path = Path(path)
+    if path.is_dir():
+        return path
     if path.exists():
+        check_regular(path, WeightsError, "checkpoint")  # a named pipe would block torch.load, a device never end
         return path
     if FAIR_ESM_NAME.fullmatch(str(path)):
         cached = Path(torch.hub.get_dir()) / "checkpoints" / f"{path}.pt"
@@ -365,13 +370,20 @@ def _native_esm2_sizes(spec_file: Path) -> dict[str, Any] | None:
 
 
 def _write_atomic(file: Path, write: Callable[[str], None]) -> None:
-    """``write(temporary path)`` beside ``file``, then rename it over ``file``."""
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    """``write(temporary path)`` beside ``file``, then rename it over ``file``; a write that fails (a full
+    disk) is a one-line WeightsError naming ``file``, and leaves no temporary file."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WeightsError(f"{file}: cannot write: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, file)
+    except (OSError, SafetensorError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WeightsError(f"{file}: cannot write: {getattr(exc, 'strerror', None) or _first_line(exc)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -74,6 +74,8 @@ def train(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None 
           data_root: str | os.PathLike | None = None, callbacks: Sequence = (), loggers: Sequence = (),
           resume: str | os.PathLike | None = None, console: bool = True):
     """Train under the recipe's budget and write the run folder (default: the recipe's ``train.run_dir``).
+    ``resume``: a checkpoint to continue from, or ``"latest"``: the run already in ``run_dir``; without it,
+    ``run_dir`` must not hold another run's records.
 
     ``callbacks`` and ``loggers`` are Composer callbacks and loggers, added to the recipe's own
     (``train.callbacks``, ``train.loggers``). Returns the run's result: ``run_dir``, ``summary`` (final
@@ -92,20 +94,23 @@ def train(recipe: Recipe | str | os.PathLike, run_dir: str | os.PathLike | None 
                      console=console, notes=tuple(zero_weight_notes(recipe)))
 
 
-def load_encoder(path: str | os.PathLike) -> Encoder:
+def load_encoder(path: str | os.PathLike, *, trust_code: bool = False) -> Encoder:
     """An encoder from an export folder, a fair-esm ``.pt``, a Hugging Face ESM folder, a run folder
-    (its export) or one of a run's training checkpoints (``runs/demo/checkpoints/ckpt-0.500.pt``)."""
-    return load_encoder_path(_path(path, "path", "an encoder file or folder, or a run folder"))
+    (its export) or one of a run's training checkpoints (``runs/demo/checkpoints/ckpt-0.500.pt``).
+    These are data: an ``encoder.yaml`` or a run's recipe naming code to import (``_component_``,
+    ``plugins``) is refused unless ``trust_code=True`` (as transformers' ``trust_remote_code``)."""
+    return load_encoder_path(_path(path, "path", "an encoder file or folder, or a run folder"), _trust(trust_code))
 
 
 def embed(encoder: Encoder | str | os.PathLike, sequences: Sequence[str], *, layer: int | str = "last",
-          per_residue: bool = False, device: str | None = None,
-          batch_tokens: int | None = None) -> np.ndarray | list[np.ndarray]:
+          per_residue: bool = False, device: str | None = None, batch_tokens: int | None = None,
+          trust_code: bool = False) -> np.ndarray | list[np.ndarray]:
     """Embeddings of ``sequences`` at ``layer`` (``last``, ``half``, or a depth; 0 = the token embeddings):
     ``[N, width]`` float32 means over each sequence's residues, or with ``per_residue`` one
-    ``[length, width]`` array per sequence. ``encoder``: an Encoder or anything :func:`load_encoder` takes."""
+    ``[length, width]`` array per sequence. ``encoder``: an Encoder or anything :func:`load_encoder` takes
+    (``trust_code`` as it takes it)."""
     sequences = _items(sequences, "sequences")
-    embedder = Embedder(_encoder(encoder), layer, device=device, batch_tokens=batch_tokens, cache_dir=None,
+    embedder = Embedder(_encoder(encoder, trust_code), layer, device=device, batch_tokens=batch_tokens, cache_dir=None,
                         progress=False)
     if per_residue:
         return [np.asarray(rows, dtype=np.float32) for rows in embedder.per_residue(sequences)]
@@ -115,12 +120,13 @@ def embed(encoder: Encoder | str | os.PathLike, sequences: Sequence[str], *, lay
 def probe(encoder: Encoder | str | os.PathLike, tasks: Sequence[str] | None = None, *,
           data_root: str | os.PathLike | None = None, specs: Sequence[str | os.PathLike] = (),
           layer: int | str = "last", fast: bool = False, corpus: Sequence[str | os.PathLike] | None = None,
-          out: str | os.PathLike | None = None, device: str | None = None, log=print, **caps: Any) -> dict:
+          out: str | os.PathLike | None = None, device: str | None = None, log=print, trust_code: bool = False,
+          **caps: Any) -> dict:
     """Score a frozen encoder on probe tasks (default: the default suite; ``protjepa probe --list``).
 
     ``specs``: your own task spec files or folders; ``corpus``: pretraining FASTA files for the
     leakage check; ``caps``: ``max_train``, ``max_test``, ``max_records``, ``seed``, ``drop_leaked``,
-    ``drop_identity``.
+    ``drop_identity``; ``trust_code``: as :func:`load_encoder` takes it, for an encoder given as a path.
     Returns the results (``results["tasks"][name]["value"]``), also written to ``out`` when given.
     """
     unknown = sorted(set(caps) - set(CAPS))
@@ -140,7 +146,7 @@ def probe(encoder: Encoder | str | os.PathLike, tasks: Sequence[str] | None = No
                                          for i, f in enumerate(_items(corpus, "corpus"))]
     out = _path(out, "out", "a folder", optional=True)
     root = find_data_root(_path(data_root, "data_root", "a folder", optional=True))
-    embedder = Embedder(_encoder(encoder), layer, device=device, cache_dir=None, progress=False)
+    embedder = Embedder(_encoder(encoder, trust_code), layer, device=device, cache_dir=None, progress=False)
     results, examples = run_probe_suite(specs_run, embedder, root, settings, Corpus(files) if files else None,
                                         log=log)
     if out is not None:
@@ -208,10 +214,16 @@ def _recipe(value: Any) -> Recipe:
         _path(value, "recipe", "a Recipe, a recipe file or a shipped recipe's name"))
 
 
-def _encoder(value: Any) -> Encoder:
+def _encoder(value: Any, trust_code: bool) -> Encoder:
     """An Encoder as given, or loaded from anything :func:`load_encoder` takes."""
     return value if isinstance(value, Encoder) else load_encoder_path(
-        _path(value, "encoder", "an Encoder, or an encoder file or folder, or a run folder"))
+        _path(value, "encoder", "an Encoder, or an encoder file or folder, or a run folder"), _trust(trust_code))
+
+
+def _trust(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ArgumentError(f"trust_code: expected True or False, got {type(value).__name__}")
+    return value
 
 
 def _results(value: Any, name: str) -> dict:

@@ -22,6 +22,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from protjepa.errors import UserError
+from protjepa.files import check_regular
 
 # What a Composer checkpoint pickles besides tensors and plain containers (listed by
 # torch.serialization.get_unsafe_globals_in_checkpoint): timedeltas in its timestamp, the torch
@@ -33,6 +34,7 @@ REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", re.S)
 NAME = re.compile(r"ckpt-(\d\.\d{3})\.pt")  # ckpt-<fraction of the budget>.pt
 DIGEST_CHUNK = 1 << 20
+RECIPE_RECORD = "RecipeRecord"  # the callback whose state is the run's recipe (training/checkpoints.py)
 
 
 class CheckpointError(UserError, ValueError):
@@ -72,6 +74,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def read_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> dict:
     """A training checkpoint's contents: digest checked, then unpickled with ``weights_only=True``."""
     path = Path(path)
+    check_regular(path, CheckpointError, "checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     verify_digest(path)
@@ -107,11 +110,31 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def model_state(path: Path, model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The weights in training checkpoint ``path`` whose names start with ``prefix`` (``model.``:
-    the ProtJEPA inside Composer's model), without it; refused in one line unless they fit ``model``."""
+def recorded_recipe(data: dict) -> str | None:
+    """The recipe a checkpoint's run trained with (YAML text, as its ``recipe.yaml`` held it then), from the
+    checkpoint's contents; None for a checkpoint written before checkpoints carried it."""
     try:
-        saved = read_checkpoint(path, mmap=True)["state"]["model"]
+        text = data["state"]["callbacks"][RECIPE_RECORD]["recipe"]
+    except (KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+def written_world_size(data: dict) -> int | None:
+    """How many processes trained the run when it wrote this checkpoint (Composer's metadata), or None."""
+    try:
+        size = data["state"]["metadata"]["world_size"]
+    except (KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) else None
+
+
+def model_state(path: Path, model: torch.nn.Module, prefix: str = "", data: dict | None = None) -> dict[str, torch.Tensor]:
+    """The weights in training checkpoint ``path`` (``data``: its contents, when already read) whose names
+    start with ``prefix`` (``model.``: the ProtJEPA inside Composer's model), without it; refused in one
+    line unless they fit ``model``."""
+    try:
+        saved = (data if data is not None else read_checkpoint(path, mmap=True))["state"]["model"]
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: not a protjepa training checkpoint (no model state)") from None
     saved = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}

@@ -2,7 +2,9 @@
 section) beside ``model.safetensors``, for any encoder a recipe can build. Loading also takes
 the ESM-2 formats of :mod:`protjepa.encoders.weights` (Hugging Face ESM, fair-esm), a run
 folder of ``protjepa train`` (its export) and a training checkpoint inside one
-(``<run>/checkpoints/ckpt-0.500.pt``: the encoder built from the run's ``recipe.yaml``).
+(``<run>/checkpoints/ckpt-0.500.pt``: the encoder built from the recipe the checkpoint carries,
+or the run's ``recipe.yaml`` for a checkpoint from before that record). All of them are data:
+code an ``encoder.yaml`` or a recipe names is imported only with the user's ``trust_code``.
 
 It sits above :mod:`protjepa.build` because loading a native directory builds the encoder
 its ``encoder.yaml`` names.
@@ -17,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from protjepa.build import encoder_from_spec
-from protjepa.checkpoint_file import read_checkpoint
+from protjepa.checkpoint_file import read_checkpoint, recorded_recipe
 from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import (
     NATIVE_SPEC,
@@ -33,23 +35,27 @@ from protjepa.encoders.weights import (
     write_text,
 )
 from protjepa.errors import UserError
-from protjepa.recipe import RecipeError, load_recipe, read_encoder_spec
-from protjepa.yamlio import YamlLines, located_first_error
+from protjepa.recipe import (Recipe, RecipeError, Trust, load_recipe, parse_recipe, read_encoder_spec,
+                             recipe_difference)
+from protjepa.yamlio import YamlLines, load_yaml, located_first_error, read_yaml
 
 
 RUN_RECIPE = "recipe.yaml"
 _ENCODER_PREFIX = "model.encoder."  # ComposerProtJEPA.model (ProtJEPA).encoder
 
 
-def load_encoder(path: str | os.PathLike) -> Encoder:
+def load_encoder(path: str | os.PathLike, trust_code: Trust = False, notes: list[str] | None = None) -> Encoder:
     """An encoder built and loaded from a native directory, a Hugging Face ESM directory, a fair-esm .pt,
-    a run folder (its final export) or a training checkpoint of a run (``<run>/checkpoints/*.pt``)."""
+    a run folder (its final export) or a training checkpoint of a run (``<run>/checkpoints/*.pt``).
+    These are data: code their ``encoder.yaml`` or recipe names is imported only as ``trust_code`` allows
+    (:func:`~protjepa.recipe.check_code`). ``notes`` gets what the caller should say (a run's recipe.yaml
+    that differs from the recipe its checkpoint was trained with)."""
     path, run_dir = resolve_checkpoint(path)
     if run_dir is not None and path.is_file():
-        return _from_training_checkpoint(path, run_dir)
+        return _from_training_checkpoint(path, run_dir, trust_code, notes)
     if not is_native(path):
         return esm2_from_checkpoint(path)
-    return load_weights(_build_native(path / NATIVE_SPEC), path)
+    return load_weights(_build_native(path / NATIVE_SPEC, trust_code), path)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path | None]:
@@ -70,14 +76,41 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path | None]:
     return (final if final.is_dir() else max(labels, key=lambda d: d.stat().st_mtime)), path
 
 
-def _from_training_checkpoint(file: Path, run_dir: Path) -> Encoder:
-    """The encoder of a Composer checkpoint, built as the run's recipe says."""
+def checkpoint_recipe(file: Path, data: dict, run_dir: Path, trust_code: Trust) -> tuple[Recipe, list[str]]:
+    """The recipe a run's training checkpoint ``file`` (``data``: its contents) was trained with: the one it
+    carries, else (a checkpoint older than that record) the run's ``recipe.yaml``; and a note when
+    ``recipe.yaml`` now says otherwise (it was edited, or another run was written over it)."""
+    run_recipe = run_dir / RUN_RECIPE
+    recorded = recorded_recipe(data)
+    if recorded is None:
+        return load_recipe(run_recipe, trust_code=trust_code), []
+    source = f"{file} (the recipe it was trained with)"
+    try:
+        raw = load_yaml(recorded)
+    except yaml.YAMLError:
+        raise WeightsError(f"{source}: not YAML: the checkpoint is damaged") from None
+    recipe = parse_recipe(raw, source, recorded, trust_code=trust_code)
+    if not run_recipe.is_file():
+        return recipe, []
+    current, _ = read_yaml(run_recipe, RecipeError, "run recipe")  # compared as data: nothing imported
+    difference = recipe_difference(raw, current)
+    if difference is None:
+        return recipe, []
+    key, then, now = difference
+    return recipe, [f"{run_recipe} says {key}: {now}, but {file.name} was trained with {key}: {then}: "
+                    "read with the checkpoint's own recipe"]
+
+
+def _from_training_checkpoint(file: Path, run_dir: Path, trust_code: Trust, notes: list[str] | None) -> Encoder:
+    """The encoder of a Composer checkpoint, built as the recipe it was trained with says."""
     data = read_checkpoint(file, mmap=True)
     try:
         model = data["state"]["model"]
     except (KeyError, TypeError):
         raise WeightsError(f"{file}: not a protjepa training checkpoint (no state.model in it)") from None
-    recipe = load_recipe(run_dir / RUN_RECIPE)
+    recipe, said = checkpoint_recipe(file, data, run_dir, trust_code)
+    if notes is not None:
+        notes.extend(said)
     encoder = encoder_from_spec(recipe.encoder, recipe.encoder_config)
     state = {name[len(_ENCODER_PREFIX):]: t for name, t in model.items() if name.startswith(_ENCODER_PREFIX)}
     check_state(encoder, state, str(file))
@@ -96,8 +129,8 @@ def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: d
     return directory
 
 
-def _build_native(spec_file: Path) -> Encoder:
-    spec, text = read_encoder_spec(spec_file)
+def _build_native(spec_file: Path, trust_code: Trust) -> Encoder:
+    spec, text = read_encoder_spec(spec_file, trust_code)
     try:
         return encoder_from_spec(spec)
     except ValidationError as exc:

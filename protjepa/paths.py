@@ -10,8 +10,12 @@ import os
 from pathlib import Path
 
 from protjepa.errors import UserError
+from protjepa.files import check_regular
 
 ENV_VAR = "PROTJEPA_DATA"
+# A name that is a folder of its own (an experiment's, a variant's, a task's): letters, digits, _ . -,
+# not only dots ('.' and '..' are the folder above it and itself).
+FOLDER_NAME = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 
 
 class DataPathError(UserError, FileNotFoundError):
@@ -49,10 +53,12 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def resolve(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
-    """``root / relative`` (an absolute ``relative`` stands alone), which must exist."""
+    """``root / relative`` (an absolute ``relative`` stands alone), which must be a regular file
+    (a named pipe would block its readers, a device such as /dev/zero never end)."""
     path = Path(root) / Path(relative).expanduser()
     if not path.exists():
         raise DataPathError(f"{path}: no such data file (data root {root})")
+    check_regular(path, DataPathError, "data file")
     return path
 
 
@@ -66,6 +72,11 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{path}: the {what} is a file, not a folder")
+    broken = next((p for p in (*reversed(path.parents), path) if p.is_symlink() and not p.exists()), None)
+    if broken is not None:
+        where = "is" if broken == path else "would be under"
+        raise OutputPathError(f"{broken}: the {what} {where} a symbolic link to {os.readlink(broken)}, which does not "
+                              "exist (a link to a missing folder, or a loop)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -73,4 +84,14 @@ def writable_folder(path: str | os.PathLike, what: str) -> Path:
         probe.unlink()
     except OSError as exc:
         raise OutputPathError(f"{path}: cannot write the {what} there: {exc.strerror} ({exc.filename})") from None
+    return path
+
+
+def writable_file(path: str | os.PathLike, what: str) -> Path:
+    """Output file ``path``, its folder created if needed and checked writable and ``path`` no folder: before
+    the work whose result it holds. ``what`` names it in the error (``--json``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path}: the {what} is a folder, not a file")
+    writable_folder(path.parent, f"folder of the {what}")
     return path

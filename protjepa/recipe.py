@@ -8,8 +8,9 @@ import copy
 import inspect
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, Sequence, Union
+from typing import Annotated, Any, Collection, Literal, NoReturn, Sequence, Union
 
+import torch
 import yaml
 from torch import nn
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, ValidationError, field_validator,
@@ -19,12 +20,14 @@ from protjepa import shipped
 from protjepa.batch import row_tokens
 from protjepa.durations import parse_duration
 from protjepa.errors import UserError
+from protjepa.files import MAX_RESIDUES
 from protjepa.yamlio import (RefusedYaml, Strict, YamlLines, load_yaml, located, located_first_error,
                              misplaced_boolean, read_yaml)
 from protjepa.registry import ENCODERS, OBJECTIVES, RegistryError, import_component, load_plugins
 
 Number = Union[int, float]
 Beta = Annotated[float, Field(ge=0, lt=1)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # Python, NumPy and torch take 0 .. 2^32 - 1
 # Weights are relative: beside a term of weight 1, one above 1e6 leaves the other below float32's
 # resolution of their sum (about 1 part in 1.7e7), and far larger ones overflow it.
 MAX_WEIGHT = 1e6
@@ -63,6 +66,8 @@ class DataConfig(Strict):
         False, description="every training batch the same shapes (needs packing): batch_tokens // row length rows, "
                            "masked positions padded to a fixed count; torch.compile then uses CUDA graphs on a GPU")
     unknown_letters: Literal["error", "x"] = "error"
+    max_residues: int = Field(MAX_RESIDUES, ge=8, description="longest FASTA line or record read: a longer one is "
+                                                                "refused at its line (a damaged or wrong file)")
     shuffle_buffer: int = Field(4096, ge=1)
     num_workers: int = Field(0, ge=0)
 
@@ -235,7 +240,7 @@ class ObjectiveSpec(BaseModel):
 class Recipe(Strict):
     name: str
     description: str = ""
-    seed: int = Field(0, ge=0, lt=2**32, description="seeds Python, NumPy and torch, which take 0 .. 2^32 - 1")
+    seed: Seed = Field(0, description="seeds Python, NumPy and torch, which take 0 .. 2^32 - 1")
     plugins: list[str] = Field(default_factory=list, description="modules to import for third-party plugins")
     encoder: EncoderSpec
     objectives: list[ObjectiveSpec] = Field(min_length=1)
@@ -248,6 +253,15 @@ class Recipe(Strict):
     # Validated per-plugin configs, filled by load_recipe / validate_plugins.
     _objective_configs: list[BaseModel] = []
     _encoder_config: BaseModel | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_stays_in_its_folder(cls, name: str) -> str:
+        # it names the run folder (train.run_dir: runs/{name}): '..' would put the run outside it
+        if name.strip() in ("", ".") or ".." in Path(name).parts:
+            raise ValueError(f"{name!r} names the run folder (train.run_dir: runs/{{name}}): give a name, with no "
+                             "'..' part")
+        return name
 
     @field_validator("objectives")
     @classmethod
@@ -269,6 +283,102 @@ def zero_weight_notes(recipe: Recipe) -> list[str]:
     """What a run says of the objectives weighted 0 beside others (an ablation): none, or one line."""
     idle = [spec.id for spec in recipe.objectives if spec.weight == 0]
     return [f"weight 0 (an ablation): {', '.join(idle)} computed and logged, not trained on"] if idle else []
+
+
+# --------------------------------------------------------------------------- code a recipe names
+
+
+TRUST_HINT = ("protjepa runs no code named in an export, a run folder or a checkpoint unless told to: pass "
+              "--trust-code (trust_code=True in Python) if you trust where it came from")
+Trust = Union[bool, Collection[str]]  # True: any code; False: none; names: only those (a trusted recipe's)
+
+
+def code_references(raw: Any) -> list[tuple[tuple, str]]:
+    """(key path, dotted name) of each value of a recipe's parsed YAML that imports Python code when the
+    recipe is read to build its model: ``plugins:`` modules and the encoder's ``_component_:`` factory.
+    (A recipe read back is not trained: its ``train.loggers`` and ``train.callbacks`` are neither imported
+    nor called.) An export's ``encoder.yaml`` is an ``encoder:`` section: pass ``{"encoder": ...}``."""
+    found: list[tuple[tuple, str]] = []
+    if not isinstance(raw, dict):
+        return found
+    if isinstance(raw.get("plugins"), list):
+        found += [(("plugins", i), str(module)) for i, module in enumerate(raw["plugins"])]
+    if isinstance(raw.get("encoder"), dict) and "_component_" in raw["encoder"]:
+        found.append((("encoder", "_component_"), str(raw["encoder"]["_component_"])))
+    return found
+
+
+def trusted_code(recipes: Sequence[Recipe]) -> frozenset[str]:
+    """The code that recipes the user gave name: what reading their runs back may import."""
+    return frozenset(name for recipe in recipes for _, name in code_references(yaml.safe_load(dump_recipe(recipe))))
+
+
+def check_code(raw: Any, source: str, lines: YamlLines | None, trust: Trust, prefix: tuple = ()) -> None:
+    """Refuse, in one line naming the file, the line and the key, code that a recipe read from data (a run
+    folder, a checkpoint, an export) names and ``trust`` does not allow; ``prefix``: where ``raw`` sits."""
+    if trust is True:
+        return
+    for loc, name in code_references(raw):
+        if trust is False or name not in trust:
+            raise RecipeError(located(source, lines, loc[len(prefix):] if prefix else loc,
+                                      f"names code to import ({name}); {TRUST_HINT}"))
+
+
+# --------------------------------------------------------------------------- two recipes compared
+
+
+# Settings that say how and where a run runs, not what it trains: a run may resume with them changed,
+# and a record differing only there describes the same training.
+RUN_SETTINGS = {"data": ("root", "num_workers"),
+                "train": ("device", "precision", "compile", "parallelism", "threads", "log_every", "monitor_every",
+                          "monitor_sequences", "checkpoint_at", "keep_checkpoints", "loggers", "callbacks",
+                          "run_dir")}
+
+
+def recipe_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """(key path, old value, new value) at the first place where two dumped recipes (parsed YAML) differ
+    in what they train (:data:`RUN_SETTINGS` aside), or None. A key the old record lacks was not
+    recorded then (an older protjepa) and is not compared."""
+    if not path:
+        old, new = (_training_part(r) for r in (old, new))
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old:
+            found = recipe_difference(old[key], new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return next(filter(None, (recipe_difference(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(old, new)))),
+                    None)
+    return None if old == new else (path, old, new)
+
+
+def _training_part(raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for section, keys in RUN_SETTINGS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
+
+
+# --------------------------------------------------------------------------- this machine
+
+
+FILL_NEEDS_A_GPU = ("fill sizes the step to a GPU's memory, and this run is on the CPU: give a number, e.g. "
+                    "--set data.batch_tokens=8192")
+
+
+def machine_problem(recipe: Recipe) -> tuple[tuple, str] | None:
+    """(key path, message) of what stops ``recipe`` from training on this machine, as ``train`` refuses it
+    (``validate`` asks the same), or None."""
+    cuda = torch.cuda.is_available()
+    if recipe.train.device == "cuda" and not cuda:
+        return ("train", "device"), "cuda, but torch sees no CUDA device here (use auto or cpu)"
+    if recipe.data.batch_tokens == "fill" and (recipe.train.device == "cpu" or not cuda):
+        return ("data", "batch_tokens"), FILL_NEEDS_A_GPU
+    return None
 
 
 # --------------------------------------------------------------------------- errors
@@ -347,12 +457,21 @@ def non_finite(node: Any, loc: tuple = (), seen: set[int] | None = None) -> tupl
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None,
-                 overrides: Sequence[tuple[str, Any]] = (), override_flag: str | None = None) -> Recipe:
+                 overrides: Sequence[tuple[str, Any]] = (), override_flag: str | None = None, *,
+                 trust_code: Trust = True, this_machine: bool = False) -> Recipe:
     """A recipe from its parsed YAML (``text``: the file's, for line numbers) with ``overrides``
     (key path, value) applied in order. With ``override_flag`` (how the user gave them: ``--set``),
-    an error in a value an override gave names the override (``--set data.crop``), not a line of the file."""
+    an error in a value an override gave names the override (``--set data.crop``), not a line of the file.
+    ``trust_code``: which code the recipe may import (:func:`check_code`; a recipe the user gives is
+    trusted, one read back from a run folder or a checkpoint is data). ``this_machine``: also refuse what
+    ``train`` refuses on this machine (:func:`machine_problem`)."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: the recipe must be a mapping, got {type(raw).__name__}")
+    check_code(raw, source, YamlLines(text) if text is not None else None, trust_code)
+    try:
+        load_plugins()  # the built-in and installed plugins: a broken one is not the recipe's error
+    except RegistryError as exc:
+        raise RecipeError(f"{exc} (an installed package's plugin, not {source})") from None
     given: dict[tuple, str] = {}  # in order: the last override to touch a value gave it
     for key_path, value in overrides:
         try:
@@ -395,11 +514,14 @@ def parse_recipe(raw: Any, source: str = "<recipe>", text: str | None = None,
             recipe._encoder_config = _validated(entry.config_cls, recipe.encoder.options, ("encoder",), source, lines)
     else:
         _check_component(recipe.encoder, ("encoder",), source, lines, module_class=True)
-    for section in ("loggers", "callbacks"):
+    for section in ("loggers", "callbacks") if trust_code is True else ():  # only a recipe to train runs them
         for i, spec in enumerate(getattr(recipe.train, section)):
             _check_component(spec, ("train", section, i), source, lines)
     _check_consumers(recipe, source, lines)
     _check_static_shapes(recipe, source, lines)
+    problem = machine_problem(recipe) if this_machine else None
+    if problem is not None:
+        _raise(source, lines, *problem)
     return recipe
 
 
@@ -464,20 +586,23 @@ def _check_static_shapes(recipe: Recipe, source: str, lines: YamlLines | None) -
 
 
 def load_recipe(path: str | Path, overrides: Sequence[tuple[str, Any]] = (),
-                override_flag: str | None = None) -> Recipe:
+                override_flag: str | None = None, *, trust_code: Trust = True, this_machine: bool = False) -> Recipe:
     """A recipe file (or a shipped recipe's name) with ``overrides`` (key path, value) applied in order;
-    ``override_flag`` as :func:`parse_recipe` takes it."""
+    ``override_flag``, ``trust_code`` and ``this_machine`` as :func:`parse_recipe` takes them."""
     path = shipped.find(path)
     raw, text = read_yaml(path, RecipeError, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty")
-    return parse_recipe(raw, str(path), text, overrides, override_flag)
+    return parse_recipe(raw, str(path), text, overrides, override_flag, trust_code=trust_code,
+                        this_machine=this_machine)
 
 
-def read_encoder_spec(spec_file: Path) -> tuple[EncoderSpec, str]:
+def read_encoder_spec(spec_file: Path, trust_code: Trust = False) -> tuple[EncoderSpec, str]:
     """A native export's ``encoder.yaml`` (a recipe's ``encoder:`` section) and its text; errors name
-    the file, line and key."""
+    the file, line and key. An export is data: a ``_component_`` in it is refused unless ``trust_code``
+    allows it (:func:`check_code`)."""
     raw, text = read_yaml(spec_file, RecipeError, "encoder spec")
+    check_code({"encoder": raw}, str(spec_file), YamlLines(text), trust_code, prefix=("encoder",))
     try:
         return EncoderSpec.model_validate(raw), text
     except ValidationError as exc:

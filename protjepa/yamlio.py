@@ -14,6 +14,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from protjepa.files import check_regular
+
 # A recipe holds about a hundred values, an experiment file a few hundred: aliases that expand a
 # document past this are an alias bomb ("billion laughs"), refused before anything walks it.
 MAX_VALUES = 100_000
@@ -125,7 +127,9 @@ def _check_unique_keys(node: yaml.MappingNode) -> None:
 
 
 def read_text(path: Path, error: type[Exception], what: str, kind: str = "YAML") -> str:
-    """A text file's contents; a missing, unreadable or binary file raises ``error`` in one line."""
+    """A text file's contents; a missing, unreadable or binary file, or one that is not a regular file
+    (a named pipe, a device), raises ``error`` in one line."""
+    check_regular(path, error, f"{what} file")
     try:
         return path.read_text()
     except FileNotFoundError:

@@ -113,4 +113,4 @@ def test_missing_empty_and_truncated_files(tmp_path):
     truncated = tmp_path / "cut.fasta.gz"
     truncated.write_bytes(gzip.compress((">a\n" + "ACDEFGHIK" * 5000 + "\n>b\nKL\n").encode())[:-40])
     assert "corrupt or truncated gzip" in error_of(truncated)
-    assert error_of(tmp_path).startswith(f"{tmp_path}: cannot read")
+    assert error_of(tmp_path).startswith(f"{tmp_path}: a folder, not a regular file")

@@ -1,18 +1,22 @@
-"""Hostile and careless input (issues 12 and 26): no code runs from a checkpoint, no run is lost, no
-traceback reaches the user, and ``validate`` accepts only what ``train`` runs. Each class of error
+"""Hostile and careless input (issues 12, 26 and 36): no code runs from a checkpoint, an export or a run
+folder without the user's word, no run is lost, no read hangs, no traceback reaches the user, and
+``validate`` accepts only what ``train`` runs. Each class of error
 goes through the real CLI in a subprocess at least once; the rest call ``protjepa.cli.main``
 in-process (the same code, without the ~4 s start-up) or the one library function that enforces
 the rule."""
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +25,21 @@ import torch
 import yaml
 
 import protjepa
+from protjepa import registry
+from protjepa.checkpoint_file import digest_path, file_digest
 from protjepa.cli import main
+from protjepa.data.corpus import data_files, make_corpus
+from protjepa.data.fasta import FastaError, FastaReader
 from protjepa.encoders.esm2 import ESM2
 from protjepa.errors import UserError
 from protjepa.encoders.weights import export_hf
-from protjepa.recipe import load_recipe
+from protjepa.evaluation.readout import read_out, write_readout
+from protjepa.evaluation.tables import TaskDataError, read_table
+from protjepa.evaluation.task_data import load_task
+from protjepa.evaluation.tasks import TableSpec, parse_spec
+from protjepa.export import load_encoder, save_encoder
+from protjepa.recipe import DataConfig, load_recipe
+from protjepa.training.trainer import held_out_on_training_records
 from protjepa.training import checkpoints as checkpoints_module
 from protjepa.training.checkpoints import CheckpointError, read_checkpoint, save_atomic
 from protjepa.training.runlock import locked_run_dir
@@ -235,23 +249,37 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_file(tmp_path
 # --------------------------------------------------------------------------- 6: Ctrl-C and SIGTERM
 
 
+def long_recipe(path: Path, **changes) -> Path:
+    """A 120 s run whose first checkpoint comes after 0.6 s of training."""
+    return write_recipe(path, budget={"wall_clock": "120s"},
+                        train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]}, **changes)
+
+
+def stop_once_written(argv: list[str], cwd: Path, first: Path, signum: int, data_root: Path,
+                      **env: str) -> tuple[int, str, str]:
+    """``protjepa ARGV`` in a process of its own, sent ``signum`` once ``first`` (a checkpoint) exists:
+    (exit status, stdout, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root), **env}
+    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", *argv], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
 @pytest.mark.parametrize("signum, status, said", [
     pytest.param(signal.SIGINT, 130, "interrupted", id="SIGINT"),
     pytest.param(signal.SIGTERM, 143, "stopped by SIGTERM", id="SIGTERM"),  # what schedulers send
 ])
 def test_ctrl_c_says_where_the_run_stopped_and_how_to_continue(tmp_path, data_root, signum, status, said):
-    recipe = write_recipe(tmp_path / "long.yaml", budget={"wall_clock": "120s"},
-                          train={**TINY["train"], "log_every": 50, "checkpoint_at": [0.005, 1.0]})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PROTJEPA_DATA": str(data_root)}
-    process = subprocess.Popen([sys.executable, "-m", "protjepa.cli", "train", str(recipe), "--run-dir", "run"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recipe = long_recipe(tmp_path / "long.yaml")
     first = tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt"
-    deadline = time.monotonic() + 90
-    while not first.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == status, err[-3000:]
+    returncode, _, err = stop_once_written(["train", str(recipe), "--run-dir", "run"], tmp_path, first, signum,
+                                           data_root)
+    assert returncode == status, err[-3000:]
     line = one_line(err, f"protjepa: {said}: stopped after step", "newest checkpoint: run/checkpoints/ckpt-0.005.pt",
                     "continue with: protjepa train")
     assert line.endswith(f"{recipe} --run-dir run --resume")
@@ -537,3 +565,411 @@ def test_the_python_api_names_the_argument_it_cannot_take():
     assert protjepa.embed(encoder, "MKTAYIAK").shape == (1, 16)  # one string: one sequence, not one per letter
     assert protjepa.load_recipe("mlm", "optim.lr=0.001").optim.lr == 0.001
     assert type(protjepa.build_model("mlm")).__name__ == "ProtJEPA"  # a name where a Recipe is wanted
+
+
+# --------------------------------------------------------------------------- issue 36: data that names code
+
+
+def rewrite_checkpoint(path: Path, edit) -> Path:
+    """``edit`` our own checkpoint's contents in place, and its sha256 with it (as someone who shares it could)."""
+    data = torch.load(path, weights_only=False)
+    edit(data)
+    torch.save(data, path)
+    digest_path(path).write_text(f"{file_digest(path)}  {path.name}\n")
+    return path
+
+
+def copy_run(trained: Path, to: Path) -> Path:
+    shutil.copytree(trained / "run", to, ignore=shutil.ignore_patterns(".lock"))
+    return to
+
+
+def test_an_export_runs_no_code_without_trust_code(tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "PWNED"
+    export = save_encoder(ESM2(1, 16, 2), tmp_path / "export",
+                          {"name": "esm2", "num_layers": 1, "embed_dim": 16, "attention_heads": 2})
+    (export / "encoder.yaml").write_text(yaml.safe_dump({"_component_": "os.system", "command": f"touch {marker}"}))
+    monkeypatch.chdir(tmp_path)
+    says = (f"{export / 'encoder.yaml'}:1: _component_: names code to import (os.system)", "--trust-code",
+            "trust_code=True")
+    main_refuses(capsys, ["probe", str(export), "--tasks", "stability", "--no-cache"], *says)
+    for call in (lambda: protjepa.load_encoder(export), lambda: protjepa.embed(str(export), ["MKT"]),
+                 lambda: protjepa.probe(export, ["stability"], max_train=2)):
+        with pytest.raises(UserError) as info:
+            call()
+        assert all(needle in str(info.value) for needle in says) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="trust_code: expected True or False, got str"):
+        protjepa.load_encoder(export, trust_code="yes")
+    assert not marker.exists() and not (tmp_path / "probe").exists()
+
+
+def test_a_run_folder_or_checkpoint_runs_no_code_without_trust_code(trained, tmp_path, capsys, monkeypatch,
+                                                                   data_root):
+    ran = tmp_path / "RAN"
+    (tmp_path / "greeter.py").write_text(f"from pathlib import Path\nPath({str(ran)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = copy_run(trained, tmp_path / "run")
+    newest = run / "checkpoints" / "ckpt-1.000.pt"
+
+    def with_plugin(text: str) -> str:
+        return yaml.safe_dump({**yaml.safe_load(text), "plugins": ["greeter"]}, sort_keys=False)
+
+    def plugin_in_record(data):  # the recipe a checkpoint carries names a module to import
+        data["state"]["callbacks"]["RecipeRecord"]["recipe"] = with_plugin(data["state"]["callbacks"]["RecipeRecord"]
+                                                                           ["recipe"])
+
+    rewrite_checkpoint(newest, plugin_in_record)
+    line = YamlLines(with_plugin((run / "recipe.yaml").read_text())).line(("plugins", 0))
+    from_checkpoint = (f"{newest} (the recipe it was trained with):{line}: plugins[0]: names code to import (greeter)",
+                       "--trust-code")
+    main_refuses(capsys, ["probe", str(newest), "--tasks", "stability", "--no-cache", "--out", str(tmp_path / "p")],
+                 *from_checkpoint)
+    main_refuses(capsys, ["readout", str(run), "--sequences", "4"], *from_checkpoint)
+    with pytest.raises(UserError, match=re.escape(from_checkpoint[0])):
+        protjepa.load_encoder(newest)
+
+    rewrite_checkpoint(newest, lambda data: data["state"]["callbacks"].pop("RecipeRecord"))  # one from before the
+    (run / "recipe.yaml").write_text(with_plugin((run / "recipe.yaml").read_text()))           # record: recipe.yaml
+    main_refuses(capsys, ["readout", str(run), "--sequences", "4"],
+                 f"{run / 'recipe.yaml'}:{line}: plugins[0]: names code to import (greeter)", "--trust-code")
+    assert not ran.exists() and not (run / "readout.json").exists()
+    # Said so, the code runs (a plugin must, for a recipe that needs it) and the readout is written.
+    assert main(["readout", str(run), "--sequences", "4", "--data-root", str(data_root), "--trust-code"]) == 0
+    assert ran.exists() and (run / "readout.json").is_file()
+
+
+# --------------------------------------------------------------------------- issue 36: reads that never end
+
+
+def test_data_that_is_not_a_regular_file_is_refused_before_it_is_opened(trained, tmp_path, capsys, data_root):
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    # in a process of its own: a read of a named pipe with no writer blocks for ever (it once did, in two threads)
+    recipe = write_recipe(tmp_path / "fifo.yaml", data={**TINY["data"], "train": str(fifo), "valid": None,
+                                                        "holdout_fraction": 0.1})
+    done = cli("train", str(recipe), "--run-dir", str(tmp_path / "run"), cwd=tmp_path, data_root=data_root, timeout=90)
+    refused(done, f"{fifo}: a named pipe (FIFO), not a regular file: a data file must be one")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="/dev/zero: a character device, not a regular file"):  # it once filled 17 GB
+        data_files(DataConfig(train="/dev/zero", valid=None), tmp_path)
+    main_refuses(capsys, ["probe", "--list", "--spec", str(fifo)], f"{fifo}: a named pipe (FIFO)", "task spec file")
+    assert main(["validate", str(fifo)]) == 1
+    assert capsys.readouterr().out.startswith(f"FAIL {fifo}: a named pipe (FIFO), not a regular file")
+
+    (tmp_path / "probe").mkdir()
+    root, specs, run = _probe_fixture(tmp_path / "probe")
+    for name, train in (("piped", str(fifo)), ("zeros", "/dev/zero")):
+        (specs / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "description": name, "type": "regression", "metric": "spearman",
+            "fields": {"sequence": "seq", "label": "y"}, "train": {"file": train, "format": "csv"},
+            "test": "good.csv"}))
+    done = cli("probe", str(run), "--spec", str(specs), "--tasks", "piped,zeros", "--data-root", str(root),
+               "--no-cache", "--corpus", str(root / "corpus.fa"), "--out", str(tmp_path / "out"), cwd=tmp_path,
+               data_root=root, timeout=90)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    tasks = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
+    assert tasks["piped"]["error"].startswith(f"{fifo}: a named pipe (FIFO), not a regular file")
+    assert tasks["zeros"]["error"].startswith("/dev/zero: a character device, not a regular file")
+
+
+def test_a_line_or_a_record_longer_than_any_protein_is_refused_at_its_line(tmp_path):
+    flat = tmp_path / "flat.fasta"
+    flat.write_text(">x\n" + "A" * 150_000)  # no line break: read whole, a corrupt file of GBs filled the memory
+    with pytest.raises(FastaError, match=r"flat\.fasta:2: a line of more than 100,000 characters, longer than any "
+                                         r"protein: .*data\.max_residues"):
+        list(FastaReader(flat))
+    wrapped = tmp_path / "wrapped.fasta"
+    wrapped.write_text(">y\n" + "ACDEFGHIKL\n" * 12 + ">z\nMK\n")  # 120 residues in lines of 10
+    with pytest.raises(FastaError, match=r"wrapped\.fasta:1: a record of more than 100 residues"):
+        list(FastaReader(wrapped, max_residues=100))
+    assert [len(r.sequence) for r in FastaReader(wrapped, max_residues=120)] == [120, 2]
+    data = DataConfig(train=str(wrapped), valid=None, crop=32, batch_tokens=512, max_residues=100)  # the recipe's
+    with pytest.raises(FastaError, match="a record of more than 100 residues"):
+        next(iter(make_corpus(data, None, "train", root=tmp_path)))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("seq,y\nMKV,1\n" + "M" * 2000 + ",2\n")
+    with pytest.raises(TaskDataError, match=r"rows\.csv:3: a line of more than 1,600 characters"):
+        read_table(TableSpec(file=str(rows)), {"sequence": "seq", "label": "y"}, tmp_path, 100)
+
+
+def test_a_label_pattern_that_backtracks_without_end_is_stopped_at_its_label(tmp_path):
+    (tmp_path / "ec.csv").write_text("seq,ec\nMKV,aaa\nMKW," + "a" * 60 + "!\n")
+    spec = {"name": "ec", "description": "ec", "type": "multiclass", "metric": "accuracy", "data": "ec.csv",
+            "fields": {"sequence": "seq", "label": "ec"}, "split": {"rule": "hash"}}
+    with pytest.raises(TaskDataError, match=r"ec\.csv:3: label_pattern '\(a\|aa\)\+\$' ran for over 1 s on this "
+                                            r"61-character label: a pattern that backtracks without end"):
+        load_task(parse_spec({**spec, "label_pattern": "(a|aa)+$"}, "ec.yaml"), tmp_path)
+    # the issue's pattern: Python's re backtracks for hours over 41 characters; this engine answers at once
+    with pytest.raises(TaskDataError, match=r"ec\.csv:3: label .* has no match of label_pattern"):
+        load_task(parse_spec({**spec, "label_pattern": "^(a+)+$"}, "ec.yaml"), tmp_path)
+
+
+def test_sigterm_ends_a_run_whose_thread_is_blocked_in_a_read(tmp_path, data_root):
+    fifo = tmp_path / "never_written"
+    os.mkfifo(fifo)
+    (tmp_path / "blocker.py").write_text(f"import threading\nthreading.Thread(target=open, args=({str(fifo)!r},))"
+                                         ".start()  # not a daemon: it holds the interpreter's exit\n")
+    recipe = long_recipe(tmp_path / "long.yaml", plugins=["blocker"])
+    returncode, _, err = stop_once_written(["train", str(recipe), "--run-dir", "run"], tmp_path,
+                                           tmp_path / "run" / "checkpoints" / "ckpt-0.005.pt", signal.SIGTERM,
+                                           data_root, PYTHONPATH=str(tmp_path))
+    assert returncode == 143, err[-3000:]
+    assert "protjepa: stopped by SIGTERM: stopped after step" in err and "Traceback" not in err
+    assert "protjepa: stopped by SIGTERM: still not ended 10 s after the signal (a thread blocked in a read?): " \
+           "ended now" in err
+    assert (tmp_path / "run" / ".lock").read_text() == ""
+
+
+# --------------------------------------------------------------------------- issue 36: tracebacks
+
+
+def test_readout_checks_it_can_write_before_the_work_and_a_failed_write_is_one_line(trained, tmp_path, capsys,
+                                                                                  monkeypatch):
+    run = copy_run(trained, tmp_path / "run")
+    touch = Path.touch
+
+    def read_only(path, *args, **kwargs):  # the answer of a read-only file system (root writes anywhere here)
+        if path.parent == run:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return touch(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", read_only)
+    assert main(["readout", str(run), "--sequences", "4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before any score was computed or printed
+    one_line(captured.err, f"{run}: cannot write the run folder (readout.json) there: Read-only file system")
+    (run / "readout.json").mkdir()
+    with pytest.raises(UserError, match=r"readout\.json: cannot write the readout: Is a directory"):
+        write_readout({}, run)
+    assert sorted(p.name for p in run.glob(".readout*")) == []
+
+
+def test_probe_tasks_that_cannot_be_scored_say_why_and_a_copied_test_set_is_flagged(tmp_path, capsys):
+    root, specs, run = _probe_fixture(tmp_path)
+    rows = (root / "good.csv").read_text().splitlines()
+    (root / "header.csv").write_text(rows[0] + "\n")
+    (root / "one.csv").write_text("seq,y\n" + "".join(f"{r.split(',')[0]},a\n" for r in rows[1:13]))
+    (root / "two.csv").write_text("seq,y\n" + "".join(f"{r.split(',')[0]},{'ab'[i % 2]}\n"
+                                                      for i, r in enumerate(rows[13:])))
+    (root / "all_test.csv").write_text("seq,y,part\n" + "".join(f"{r},test\n" for r in rows[1:]))
+    tasks = {"header_only": {"data": "header.csv", "split": {"rule": "hash"}},
+             "one_class": {"type": "binary", "metric": "auc", "positive": "b", "train": "one.csv", "test": "two.csv"},
+             "no_train": {"data": "all_test.csv", "fields": {"sequence": "seq", "label": "y", "part": "part"},
+                          "split": {"rule": "column", "field": "part", "train": "train", "test": "test"}},
+             "same_file": {"train": "good.csv", "test": "good.csv"}}
+    for name, changes in tasks.items():
+        (specs / f"{name}.yaml").write_text(yaml.safe_dump({
+            "name": name, "description": name, "type": "regression", "metric": "spearman",
+            "fields": {"sequence": "seq", "label": "y"}, **changes}))
+    assert main(["probe", str(run), "--spec", str(specs), "--tasks", ",".join(tasks), "--data-root", str(root),
+                 "--no-cache", "--corpus", str(root / "corpus.fa"), "--out", str(tmp_path / "out")]) == 1
+    log = capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
+    assert results["header_only"]["error"] == f"{root / 'header.csv'}: no records, only the header row"
+    assert results["one_class"]["error"] == (  # it scored auc 0.5000 and exit 0
+        f"{specs / 'one_class.yaml'}: task one_class: every training record is of one class (a): a probe cannot "
+        "learn to tell classes apart (check its labels and split)")
+    assert results["no_train"]["error"].endswith("task no_train: no training records left to probe (check its files, "
+                                                 "split and caps)")
+    assert results["same_file"]["value"] is not None and results["same_file"]["notes"] == [
+        "WARNING: every test sequence is also a training sequence (good.csv and good.csv): the score is on records "
+        "the probe was fit on (train and test the same file?)"]
+    assert "note: WARNING: every test sequence is also a training sequence" in log
+
+
+def test_a_full_disk_at_the_export_is_one_line_and_resume_finishes_the_run(tmp_path, capsys, monkeypatch, data_root):
+    from safetensors import SafetensorError
+
+    from protjepa.encoders import weights
+
+    train_file = "pretrain_swissprot50/swissprot2014_50_valid.fasta.gz"
+    recipe = write_recipe(tmp_path / "tiny.yaml", data={**TINY["data"], "train": train_file, "valid": train_file})
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"part of the weights")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    monkeypatch.setattr(weights, "save_file", full_disk)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--run-dir", str(run)]) == 2
+    captured = capsys.readouterr()
+    line = one_line(captured.err, "the run trained to its end, but its export could not be written",
+                    "model.safetensors: cannot write: Error while serializing", "No space left on device",
+                    "its checkpoints are intact (newest: ", f"continue with: protjepa train {recipe} --run-dir {run} "
+                    "--resume")
+    assert line.startswith("protjepa: error: ")
+    # data.valid the same file as data.train: said in the run's first lines
+    assert f"warning: data.valid ({data_root / train_file}) holds the same records as data.train" in captured.out
+    assert not (run / ".export.tmp").exists() and not (run / "export").exists()
+    monkeypatch.undo()
+    assert main(["train", str(recipe), "--run-dir", str(run), "--resume"]) == 0
+    assert (run / "export" / "model.safetensors").is_file() and not (run / ".export.tmp").exists()
+    assert held_out_on_training_records(load_recipe(recipe, [("data.valid", None)]), str(data_root)) == []
+
+
+def test_bench_checks_its_output_paths_before_benchmarking(capsys):
+    main_refuses(capsys, ["bench", "--quick", "--json", "/proc/nope/bench.json"],
+                 "/proc/nope: cannot write the folder of the --json output there")
+    main_refuses(capsys, ["bench", "--quick", "--curves", "/proc/nope/curves.png"],
+                 "/proc/nope: cannot write the folder of the --curves plot there")
+
+
+# --------------------------------------------------------------------------- issue 36: silent wrongs
+
+
+def _experiment(tmp_path: Path, **changes) -> Path:
+    write_recipe(tmp_path / "tiny.yaml")
+    spec = {"name": "hostile", "baseline": "a", "budget": {"steps": 3}, "output": str(tmp_path / "out"),
+            "variants": [{"recipe": "tiny.yaml", "name": "a"}, {"recipe": "tiny.yaml", "name": "b"}],
+            "probe": {"tasks": ["stability"]}, **changes}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_experiment_seeds_names_and_probe_settings_are_checked_before_any_run(tmp_path, capsys):
+    bad = {"seeds": {"variants": [{"recipe": "tiny.yaml", "name": "a"},
+                                  {"recipe": "tiny.yaml", "name": "b", "seeds": [-1]}]},  # ran 33 s, then Composer
+           "dots": {"variants": [{"recipe": "tiny.yaml", "name": "a"}, {"recipe": "tiny.yaml", "name": ".."}]},
+           "base_seed": {"base": {"recipe": "tiny.yaml", "budget": {"steps": 1}, "seed": 2 ** 32}},
+           "layer": {"probe": {"tasks": ["stability"], "layer": "banana"}},
+           "probe_seed": {"probe": {"tasks": ["stability"], "seed": -1}}}
+    says = {"seeds": "variants[1].seeds[0]: Input should be greater than or equal to 0",
+            "dots": "variants[1].name: String should match pattern",  # it trained into <output>/runs/../seed0
+            "base_seed": "base.seed: Input should be less than 4294967296",
+            "layer": "probe.layer",
+            "probe_seed": "probe.seed: Input should be greater than or equal to 0"}
+    for name, changes in bad.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        path = _experiment(folder, **changes)
+        assert main(["experiment", str(path), "--dry-run"]) == 2
+        one_line(capsys.readouterr().err, str(path), says[name])
+    named = write_recipe(tmp_path / "named.yaml", name="../elsewhere")
+    assert main(["validate", str(named)]) == 1
+    assert "name: '../elsewhere' names the run folder (train.run_dir: runs/{name}): give a name, with no '..' part" \
+        in capsys.readouterr().out
+
+
+def test_readout_reads_its_own_run_with_the_recipe_the_checkpoint_was_trained_with(trained, tmp_path, capsys,
+                                                                                  data_root):
+    run, other = copy_run(trained, tmp_path / "run"), copy_run(trained, tmp_path / "other")
+    before = read_out(run, sequences=4, data_root=str(data_root))
+    main_refuses(capsys, ["readout", str(run), "--checkpoint", str(other / "checkpoints" / "ckpt-1.000.pt")],
+                 f"{other / 'checkpoints' / 'ckpt-1.000.pt'}: not a checkpoint of {run}",
+                 "read out the run it belongs to")  # it printed "RUN: ckpt-1.000.pt" and wrote the other's scores
+    assert not (run / "readout.json").exists()
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["masking"]["rate"], recipe["objectives"][1]["loss"] = 0.9, "mse"
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    after = read_out(run, sequences=4, data_root=str(data_root))
+    assert (after["mlm"], after["latent"]) == (before["mlm"], before["latent"])  # masked and scored as trained
+    said = (f"{run / 'recipe.yaml'} says objectives[1].loss: mse, but ckpt-1.000.pt was trained with "
+            "objectives[1].loss: cosine: read with the checkpoint's own recipe")  # the first of the two edits
+    assert before["notes"] == [] and after["notes"] == [said]
+    notes = []
+    load_encoder(run / "checkpoints" / "ckpt-1.000.pt", notes=notes)  # protjepa probe prints it the same way
+    assert notes == [said]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU refuses")
+def test_validate_refuses_what_train_refuses_on_this_machine(tmp_path, capsys):
+    recipe = write_recipe(tmp_path / "tiny.yaml")
+    for assignment, says in (("data.batch_tokens=fill", "data.batch_tokens: fill sizes the step to a GPU's memory, "
+                                                        "and this run is on the CPU"),
+                             ("train.device=cuda", "train.device: cuda, but torch sees no CUDA device here")):
+        assert main(["validate", str(recipe), "--set", assignment]) == 1
+        key = assignment.split("=")[0]
+        assert capsys.readouterr().out.startswith(f"FAIL {recipe}: --set {key}: {says}")
+        main_refuses(capsys, ["train", str(recipe), "--set", assignment, "--run-dir", str(tmp_path / "run")],
+                     f"{recipe}: --set {key}: {says}")  # the same words
+
+
+def test_a_resumed_run_goes_on_as_it_started(trained, tmp_path, capsys):
+    run = copy_run(trained, tmp_path / "run")
+    recipe, record = str(trained / "tiny.yaml"), (run / "recipe.yaml").read_text()
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(run), "--resume", "--set", "optim.lr=0.1"],
+                 f"{run / 'checkpoints' / 'ckpt-1.000.pt'}: the run was trained with optim.lr: 0.0003, and resumed "
+                 "with optim.lr: 0.1", "train the changed recipe in another --run-dir")  # recipe.yaml said 0.1
+    assert (run / "recipe.yaml").read_text() == record
+    newest = rewrite_checkpoint(run / "checkpoints" / "ckpt-1.000.pt",
+                                lambda data: data["state"]["metadata"].update(world_size=2))
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(run), "--resume"],
+                 f"{newest}: written by a run of 2 process(es), resumed on 1", "resume with 2 (composer -n 2")
+    # how and where it runs may change: the finished run resumed only reports
+    run = copy_run(trained, tmp_path / "again")
+    assert main(["train", recipe, "--run-dir", str(run), "--resume", "--set", "train.log_every=2"]) == 0
+    assert "its budget was already spent, nothing left to train" in capsys.readouterr().out
+
+
+def test_a_folder_holding_a_run_is_not_trained_into_without_resume(trained, tmp_path, capsys):
+    recipe = str(trained / "tiny.yaml")
+    run = copy_run(trained, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints")  # a finished run's: trained into again, it lost its export and records
+    (run / "readout.json").write_text("{}\n")
+    other = write_recipe(tmp_path / "other.yaml", optim={"lr": 1e-3})
+    record = (run / "recipe.yaml").read_text()
+    main_refuses(capsys, ["train", str(other), "--run-dir", str(run)],
+                 f"{run}: already holds a run's records (curves.png, export, metrics.jsonl, provenance.json, "
+                 "readout.json, recipe.yaml); pass --resume to go on with that run, or another --run-dir")
+    main_refuses(capsys, ["train", str(other), "--run-dir", str(run), "--resume"],
+                 "no checkpoint to resume from", "holds what a run writes later (curves.png, export, readout.json")
+    assert (run / "recipe.yaml").read_text() == record and (run / "export").is_dir()
+    # a run stopped before its first checkpoint: --resume (what its stop line says) starts it again there
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in ("recipe.yaml", "provenance.json", "metrics.jsonl"):
+        shutil.copy(trained / "run" / name, stopped / name)
+    main_refuses(capsys, ["train", recipe, "--run-dir", str(stopped)], "already holds a run's records")
+    assert main(["train", recipe, "--run-dir", str(stopped), "--resume"]) == 0
+    assert "the run had stopped before its first checkpoint: started again from step 0" in capsys.readouterr().out
+    assert (stopped / "checkpoints" / "ckpt-1.000.pt").is_file()
+
+
+# --------------------------------------------------------------------------- issue 36: misleading messages
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    fasta = tmp_path / "bom.fasta"
+    fasta.write_bytes("\ufeff>a first\nMKV\n".encode())  # once: "line 1: sequence data before the first '>'"
+    assert [(r.id, r.sequence) for r in FastaReader(fasta)] == [("a", "MKV")]
+    table = tmp_path / "bom.csv"
+    table.write_bytes("\ufeffseq,y\nMKV,1\n".encode())  # else the first column is named '\ufeffseq'
+    assert read_table(TableSpec(file=str(table)), {"sequence": "seq"}, tmp_path, 100)[0] == {"sequence": ["MKV"]}
+
+
+def test_a_run_dir_that_is_a_broken_link_is_named_as_such(trained, tmp_path, capsys):
+    link = tmp_path / "runs"
+    link.symlink_to(tmp_path / "missing")  # once: "File exists"
+    main_refuses(capsys, ["train", str(trained / "tiny.yaml"), "--run-dir", str(link)],
+                 f"{link}: the run directory is a symbolic link to {tmp_path / 'missing'}, which does not exist")
+    main_refuses(capsys, ["train", str(trained / "tiny.yaml"), "--run-dir", str(link / "one")],
+                 f"{link}: the run directory would be under a symbolic link to")
+
+
+def test_an_installed_plugin_that_fails_to_import_is_named_not_the_recipe(tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('half-installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = metadata.EntryPoint(name="broken", value="broken_plugin", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [entry])
+    monkeypatch.setattr(registry, "_builtins_loaded", False)
+    recipe = write_recipe(tmp_path / "fine.yaml")
+    assert main(["validate", str(recipe)]) == 1
+    assert capsys.readouterr().out == ("FAIL plugin entry point 'broken' (broken_plugin): failed while importing: "
+                                       f"RuntimeError: half-installed (an installed package's plugin, not {recipe})\n")
+
+
+# --------------------------------------------------------------------------- issue 36: an experiment stopped
+
+
+def test_sigterm_stops_an_experiment_saying_where_and_how_to_resume(tmp_path, data_root):
+    path = _experiment(tmp_path, budget={"wall_clock": "120s"},
+                       set={"train.checkpoint_at": [0.005, 1.0], "train.log_every": 50})
+    first = tmp_path / "out" / "runs" / "a" / "seed0" / "checkpoints" / "ckpt-0.005.pt"
+    returncode, _, err = stop_once_written(["experiment", str(path)], tmp_path, first, signal.SIGTERM, data_root)
+    assert returncode == 143, err[-3000:]  # it printed nothing
+    line = one_line(err, "protjepa: stopped by SIGTERM: while training a/seed0 (stopped after step",
+                    f"newest checkpoint: {first}", "what had finished is kept",
+                    f"run the same command again to resume it: protjepa experiment {path}")
+    assert line.endswith(str(path))

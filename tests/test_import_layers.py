@@ -15,6 +15,7 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 # units of lower layers only (and itself). Units of one layer do not import each other.
 # Encoders and objectives are plugins: the recipe composes them from above, they never read it.
 LAYERS = [
+    ["files"],
     ["errors", "alphabet", "yamlio"],
     ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision", "devices"],
     ["flops", "attention"],

@@ -117,8 +117,8 @@ def test_latest_checkpoint_is_the_furthest_into_the_budget(tmp_path):
         (["--data-root", "/nonexistent/data"], "protjepa: error: data root /nonexistent/data"),
         (["--resume"], "no checkpoint to resume from"),
         (["--set", "data.batch_tokens=fill"],
-         "protjepa: error: data.batch_tokens: fill sizes the step to a GPU's memory, and this run is on the CPU: "
-         "give a number, e.g. --set data.batch_tokens=8192"),
+         "tiny.yaml: --set data.batch_tokens: data.batch_tokens: fill sizes the step to a GPU's memory, and this run "
+         "is on the CPU: give a number, e.g. --set data.batch_tokens=8192"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, extra, says):

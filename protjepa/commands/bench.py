@@ -83,12 +83,16 @@ def run(args) -> int:
     from protjepa.bench.report import format_report, machine, to_json
     from protjepa.bench.suite import resolve_device, run_suite
 
+    from protjepa.paths import writable_file
+
+    path = writable_file(args.json, "--json output")  # before minutes of benchmarking, not after
+    if args.curves:
+        writable_file(args.curves, "--curves plot")
     configs = settings(args)
     threads = args.threads or (2 if configs[0].device == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     info = machine()
-    path = Path(args.json)
     if args.curves:
         out = dict(machine=info, curves=[run_curves(c, resolve_device(c.device), args.curves) for c in configs])
         for point in out["curves"][-1]["points"]:

@@ -19,16 +19,36 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
+    import signal
+
     from protjepa.durations import parse_budget
-    from protjepa.experiment.runner import run_experiment
+    from protjepa.errors import Interrupted, sigterm_interrupts
+    from protjepa.experiment.runner import ExperimentInterrupted, run_experiment
     from protjepa.experiment.spec import load_experiment
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
-    outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
+    with sigterm_interrupts() as signals:
+        try:
+            outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
+        except ExperimentInterrupted as exc:
+            raise Interrupted(f"{exc}; run the same command again to resume it: {rerun_command(args)}",
+                              signals[-1] if signals else signal.SIGINT) from None
     if not args.dry_run:
         for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
             labels = getattr(outcome, what)
             if labels:
                 print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
     return 0
+
+
+def rerun_command(args) -> str:
+    """This command line: run again, it resumes the experiment where it stopped."""
+    import shlex
+
+    words = ["protjepa", "experiment", args.experiment]
+    for variant in args.only:
+        words += ["--only", variant]
+    for flag, value in (("--budget", args.budget), ("--output", args.output), ("--data-root", args.data_root)):
+        words += [flag, value] if value is not None else []
+    return shlex.join(words)

@@ -42,6 +42,10 @@ def configure(parser) -> None:
                         help="tokens per embedding batch, padding included (default: 2048 on a CPU, 16384 on a GPU)")
     parser.add_argument("--max-length", type=whole_number(1), default=1022,
                         help="residues per window for longer sequences")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let the encoder's encoder.yaml (or its run's recipe) import the code it names "
+                             "(_component_, plugins); an export or a run folder is data: without this flag such "
+                             "a file is refused")
 
 
 def run(args) -> int:
@@ -84,7 +88,10 @@ def run(args) -> int:
     if corpus is None and (args.drop_leaked or args.drop_identity is not None):
         raise UserError("probe: --drop-leaked / --drop-identity need the corpus: give --corpus (or a run folder)")
     print(f"encoder: {encoder_path}")
-    encoder = load_encoder(encoder_path)
+    notes: list[str] = []
+    encoder = load_encoder(encoder_path, trust_code=args.trust_code, notes=notes)
+    for note in notes:
+        print(f"note: {note}")
     layer = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
     bf16, precision = choose_bf16(args.precision, device.type, "--precision")
     embedder = Embedder(encoder, layer, device=device, batch_tokens=args.batch_tokens, max_length=args.max_length,

@@ -22,12 +22,19 @@ def configure(parser) -> None:
                         help=f"held-out sequences to read out on, at least 2: a fit half and a scored half "
                              f"(default {SEQUENCES})")
     parser.add_argument("--data-root", help="folder the run's data paths are relative to (default: ../shared/data)")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let the run's recipe import the code it names (_component_, plugins); a run folder "
+                             "is data: without this flag such a recipe is refused")
 
 
 def run(args) -> int:
-    from protjepa.evaluation.readout import format_readout, read_out, write_readout
+    from protjepa.evaluation.readout import check_run_folder, format_readout, read_out, write_readout
+    from protjepa.paths import writable_folder
 
-    result = read_out(args.run, checkpoint=args.checkpoint, sequences=args.sequences, data_root=args.data_root)
+    check_run_folder(Path(args.run))
+    writable_folder(args.run, "run folder (readout.json)")  # before the work, not after it
+    result = read_out(args.run, checkpoint=args.checkpoint, sequences=args.sequences, data_root=args.data_root,
+                      trust_code=args.trust_code)
     print(format_readout(result))
     print(f"written: {write_readout(result, Path(args.run))}")
     return 0

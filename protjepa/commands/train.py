@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MAIN_JOB_BUDGET = "3min"
 # esm2_8m on a laptop-class CPU: a few seconds per step at these sizes.
@@ -78,24 +76,18 @@ def run(args) -> int:
     if args.main_job:  # an unreadable recipe: load_recipe below reports the problem with its file and line
         raw = peek_mapping(shipped.find(args.recipe))
         overrides, notes = main_job_settings(raw, torch.cuda.is_available(), budget)
-    recipe = load_recipe(args.recipe, overrides + [parse_assignment(a) for a in args.overrides], "--set")  # --set wins
+    recipe = load_recipe(args.recipe, overrides + [parse_assignment(a) for a in args.overrides], "--set",  # --set wins
+                         this_machine=True)
     notes += zero_weight_notes(recipe)
     run_dir = Path(args.run_dir or recipe.train.run_dir.format(name=recipe.name))
     if args.main_job and not args.run_dir and not args.resume:
         run_dir = unused_run_dir(run_dir)  # running the demo twice makes a second run
 
-    from protjepa.checkpoint_file import CheckpointError, latest_checkpoint
-    from protjepa.errors import Interrupted
+    from protjepa.errors import Interrupted, sigterm_interrupts
     from protjepa.training.parallel import end_process_group
-    from protjepa.training.trainer import RankLost, RunInterrupted, train
+    from protjepa.training.trainer import LATEST, ResumableError, RunInterrupted, train
 
-    resume = None
-    if args.resume == "latest":
-        resume = latest_checkpoint(run_dir / "checkpoints")
-        if resume is None:
-            raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from")
-    elif args.resume:
-        resume = Path(args.resume)
+    resume = LATEST if args.resume == "latest" else Path(args.resume) if args.resume else None
     with sigterm_interrupts() as signals:
         try:
             train(recipe, run_dir, data_root=args.data_root, resume=resume, notes=tuple(notes))
@@ -103,43 +95,21 @@ def run(args) -> int:
         except RunInterrupted as exc:
             raise Interrupted(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}",
                               signals[-1] if signals else signal.SIGINT) from None
-        except RankLost as exc:
-            raise RankLost(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}", exc.newest) from None
+        except ResumableError as exc:
+            raise type(exc)(f"{exc}; {how_to_go_on(args, run_dir, exc.newest)}", exc.newest) from None
     return 0
 
 
-@contextmanager
-def sigterm_interrupts() -> Iterator[list[int]]:
-    """SIGTERM (what schedulers and ``kill`` send) stops the run as Ctrl-C does, so that it too says
-    where the run stopped and how to continue it; yields the list of the signals received."""
-    from protjepa.errors import Interrupted
-
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received  # signal handlers belong to the main thread
-        return
-
-    def stop(signum, frame):
-        received.append(signum)
-        raise Interrupted("", signum)  # the trainer turns it into RunInterrupted, as it does Ctrl-C
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield received
-    finally:
-        if signal.getsignal(signal.SIGTERM) is stop:  # else the run chose to ignore it while it ends (a lost rank)
-            signal.signal(signal.SIGTERM, previous)
-
-
 def how_to_go_on(args, run_dir: Path, newest: Path | None) -> str:
-    """``continue with: COMMAND`` (from ``newest``), or ``no checkpoint yet; start again with: COMMAND``."""
+    """``continue with: COMMAND`` (from ``newest``), or ``no checkpoint yet; start again with: COMMAND``
+    (``--resume`` then starts the stopped run again in its folder)."""
     again = "continue with" if newest else "no checkpoint yet; start again with"
-    return f"{again}: {rerun_command(args, run_dir, resume=newest is not None)}"
+    return f"{again}: {resume_command(args, run_dir)}"
 
 
-def rerun_command(args, run_dir: Path, resume: bool) -> str:
-    """The command line that runs this training again in ``run_dir`` (continuing it with ``resume``);
-    through Composer's launcher, as many processes a machine, when the run had several."""
+def resume_command(args, run_dir: Path) -> str:
+    """The command line that goes on with this training in ``run_dir`` (``--resume``); through Composer's
+    launcher, as many processes a machine, when the run had several."""
     import shlex
 
     launcher = []
@@ -151,4 +121,4 @@ def rerun_command(args, run_dir: Path, resume: bool) -> str:
     words += ["--main-job"] if args.main_job else []
     for assignment in args.overrides:
         words += ["--set", assignment]
-    return shlex.join(words + (["--resume"] if resume else []))
+    return shlex.join(words + ["--resume"])

@@ -1,5 +1,7 @@
-"""``protjepa validate FILE...``: recipes against the schema, the registries and plugin imports;
-experiment files (they have ``variants:``) as experiments, every run's recipe resolved. No training."""
+"""``protjepa validate FILE...``: recipes against the schema, the registries and plugin imports, and
+what ``train`` would refuse on this machine (``data.batch_tokens: fill`` or ``train.device: cuda``
+without a GPU); experiment files (they have ``variants:``) as experiments, every run's recipe
+resolved. No training."""
 from __future__ import annotations
 
 
@@ -34,7 +36,7 @@ def check(path: str, overrides: list, print_recipe: bool) -> None:
               f"[{', '.join(run.label for run in experiment.trained_runs)}]")
         recipes = [run.recipe for run in experiment.trained_runs] if print_recipe else []
     else:
-        recipe = load_recipe(path, overrides, "--set")
+        recipe = load_recipe(path, overrides, "--set", this_machine=True)  # what train refuses here, refused here
         objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in recipe.objectives)
         unbuilt = recipe.encoder.component
         notes = "".join(f" ({note})" for note in zero_weight_notes(recipe))

@@ -24,6 +24,7 @@ from protjepa.batch import PAD_MULTIPLE, Batch, round_up, row_tokens
 from protjepa.data.collate import Collator, first_fit_decreasing
 from protjepa.data.fasta import FastaReader, UnknownLetters
 from protjepa.errors import UserError
+from protjepa.files import MAX_RESIDUES
 from protjepa.paths import data_root, resolve
 from protjepa.recipe import DataConfig, MaskingConfig
 
@@ -92,6 +93,7 @@ class FastaCorpus(IterableDataset):
         seed: int = 0,
         unknown_letters: UnknownLetters = "error",
         alphabet: Alphabet = ESM_ALPHABET,
+        max_residues: int = MAX_RESIDUES,
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -120,6 +122,7 @@ class FastaCorpus(IterableDataset):
         self.seed = seed
         self.unknown_letters = unknown_letters
         self.alphabet = alphabet
+        self.max_residues = max_residues
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -150,7 +153,7 @@ class FastaCorpus(IterableDataset):
 
     def _sequences(self, shard: int, shards: int) -> Iterator[str]:
         return split_sequences(self.path, self.split, self.holdout_fraction, self.unknown_letters, self.alphabet,
-                               shard=shard, shards=shards)
+                               shard=shard, shards=shards, max_residues=self.max_residues)
 
     def _epoch(self, epoch: int, shard: int, shards: int) -> Iterator[Batch]:
         rng = random.Random(_seed(self.seed, epoch, shard))
@@ -205,10 +208,10 @@ class FastaCorpus(IterableDataset):
 
 def split_sequences(path: str | os.PathLike, split: Split = "all", holdout_fraction: float = 0.0,
                     unknown_letters: UnknownLetters = "error", alphabet: Alphabet = ESM_ALPHABET, *,
-                    shard: int = 0, shards: int = 1) -> Iterator[str]:
+                    shard: int = 0, shards: int = 1, max_residues: int = MAX_RESIDUES) -> Iterator[str]:
     """Residue strings of one split of a FASTA file (every ``shards``-th, from ``shard``), in file order."""
     kept = 0
-    for record in FastaReader(path, unknown_letters, alphabet):
+    for record in FastaReader(path, unknown_letters, alphabet, max_residues):
         if not in_split(record.id, split, holdout_fraction):
             continue
         if kept % shards == shard:
@@ -235,7 +238,7 @@ def make_corpus(data: DataConfig, masking: MaskingConfig | None, split: Literal[
     holdout = data.valid is None and data.holdout_fraction > 0
     common = dict(masking=masking, crop=data.crop, batch_tokens=data.batch_tokens, max_sequences=data.max_sequences,
                   packing=data.packing, unknown_letters=data.unknown_letters, alphabet=alphabet, seed=seed,
-                  holdout_fraction=data.holdout_fraction)
+                  holdout_fraction=data.holdout_fraction, max_residues=data.max_residues)
     if split == "train":  # static shapes for the training step only: evaluation runs eagerly
         return FastaCorpus(files["train"], split="train" if holdout else "all", static_shapes=data.static_shapes,
                            shuffle_buffer=data.shuffle_buffer, infinite=True, **common)
@@ -249,12 +252,13 @@ def make_corpus(data: DataConfig, masking: MaskingConfig | None, split: Literal[
 def fixed_batches(path: str | os.PathLike, n: int, *, chunk: int | None = None, crop: int = 512,
                   masking: MaskingConfig | None = None, seed: int = 0, split: Split = "all",
                   holdout_fraction: float = 0.0, unknown_letters: UnknownLetters = "error",
-                  alphabet: Alphabet = ESM_ALPHABET) -> list[Batch]:
+                  alphabet: Alphabet = ESM_ALPHABET, max_residues: int = MAX_RESIDUES) -> list[Batch]:
     """The first ``n`` records of the split as padded batches of ``chunk`` records (default: one
     batch of all ``n``), cropped (and masked) the same way every call."""
     rng = random.Random(seed)
     sequences = []
-    for sequence in split_sequences(path, split, holdout_fraction, unknown_letters, alphabet):
+    for sequence in split_sequences(path, split, holdout_fraction, unknown_letters, alphabet,
+                                    max_residues=max_residues):
         sequences.append(alphabet.encode(random_crop(sequence, crop, rng)))
         if len(sequences) == n:
             collate, chunk = Collator(alphabet, masking, seed=seed), chunk or n
@@ -274,5 +278,5 @@ def held_out_batches(data: DataConfig, masking: MaskingConfig | None, n: int, *,
         where = f"{n} held-out records"
     batches = fixed_batches(source.path, n, chunk=chunk, crop=data.crop, masking=masking, seed=seed,
                             split=source.split, holdout_fraction=data.holdout_fraction,
-                            unknown_letters=data.unknown_letters)
+                            unknown_letters=data.unknown_letters, max_residues=data.max_residues)
     return batches, where

@@ -1,7 +1,10 @@
 """A streaming FASTA reader that refuses malformed input with ``file:line: what``.
 
 Plain or gzip files (told apart by their magic bytes, not their name), one record at a
-time, multi-line sequences joined, lowercase letters upper-cased, blank lines ignored.
+time, multi-line sequences joined, lowercase letters upper-cased, blank lines ignored, a UTF-8
+byte-order mark skipped. Only regular files are opened, and a line or a record of more than
+``max_residues`` characters (:data:`protjepa.files.MAX_RESIDUES` unless given) is refused at
+its line, so neither a named pipe nor a file without line breaks hangs or fills the memory.
 Letters outside the alphabet are an error, or (``unknown_letters="x"``) become ``X``
 and are counted per letter in :attr:`FastaReader.replaced`, never skipped silently.
 """
@@ -19,6 +22,7 @@ from typing import Iterable, Iterator, Literal, NamedTuple
 
 from protjepa.alphabet import ESM_ALPHABET, Alphabet
 from protjepa.errors import UserError
+from protjepa.files import MAX_RESIDUES, WHY_LIMIT, bounded_lines, check_regular
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,11 @@ def clean_letters(text: str, policy: UnknownLetters, where: str, pattern: re.Pat
     return pattern.sub("X", text), pattern.findall(text)
 
 
-def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """Open plain or gzip text by magic bytes; a missing file is a one-line FastaError."""
+def open_text(path: str | os.PathLike, what: str = "FASTA file") -> io.TextIOBase:
+    """Open plain or gzip text by magic bytes, a UTF-8 byte-order mark skipped; a missing file or one
+    that is not a regular file (``what``: its role, in the error) is a one-line FastaError."""
     path = Path(path)
+    check_regular(path, FastaError, what)
     try:
         raw = open(path, "rb")
     except FileNotFoundError:
@@ -72,7 +78,7 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
         raise FastaError(f"{path}: cannot read: {exc.strerror}") from None
     if raw.peek(2)[:2] == GZIP_MAGIC:
         raw = gzip.GzipFile(fileobj=raw)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace")
 
 
 def check_gzip_complete(path: str | os.PathLike) -> None:
@@ -90,27 +96,32 @@ def check_gzip_complete(path: str | os.PathLike) -> None:
             raise FastaError(f"{path}: corrupt or truncated gzip file ({exc})") from None
 
 
-def fasta_entries(path: str | os.PathLike) -> Iterator[tuple[str, list[tuple[int, str]], int]]:
+def fasta_entries(path: str | os.PathLike,
+                  max_residues: int = MAX_RESIDUES) -> Iterator[tuple[str, list[tuple[int, str]], int]]:
     """(header after '>', its body lines as (line number, text without whitespace), header line)
-    per record. Letters are not checked: FastaReader checks residues, and probe tasks read
-    label files (digits, class letters) in FASTA form through here too."""
+    per record; a line or a record body of more than ``max_residues`` characters is refused. Letters
+    are not checked: FastaReader checks residues, and probe tasks read label files (digits, class
+    letters) in FASTA form through here too."""
     path = Path(path)
     lineno = 0
     try:
         with open_text(path) as lines:
             header: str | None = None
-            start, body = 0, []
-            for lineno, line in enumerate(lines, 1):
+            start, body, length = 0, [], 0
+            for lineno, line in bounded_lines(lines, max_residues, path, FastaError):
                 if line.startswith(">"):
                     if header is not None:
                         yield header, body, start
-                    header, start, body = line[1:].strip(), lineno, []
+                    header, start, body, length = line[1:].strip(), lineno, [], 0
                     continue
                 text = "".join(line.split())
                 if not text:
                     continue
                 if header is None:
                     raise FastaError(f"{path}:{lineno}: sequence data before the first '>' header")
+                length += len(text)
+                if length > max_residues:
+                    raise FastaError(f"{path}:{start}: a record of more than {max_residues:,} residues, {WHY_LIMIT}")
                 body.append((lineno, text))
             if header is not None:
                 yield header, body, start
@@ -127,11 +138,12 @@ class FastaReader:
     """
 
     def __init__(self, path: str | os.PathLike, unknown_letters: UnknownLetters = "error",
-                 alphabet: Alphabet = ESM_ALPHABET):
+                 alphabet: Alphabet = ESM_ALPHABET, max_residues: int = MAX_RESIDUES):
         if unknown_letters not in ("error", "x"):
             raise ValueError(f"unknown_letters must be 'error' or 'x', got {unknown_letters!r}")
         self.path = Path(path)
         self.unknown_letters = unknown_letters
+        self.max_residues = max_residues
         self._pattern = residue_pattern(alphabet)
         self.records = 0
         self.residues = 0
@@ -139,7 +151,7 @@ class FastaReader:
 
     def __iter__(self) -> Iterator[FastaRecord]:
         self.records, self.residues, self.replaced = 0, 0, Counter()
-        for header, body, lineno in fasta_entries(self.path):
+        for header, body, lineno in fasta_entries(self.path, self.max_residues):
             words = header.split(maxsplit=1)
             if not words:
                 raise FastaError(f"{self.path}:{lineno}: header with no id")

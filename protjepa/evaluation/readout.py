@@ -29,16 +29,17 @@ from torch import Tensor
 
 from protjepa.batch import gather_positions
 from protjepa.build import build_model, encoder_from_spec
-from protjepa.checkpoint_file import CheckpointError, digest_path, file_digest, latest_checkpoint, model_state
+from protjepa.checkpoint_file import (CheckpointError, digest_path, file_digest, latest_checkpoint, model_state,
+                                      read_checkpoint)
 from protjepa.data.corpus import held_out_batches
+from protjepa.export import RUN_RECIPE, checkpoint_recipe
 from protjepa.evaluation.probes import ridge_predict
 from protjepa.model import ProtJEPA
 from protjepa.objectives.jepa import JEPA, latent_scores
 from protjepa.objectives.mlm import MLM, unigram_entropy
-from protjepa.recipe import load_recipe
+from protjepa.recipe import Recipe, Trust
 
 READOUT = "readout.json"
-RUN_RECIPE = "recipe.yaml"
 SEQUENCES = 256
 CHUNK = 32  # sequences per forward pass
 SEED = 0  # crops and masks: the same rows for every run on the same data
@@ -54,19 +55,40 @@ class _Rows:
     residue: list[Tensor] = field(default_factory=list)
 
 
-def load_run_model(run_dir: Path, checkpoint: Path | None = None) -> tuple[ProtJEPA, Path]:
-    """The whole model of a run (encoder, objectives' modules, EMA teacher) from its newest
-    training checkpoint, or ``checkpoint``; in eval mode."""
+def check_run_folder(run_dir: Path) -> None:
+    """``run_dir`` is a run folder of ``protjepa train``, or a one-line error."""
     if not (run_dir / RUN_RECIPE).is_file():
         raise CheckpointError(f"{run_dir}: not a run folder of protjepa train (no {RUN_RECIPE})")
-    path = checkpoint or latest_checkpoint(run_dir / "checkpoints")
-    if path is None:
-        raise CheckpointError(f"{run_dir / 'checkpoints'}: no training checkpoint to read out")
-    recipe = load_recipe(run_dir / RUN_RECIPE)
+
+
+def run_checkpoint(run_dir: Path, checkpoint: Path | None) -> Path:
+    """``checkpoint``, which must be one of the run's own (its scores are written under the run), or the
+    run's newest."""
+    if checkpoint is None:
+        newest = latest_checkpoint(run_dir / "checkpoints")
+        if newest is None:
+            raise CheckpointError(f"{run_dir / 'checkpoints'}: no training checkpoint to read out")
+        return newest
+    if checkpoint.resolve().parent != (run_dir / "checkpoints").resolve():
+        raise CheckpointError(f"{checkpoint}: not a checkpoint of {run_dir} (it is not in {run_dir / 'checkpoints'}): "
+                              "the readout is written under the run it reads; read out the run it belongs to")
+    return checkpoint
+
+
+def load_run_model(run_dir: Path, checkpoint: Path | None = None,
+                   trust_code: Trust = False) -> tuple[ProtJEPA, Recipe, Path, list[str]]:
+    """The whole model of a run (encoder, objectives' modules, EMA teacher) from its newest training
+    checkpoint, or ``checkpoint`` (one of the run's), in eval mode; the recipe it was trained with (the
+    checkpoint's own, :func:`~protjepa.export.checkpoint_recipe`), the checkpoint, and notes to show.
+    Code the recipe names is imported only as ``trust_code`` allows."""
+    check_run_folder(run_dir)
+    path = run_checkpoint(run_dir, checkpoint)
+    data = read_checkpoint(path, mmap=True)
+    recipe, notes = checkpoint_recipe(path, data, run_dir, trust_code)
     # Untrained: the checkpoint holds every weight (a continued run's base weights are not needed).
     model = build_model(recipe, encoder_from_spec(recipe.encoder, recipe.encoder_config))
-    model.load_state_dict(model_state(path, model, prefix="model."))
-    return model.eval(), path
+    model.load_state_dict(model_state(path, model, prefix="model.", data=data))
+    return model.eval(), recipe, path, notes
 
 
 def ridge_r2(x_fit: Tensor, y_fit: Tensor, x_score: Tensor, y_score: Tensor) -> float:
@@ -85,12 +107,12 @@ def residue_r2(residue_fit: Tensor, y_fit: Tensor, residue_score: Tensor, y_scor
 
 @torch.no_grad()
 def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, sequences: int = SEQUENCES,
-             data_root: str | None = None) -> dict:
+             data_root: str | None = None, trust_code: Trust = False) -> dict:
     """The readout of a run's checkpoint (see the module docstring), as JSON-ready data; ``sequences`` >= 2
-    (they are read in two chunks or more, the first half fitting the readouts, the rest scoring them)."""
+    (they are read in two chunks or more, the first half fitting the readouts, the rest scoring them).
+    Read with the recipe the checkpoint was trained with; ``notes`` says when ``recipe.yaml`` differs."""
     run_dir = Path(run_dir)
-    model, path = load_run_model(run_dir, Path(checkpoint) if checkpoint else None)
-    recipe = load_recipe(run_dir / RUN_RECIPE)
+    model, recipe, path, notes = load_run_model(run_dir, Path(checkpoint) if checkpoint else None, trust_code)
     batches, where = held_out_batches(recipe.data, recipe.masking, sequences, chunk=min(CHUNK, -(-sequences // 2)), seed=SEED,
                                       root=data_root)
     latent = {id: obj for id, obj in zip(model.ids, model.objectives) if isinstance(obj, JEPA)}
@@ -123,6 +145,7 @@ def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
         "sequences": sequences,
         "rows_from": where,
         "seed": SEED,
+        "notes": notes,
         "mlm": {id: {"loss": total / max(all_labels.numel(), 1), "unigram_entropy": entropy}
                 for id, total in mlm_sums.items()},
         "latent": {id: _latent_readout(obj, rows[id], vocabulary) for id, obj in latent.items()},
@@ -157,11 +180,15 @@ def checkpoint_digest(path: Path) -> str:
 
 
 def write_readout(result: dict, run_dir: Path) -> Path:
-    """``<run>/readout.json``, written whole (a temporary file renamed)."""
+    """``<run>/readout.json``, written whole (a temporary file renamed); a failed write is one line."""
     path = run_dir / READOUT
     partial = path.with_name(f".{READOUT}.partial")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write the readout: {exc.strerror}") from None
     return path
 
 
@@ -169,6 +196,7 @@ def format_readout(result: dict) -> str:
     """The readout as a few lines of text."""
     lines = [f"{result['run']}: {Path(result['checkpoint']).name}, {result['sequences']} sequences "
              f"({result['rows_from']}), crops and masks seeded {result['seed']}"]
+    lines += [f"  note: {note}" for note in result.get("notes", [])]
     for id, mlm in result["mlm"].items():
         lines.append(f"  {id}: held-out loss {mlm['loss']:.4f} nats; a constant prediction (the unigram entropy) "
                      f"{mlm['unigram_entropy']:.4f}")

@@ -30,8 +30,9 @@ from protjepa.evaluation.probes import (
     ridge_predict,
 )
 from protjepa.evaluation.retrieval import retrieval_metrics
+from protjepa.evaluation.tables import TaskDataError
 from protjepa.evaluation.task_data import TaskData, load_task
-from protjepa.evaluation.tasks import Caps, TaskSpec
+from protjepa.evaluation.tasks import PER_RESIDUE, Caps, TaskSpec
 from protjepa.evaluation.variant_effect import consensus, masked_marginal_scores
 from protjepa.provenance import file_record
 
@@ -91,6 +92,20 @@ def _pooled(data: TaskData, embedder: Embedder) -> Callable[[np.ndarray], np.nda
     return lambda index: features[row[index]]
 
 
+def _check_fold(data: TaskData, train: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """A fit needs training and test records and, for a classifier (``labels``: the training ones), two
+    classes or more: else a one-line error naming the task, not a fit on nothing (or a constant score)."""
+    spec = data.spec
+    where = f"{spec.source}: task {spec.name}"
+    for part, index in (("training", train), ("test", test)):
+        if not len(index):
+            raise TaskDataError(f"{where}: no {part} records left to probe (check its files, split and caps)")
+    if labels is not None and len(found := np.unique(labels)) < 2:
+        raise TaskDataError(f"{where}: every training {'residue' if spec.type in PER_RESIDUE else 'record'} is of "
+                            f"one class ({found[0] if len(found) else 'none labelled'}): a probe cannot learn to tell "
+                            "classes apart (check its labels and split)")
+
+
 def _sequence_probe(data: TaskData, embedder: Embedder) -> Scored:
     spec, features = data.spec, _pooled(data, embedder)
     targets = np.asarray(data.targets, dtype=object)
@@ -100,6 +115,7 @@ def _sequence_probe(data: TaskData, embedder: Embedder) -> Scored:
         y = targets.astype(np.float64)
         prediction = np.zeros(len(y))
         for train, test in data.folds():
+            _check_fold(data, train, test)
             prediction[test] = ridge_predict(features(train), y[train], features(test))
         return regression_metrics(prediction[scored], y[scored]), task_examples(
             spec.metric, sequences, _ones(len(sequences)), prediction=prediction[scored], truth=y[scored])
@@ -107,12 +123,14 @@ def _sequence_probe(data: TaskData, embedder: Embedder) -> Scored:
         y = (targets == spec.positive).astype(bool)
         scores = np.zeros(len(y))
         for train, test in data.folds():
+            _check_fold(data, train, test, targets[train])
             scores[test] = logistic_scores(features(train), y[train], features(test), 2, embedder.device)
         return binary_metrics(scores[scored], y[scored]), task_examples(
             spec.metric, sequences, _ones(len(sequences)), prediction=scores[scored] > 0, truth=y[scored],
             score=scores[scored], positive=y[scored])
     predicted = np.empty(len(targets), dtype=object)
     for train, test in data.folds():
+        _check_fold(data, train, test, targets[train])
         classes, codes = np.unique(targets[train], return_inverse=True)
         scores = logistic_scores(features(train), codes, features(test), len(classes), embedder.device)
         predicted[test] = classes[scores.argmax(1)] if len(classes) > 2 else classes[(scores > 0).astype(int)]
@@ -142,7 +160,10 @@ def _residue_probe(data: TaskData, embedder: Embedder) -> Scored:
 
     truth, output, tested = [], [], []
     for train, test in data.folds():
+        _check_fold(data, train, test)
         (x_train, y_train), (x_test, y_test) = stack(train), stack(test)
+        _check_fold(data, y_train, y_test, np.array([spec.classes[int(c)] for c in np.unique(y_train)])
+                    if classify else None)
         truth.append(y_test)
         tested.append(test)
         if not classify:
@@ -342,15 +363,18 @@ def to_markdown(results: dict) -> str:
 def write_results(results: dict, out_dir: str | Path, examples: dict[str, TaskExamples] | None = None
                   ) -> tuple[Path, Path]:
     """``results.json`` and ``results.md``, and ``examples.npz`` with the tasks' scored examples
-    (written first: results.json names what it holds)."""
+    (written first: results.json names what it holds); a failed write (a full disk) is one line."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = _json_safe(results)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    if examples:
-        write_examples(examples, out_dir / EXAMPLES_FILE)
-    else:
-        (out_dir / EXAMPLES_FILE).unlink(missing_ok=True)
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(to_markdown(results))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if examples:
+            write_examples(examples, out_dir / EXAMPLES_FILE)
+        else:
+            (out_dir / EXAMPLES_FILE).unlink(missing_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        md_path.write_text(to_markdown(results))
+    except OSError as exc:
+        raise UserError(f"{exc.filename or out_dir}: cannot write the probe results: {exc.strerror}") from None
     return json_path, md_path

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from protjepa.alphabet import ESM_ALPHABET
 from protjepa.data.fasta import clean_letters, fasta_entries, residue_pattern
 from protjepa.errors import UserError
+from protjepa.files import WHY_LIMIT
 from protjepa.evaluation.tables import TaskDataError, read_tables
 from protjepa.evaluation.tasks import Caps, TaskSpec
 from protjepa.paths import DataPathError, resolve
 
 TRAIN, TEST, LEFT_OUT = 0, 1, -1
+# A label_pattern's search through one field: an honest pattern takes microseconds; one that
+# backtracks without end ((a+)+ on a long label) is stopped here.
+PATTERN_SECONDS = 1.0
 
 
 def sequence_hash(sequence: str, seed: int = 0) -> int:
@@ -118,16 +122,37 @@ def load_task(spec: TaskSpec, root: str | Path) -> TaskData:
     _assign_split(data, values)
     if disagree is not None:
         data.leave_out(disagree, "records whose label_pattern matches disagree")
+    _flag_test_in_train(data)
     return data
+
+
+def _flag_test_in_train(data: TaskData) -> None:
+    """A note when every test sequence is also a training one (train and test the same file, or a copy):
+    the score would be on records the probe was fit on."""
+    if data.spec.rule not in ("files", "column", "hash"):
+        return
+    train = {data.sequences[i] for i in np.flatnonzero(data.part == TRAIN)}
+    test = np.flatnonzero(data.part == TEST)
+    if len(test) and all(data.sequences[i] in train for i in test):
+        files = "" if data.spec.rule != "files" else f" ({', '.join(t.file for t in data.spec.test)} and " \
+                                                      f"{', '.join(t.file for t in data.spec.train)})"
+        data.notes.append(f"WARNING: every test sequence is also a training sequence{files}: the score is on "
+                          "records the probe was fit on (train and test the same file?)")
 
 
 def extract_labels(pattern: str, fields: list[str], where: list[str]) -> tuple[list[str], np.ndarray]:
     """The label each field's matches of ``pattern`` capture (its one group), and True where
-    they disagree (the label is then the first match's, and the record is to be dropped)."""
-    regex = re.compile(pattern)
+    they disagree (the label is then the first match's, and the record is to be dropped).
+    Each field's search is bounded in time (``PATTERN_SECONDS``)."""
+    compiled = regex.compile(pattern)
     labels, disagree = [], np.zeros(len(fields), dtype=bool)
     for i, (text, place) in enumerate(zip(fields, where)):
-        found = {m.group(1): None for m in regex.finditer(text)}  # distinct, in order
+        try:
+            found = {m.group(1): None for m in compiled.finditer(text, timeout=PATTERN_SECONDS)}  # distinct, in order
+        except TimeoutError:
+            raise TaskDataError(f"{place}: label_pattern {pattern!r} ran for over {PATTERN_SECONDS:g} s on this "
+                                f"{len(text)}-character label: a pattern that backtracks without end (a repeated "
+                                "group inside a repeat, as (a+)+)?") from None
         if not found:
             raise TaskDataError(f"{place}: label {text!r} has no match of label_pattern {pattern!r}")
         labels.append(next(iter(found)))
@@ -146,7 +171,7 @@ def _wild_type(spec: TaskSpec, root: Path) -> str | None:
         path = resolve(root, given.file)
     except DataPathError as exc:
         raise TaskDataError(f"{spec.source}: wild_type.file: {exc}") from None
-    records = list(fasta_entries(path))
+    records = list(fasta_entries(path, spec.max_residues))
     if len(records) != 1:
         raise TaskDataError(f"{spec.source}: wild_type.file: {path} holds {len(records)} FASTA records, "
                             "not the one wild type")
@@ -165,6 +190,8 @@ def _clean_sequences(spec: TaskSpec, raw: list[str], where: list[str]) -> list[s
             raise TaskDataError(f"{exc} (task {spec.name}, {spec.source})") from None
         if not cleaned:
             raise TaskDataError(f"{place}: empty sequence")
+        if len(cleaned) > spec.max_residues:
+            raise TaskDataError(f"{place}: a sequence of more than {spec.max_residues:,} residues, {WHY_LIMIT}")
         out.append(cleaned)
     return out
 

@@ -26,12 +26,18 @@ residue (``classes`` lists them) or numbers joined by ``separator``; a ``mask`` 
 (one ``1``/``0`` per residue) leaves out residues marked ``0``.
 
 ``label_pattern`` derives a sequence-level label from its field: a regular expression with
-one group, searched through the field; the label is what the group captures. A field may
+one group, searched through the field; the label is what the group captures. It runs on the
+``regex`` engine (the syntax of Python's ``re``) under a time bound, so a pattern that backtracks
+without end (``^(a+)+$`` on a long label) is an error naming the label's line, not a hang. A field may
 match several times (a list of values): the matches must agree, and a record whose matches
 capture different values is dropped with a note; a field with no match is an error. The
 first digit of ``;``-separated EC numbers (``3.5.2.6;3.1.1.1`` -> ``3``)::
 
     label_pattern: '(?:^|;)\s*(\d+)\.'
+
+Only regular files are read (a named pipe or a device is refused before it is opened), and a
+sequence or FASTA line longer than ``max_residues`` (100,000, more than any protein), or a CSV/TSV
+row longer than 16 characters a residue of it, is refused at its line.
 
 A ``variant_effect`` task scores variants against ``wild_type``: the sequence itself,
 ``consensus`` (the most common letter at each position of the variants), or a FASTA file
@@ -39,14 +45,16 @@ of one record, relative to the data root: ``wild_type: {file: folder/wild_type.f
 """
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
+import regex
 from pydantic import ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from protjepa.errors import UserError
+from protjepa.files import MAX_RESIDUES
+from protjepa.paths import FOLDER_NAME
 from protjepa.yamlio import Strict, YamlLines, first_error, located, misplaced_boolean, read_yaml
 
 TaskType = Literal[
@@ -144,7 +152,7 @@ class Caps(Strict):
 
 
 class TaskSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=FOLDER_NAME)
     description: str
     type: TaskType
     metric: str
@@ -168,6 +176,8 @@ class TaskSpec(Strict):
     wild_type: WildType | None = Field(
         None, description="variant_effect: the wild-type sequence, 'consensus', or {file: FASTA}")
     unknown_letters: Literal["error", "x"] = "error"
+    max_residues: int = Field(MAX_RESIDUES, ge=8, description="longest sequence (and FASTA line) read; a longer one is "
+                                                                "refused at its line (a damaged or wrong file)")
     fast: Caps = Field(default_factory=Caps)
 
     _source: str = "<spec>"
@@ -261,8 +271,8 @@ def _problems(spec: TaskSpec) -> Iterator[tuple[tuple, str]]:
             yield ("label_pattern",), "a label pattern derives one label per sequence, not per residue"
         else:
             try:
-                groups = re.compile(spec.label_pattern).groups
-            except re.error as exc:
+                groups = regex.compile(spec.label_pattern).groups
+            except regex.error as exc:
                 yield ("label_pattern",), f"not a regular expression: {exc}"
             else:
                 if groups != 1:
@@ -324,7 +334,7 @@ class TaskRegistry:
         if path.is_dir():
             for file in sorted(path.glob("*.yaml")):
                 self.add(load_spec(file))
-        elif path.is_file():
+        elif path.exists():  # a file; one that is not a regular file is refused as it is read
             self.add(load_spec(path))
         else:
             raise TaskSpecError(f"{path}: no such task spec file or folder")

@@ -38,9 +38,14 @@ from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
 from protjepa.export import load_encoder, save_encoder
 from protjepa.paths import data_root as resolve_data_root
-from protjepa.recipe import dump_recipe, load_recipe
+from protjepa.paths import writable_folder
+from protjepa.recipe import dump_recipe, load_recipe, recipe_difference, trusted_code
 from protjepa.checkpoint_file import latest_checkpoint
-from protjepa.training.trainer import train
+from protjepa.training.trainer import LATEST, RunInterrupted, run_records, train
+
+
+class ExperimentInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during an experiment: what it was doing (the command adds how to go on)."""
 
 
 @dataclass
@@ -72,48 +77,37 @@ def run_status(plan: RunPlan) -> str:
     return "resume" if latest_checkpoint(plan.run_dir / "checkpoints") is not None else "new"
 
 
-def first_difference(old, new, path: str = "") -> str | None:
-    """``budget.steps: 3 there, 4 now`` for the first key path where two parsed recipes differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in list(old) + [k for k in new if k not in old]:
-            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return next(filter(None, (first_difference(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(old, new)))),
-                    None)
-    return None if old == new else f"{path}: {old} there, {new} now"
-
-
-def check_same_recipe(plan: RunPlan) -> None:
-    """A run directory written from another recipe (the experiment file changed) is not reused."""
+def check_same_recipe(plan: RunPlan, trusted: frozenset[str]) -> None:
+    """A run directory written from another recipe (the experiment file changed) is not reused. Its
+    ``recipe.yaml`` may import only the code the experiment's own recipes name (``trusted``)."""
     saved = plan.run_dir / "recipe.yaml"
     if not saved.is_file():
         return
     # Both resolved: a run written before a default was recorded compares equal.
-    old, new = (yaml.safe_load(dump_recipe(r)) for r in (load_recipe(saved), plan.recipe))
-    for recipe in (old, new):  # how the step runs, not what it trains: a run may resume with it changed
-        recipe["train"].pop("compile")
-    difference = first_difference(old, new)
+    old, new = (yaml.safe_load(dump_recipe(r)) for r in (load_recipe(saved, trust_code=trusted), plan.recipe))
+    difference = recipe_difference(old, new)
     if difference:
         # The variants started from the base's weights: a changed base makes them stale too.
         stale = plan.run_dir.parent if plan.run_dir.name == BASE else plan.run_dir
-        raise ExperimentError(f"{saved}: {plan.label} was trained from another recipe ({difference}): "
+        key, there, now = difference
+        raise ExperimentError(f"{saved}: {plan.label} was trained from another recipe ({key}: {there} there, {now} now): "
                               f"delete {stale}, or give the experiment another output folder")
 
 
-def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None]) -> str:
-    """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new."""
-    check_same_recipe(plan)
+def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None],
+              trusted: frozenset[str] = frozenset()) -> str:
+    """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new.
+    ``trusted``: the code its ``recipe.yaml`` may import (:func:`check_same_recipe`)."""
+    check_same_recipe(plan, trusted)
     status = run_status(plan)
     if status == "done":
         return status
-    resume = latest_checkpoint(plan.run_dir / "checkpoints")
-    log(f"== {plan.label}: {'resuming from ' + resume.name if resume else 'training'} -> {plan.run_dir}")
+    newest = latest_checkpoint(plan.run_dir / "checkpoints")
+    log(f"== {plan.label}: {'resuming from ' + newest.name if newest else 'training'} -> {plan.run_dir}")
     started = time.perf_counter()
-    result = train(plan.recipe, plan.run_dir, data_root=data_root, resume=resume, console=console,
-                   notes=(f"experiment run {plan.label}",))
+    # A run stopped before its first checkpoint left records: --resume starts it again over them.
+    result = train(plan.recipe, plan.run_dir, data_root=data_root, resume=LATEST if run_records(plan.run_dir) else None,
+                   console=console, notes=(f"experiment run {plan.label}",))
     marker = {
         "summary": result.summary,
         "export": str(result.export_dir.relative_to(plan.run_dir)),
@@ -137,7 +131,8 @@ def export_control(control: ControlPlan) -> bool:
     return True
 
 
-def read_out_run(plan: RunPlan, *, data_root: str | None, log: Callable[[str], None]) -> bool:
+def read_out_run(plan: RunPlan, *, data_root: str | None, trusted: frozenset[str],
+                 log: Callable[[str], None]) -> bool:
     """Write the finished run's ``readout.json`` (:mod:`protjepa.evaluation.readout`) unless it reads
     its newest checkpoint already; True when it read out now."""
     newest = latest_checkpoint(plan.run_dir / "checkpoints")
@@ -149,7 +144,7 @@ def read_out_run(plan: RunPlan, *, data_root: str | None, log: Callable[[str], N
     if saved.is_file() and json.loads(saved.read_text()).get("checkpoint_sha256") == checkpoint_digest(newest):
         return False
     log(f"== reading out {plan.label} ({newest.name})")
-    write_readout(read_out(plan.run_dir, checkpoint=newest, data_root=data_root), plan.run_dir)
+    write_readout(read_out(plan.run_dir, checkpoint=newest, data_root=data_root, trust_code=trusted), plan.run_dir)
     return True
 
 
@@ -159,8 +154,10 @@ def read_out_run(plan: RunPlan, *, data_root: str | None, log: Callable[[str], N
 class Prober:
     """Probes final encoders on the experiment's tasks; one corpus digest set shared by every run."""
 
-    def __init__(self, experiment: Experiment, data_root: str | None, log: Callable[[str], None]):
+    def __init__(self, experiment: Experiment, data_root: str | None, trusted: frozenset[str],
+                 log: Callable[[str], None]):
         self.experiment = experiment
+        self.trusted = trusted  # the code the experiment's recipes name: their exports may import it
         self.options = experiment.spec.probe
         self.settings = self.options.settings()
         self.root = resolve_data_root(data_root)
@@ -183,7 +180,8 @@ class Prober:
 
     def probe(self, label: str, export: Path, folder: Path) -> bool:
         """Probe the encoder in ``export`` into ``folder`` unless its cached results fit; True when it probed."""
-        embedder = Embedder(load_encoder(export), self.options.layer, cache_dir=None, progress=False)
+        embedder = Embedder(load_encoder(export, trust_code=self.trusted), self.options.layer, cache_dir=None,
+                            progress=False)
         key = self.cache_key(embedder.weights)
         if (folder / RESULTS).is_file() and (folder / CACHE_KEY).is_file():
             if json.loads((folder / CACHE_KEY).read_text()) == key:
@@ -255,31 +253,45 @@ def run_experiment(
         log(describe_plan(experiment, runs))
         return Outcome()
 
+    writable_folder(experiment.output, "experiment output (--output)")  # before hours of training, not after
+    # Reading its runs back (their recipe.yaml, their exports) may import the code its own recipes name.
+    trusted = trusted_code([plan.recipe for plan in experiment.trained_runs] + [c.recipe for c in experiment.controls])
     outcome = Outcome()
     started = time.time()
     needs_base = any(experiment.variant(r.variant).from_base for r in runs)
     trained = ([experiment.base] if needs_base else []) + runs  # the base first: the variants load it
-    for plan in trained:
-        status = train_run(plan, data_root=data_root, console=console, log=log)
-        {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
     controls = chosen_controls(experiment, runs)
-    for control in controls:
-        (outcome.exported if export_control(control) else outcome.skipped).append(control.label)
-    prober = Prober(experiment, data_root, log)
-    probes = [(p.label, p.run_dir / read_done(p.run_dir)["export"], p.run_dir / PROBE_DIR) for p in trained]
-    probes += [(c.label, c.export, c.folder / PROBE_DIR) for c in controls]
-    for label, export, folder in probes:
-        if prober.probe(label, export, folder):
-            outcome.probed.append(label)
-            if label in outcome.skipped:
-                outcome.skipped.remove(label)
-
-    for plan in trained:
-        if read_out_run(plan, data_root=data_root, log=log):
-            outcome.read_out.append(plan.label)
-
-    record_invocation(experiment, started, outcome)
-    outcome.report = write_report(experiment)
+    stage = "starting"
+    try:
+        for plan in trained:
+            stage = f"training {plan.label}"
+            status = train_run(plan, data_root=data_root, console=console, trusted=trusted, log=log)
+            {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
+        for control in controls:
+            stage = f"exporting the control {control.label}"
+            (outcome.exported if export_control(control) else outcome.skipped).append(control.label)
+        prober = Prober(experiment, data_root, trusted, log)
+        probes = [(p.label, p.run_dir / read_done(p.run_dir)["export"], p.run_dir / PROBE_DIR) for p in trained]
+        probes += [(c.label, c.export, c.folder / PROBE_DIR) for c in controls]
+        for label, export, folder in probes:
+            stage = f"probing {label}"
+            if prober.probe(label, export, folder):
+                outcome.probed.append(label)
+                if label in outcome.skipped:
+                    outcome.skipped.remove(label)
+        for plan in trained:
+            stage = f"reading out {plan.label}"
+            if read_out_run(plan, data_root=data_root, trusted=trusted, log=log):
+                outcome.read_out.append(plan.label)
+        stage = "writing the report"
+        record_invocation(experiment, started, outcome)
+        outcome.report = write_report(experiment)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the command
+        detail = f" ({exc})" if isinstance(exc, RunInterrupted) else ""
+        raise ExperimentInterrupted(f"while {stage}{detail}; what had finished is kept") from None
+    except OSError as exc:  # a full disk: what had finished is kept, and the same command goes on from there
+        raise ExperimentError(f"{exc.filename or experiment.output}: cannot write while {stage}: {exc.strerror}; "
+                              "what had finished is kept: run the same command again once there is room") from None
     log(f"report: {outcome.report}")
     return outcome
 

@@ -54,26 +54,26 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from protjepa import shipped
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
 from protjepa.evaluation.suite import SuiteSettings
 from protjepa.evaluation.tasks import TaskSpec, task_registry
+from protjepa.paths import FOLDER_NAME
 from protjepa.recipe import (
     BudgetConfig,
     DataConfig,
     Recipe,
+    Seed,
     apply_override,
     load_recipe,
     parse_recipe,
 )
 from protjepa.yamlio import Strict, YamlLines, located, located_first_error, read_yaml
-
-NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 # Runs compared on their own step's memory would differ in batch size as well as in what is compared.
@@ -88,8 +88,8 @@ class ExperimentError(UserError, ValueError):
 class VariantSpec(Strict):
     recipe: str | dict[str, Any] = Field(
         description="a recipe file (relative to the experiment file), a shipped recipe's name, or a mapping")
-    name: str | None = Field(None, pattern=NAME, description="default: the recipe's name")
-    seeds: list[int] | None = Field(None, min_length=1, description="default: the experiment's seeds")
+    name: str | None = Field(None, pattern=FOLDER_NAME, description="default: the recipe's name")
+    seeds: list[Seed] | None = Field(None, min_length=1, description="default: the experiment's seeds")
     baseline: str | None = Field(None, description="compare with this variant instead (itself: with none)")
     from_base: bool = Field(True, description="start from the base's weights (with a base:); false: from scratch")
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
@@ -108,7 +108,7 @@ class BaseSpec(Strict):
     recipe: str | dict[str, Any] = Field(
         description="an MLM-only recipe: a file (relative to the experiment file), a shipped name, or a mapping")
     budget: BudgetConfig = Field(description="the base's own budget: tokens or steps")
-    seed: int = 0
+    seed: Seed = 0
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
     run_dir: str | None = Field(
         None, description="where the base is trained, relative to the output folder (default: base); another "
@@ -136,12 +136,13 @@ class ProbeOptions(Strict):
     tasks: list[str] = Field(default_factory=list, description="task names; empty: the default suite")
     task_files: list[str] = Field(default_factory=list, description="extra task specs, relative to this file")
     check_leakage: bool = Field(True, description="count probe sequences found in the pretraining corpus")
-    layer: int | str = "last"
+    layer: Union[StrictInt, Literal["last", "half"]] = Field("last", description="last | half | a depth (0: the "
+                                                                                 "embeddings; negative: from the top)")
     fast: bool = Field(True, description="subsample large tasks with each spec's fast caps")
     max_train: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
     max_records: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     drop_leaked: bool = False
     drop_identity: float | None = Field(None, gt=0, le=1)
 
@@ -153,10 +154,10 @@ class ProbeOptions(Strict):
 
 
 class ExperimentSpec(Strict):
-    name: str = Field(pattern=NAME)
+    name: str = Field(pattern=FOLDER_NAME)
     description: str = ""
     baseline: str
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     budget: BudgetConfig = Field(description="the budget of every run")
     data: dict[str, Any] = Field(default_factory=dict, description="merged into each recipe's data section")
     encoder: dict[str, Any] | None = Field(None, description="replaces each recipe's encoder section")
@@ -325,8 +326,9 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
         name = vspec.name or recipe.name
         if from_base:
             _check_base_shape(base.recipe, recipe, f"{where} ({name})")
-        if not re.fullmatch(NAME, name):
-            raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . -")
+        if not re.fullmatch(FOLDER_NAME, name):
+            raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . - "
+                         "(not only dots: it names the variant's folder under runs/)")
         if any(v.name == name for v in variants):
             raise _error(path, lines, ("variants", i), f"two variants are named {name!r}: give one a name:")
         seeds = vspec.seeds or spec.seeds

@@ -19,7 +19,8 @@ from composer.utils import checkpoint as composer_checkpoint
 from composer.utils import dist
 from composer.utils.checkpoint import save_checkpoint
 
-from protjepa.checkpoint_file import CheckpointError, digest_path, file_digest, latest_checkpoint, read_checkpoint
+from protjepa.checkpoint_file import (RECIPE_RECORD, CheckpointError, digest_path, file_digest, latest_checkpoint,
+                                      read_checkpoint)
 from protjepa.training.budget import BudgetTracker
 from protjepa.training.finite import FirstNonFinite
 
@@ -114,3 +115,21 @@ class BudgetCheckpointer(Callback):
                     target.unlink(missing_ok=True)
                     os.link(source, target)
                 self.saved.append(link)
+
+
+class RecipeRecord(Callback):
+    """Puts the run's recipe, as its ``recipe.yaml`` holds it, into every checkpoint (Composer saves each
+    callback's state): a checkpoint says what trained it, whatever later becomes of ``recipe.yaml``
+    (:func:`protjepa.checkpoint_file.recorded_recipe` reads it back)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def state_dict(self) -> dict:
+        return {"recipe": self.text}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # a resumed run records the recipe it runs now, checked against this one when it started
+
+
+assert RecipeRecord.__qualname__ == RECIPE_RECORD  # Composer keys a callback's state by its class name

@@ -10,13 +10,14 @@ import re
 import shutil
 import signal
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.core import Algorithm, Callback, DataSpec, Event, State
@@ -31,18 +32,23 @@ from protjepa.card import write_card
 from protjepa.data.corpus import data_files, held_out_batches, make_corpus
 from protjepa.data.fasta import check_gzip_complete
 from protjepa.encoders.base import Encoder
-from protjepa.encoders.weights import export_hf
+from protjepa.encoders.weights import WeightsError, export_hf
 from protjepa.flops import BatchCounts
-from protjepa.export import save_encoder
+from protjepa.export import RUN_RECIPE, save_encoder
 from protjepa.errors import UserError
 from protjepa.model import ProtJEPA
 from protjepa.precision import choose_bf16
+from protjepa.files import same_file
+from protjepa.provenance import FILE as PROVENANCE
 from protjepa.provenance import write_provenance
-from protjepa.recipe import ComponentSpec, DataConfig, OptimConfig, Recipe, TrainConfig, dump_recipe
+from protjepa.recipe import (ComponentSpec, DataConfig, OptimConfig, Recipe, TrainConfig, dump_recipe, machine_problem,
+                             recipe_difference)
 from protjepa.registry import import_component
+from protjepa.yamlio import format_loc, read_text
 from protjepa.training.budget import Budget, BudgetTracker, FlopCountError, TrainingClock
-from protjepa.checkpoint_file import latest_checkpoint, model_state
-from protjepa.training.checkpoints import BudgetCheckpointer, clean_partials
+from protjepa.checkpoint_file import (CheckpointError, latest_checkpoint, model_state, read_checkpoint, recorded_recipe,
+                                      written_world_size)
+from protjepa.training.checkpoints import BudgetCheckpointer, RecipeRecord, clean_partials
 from protjepa.training.finite import NonFiniteError
 from protjepa.training.composer_model import ComposerProtJEPA
 from protjepa.training.ema import EMATeacherUpdate
@@ -56,6 +62,9 @@ from protjepa.training.runlog import Console, MetricsLog, RunLog
 from protjepa.training.schedule import LRSchedule, ScheduledLR
 from protjepa.training.sizing import tokens_that_fill
 
+METRICS = "metrics.jsonl"
+EXPORT_TMP = ".export.tmp"
+LATEST = "latest"  # resume=: the run in the run folder, from its newest checkpoint
 OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|not enough memory", re.IGNORECASE)
 
 
@@ -63,13 +72,17 @@ class TrainingError(UserError, RuntimeError):
     """A run that cannot start or go on: bad settings for this machine, out of memory."""
 
 
-class RankLost(TrainingError):
-    """Another process of a multi-process run died, so this one stopped too; ``newest``: the checkpoint
-    to resume from (the command adds how)."""
+class ResumableError(TrainingError):
+    """A run stopped by a failure its checkpoints survive; ``newest``: the checkpoint to resume from
+    (the command adds how)."""
 
     def __init__(self, message: str, newest: Path | None):
         super().__init__(message)
         self.newest = newest
+
+
+class RankLost(ResumableError):
+    """Another process of a multi-process run died, so this one stopped too."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -82,11 +95,10 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def composer_device(train: TrainConfig) -> str:
-    """Composer's device name: ``gpu`` or ``cpu``."""
+    """Composer's device name: ``gpu`` or ``cpu`` (what this machine cannot run is refused before:
+    :func:`~protjepa.recipe.machine_problem`)."""
     if train.device == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
-    if train.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device: cuda, but torch sees no CUDA device (use auto or cpu)")
     return "gpu" if train.device == "cuda" else "cpu"
 
 
@@ -172,21 +184,28 @@ def build_optimizer(model: ProtJEPA, optim: OptimConfig) -> torch.optim.AdamW:
 
 def check_corpus_in_background(recipe: Recipe, data_root: str | None) -> Future:
     """Read each corpus file to its end in a thread (a gzip file cut short is found at start-up,
-    not hours in); ``.result()`` raises its one-line error. A missing file is reported at once."""
+    not hours in); ``.result()`` raises its one-line error. A missing file is reported at once.
+    A daemon thread: one stuck in a read (a hung network file system) never keeps a stopped run alive."""
     paths = sorted({str(path) for path in data_files(recipe.data, data_root).values()})
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-check")
-    future = pool.submit(lambda: [check_gzip_complete(p) for p in paths])
-    pool.shutdown(wait=False)  # the check goes on while the caller builds the model
+    future: Future = Future()
+
+    def check() -> None:
+        try:
+            for path in paths:
+                check_gzip_complete(path)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the result
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    threading.Thread(target=check, name="corpus-check", daemon=True).start()  # goes on while the model is built
     return future
 
 
-def fill_gpu_memory(recipe: Recipe, model: ProtJEPA, device: str, bf16: bool) -> tuple[Recipe, str]:
+def fill_gpu_memory(recipe: Recipe, model: ProtJEPA, bf16: bool) -> tuple[Recipe, str]:
     """``recipe`` with ``data.batch_tokens: fill`` replaced by the tokens whose step fills the GPU's free
     memory (:func:`~protjepa.training.sizing.tokens_that_fill`; the fewest over the ranks), and the line
-    that says so."""
-    if device != "gpu":
-        raise TrainingError("data.batch_tokens: fill sizes the step to a GPU's memory, and this run is on the CPU: "
-                            "give a number, e.g. --set data.batch_tokens=8192")
+    that says so. On a GPU only (a CPU run with fill is refused before: :func:`~protjepa.recipe.machine_problem`)."""
     where = torch.device("cuda", torch.cuda.current_device())
     free, _ = torch.cuda.mem_get_info(where)
     ddp = dist.get_world_size() > 1 and recipe.train.parallelism == "ddp"
@@ -253,6 +272,83 @@ class AllowUnusedParameters(Algorithm):
         pass
 
 
+# What a run writes before its first checkpoint: a run stopped with only these starts again under --resume.
+STARTED_RECORDS = (RUN_RECIPE, PROVENANCE, METRICS, "checkpoints")
+
+
+def run_records(run_dir: Path) -> list[str]:
+    """The names of what ``run_dir`` holds of a run: every entry but hidden ones (the lock, partial files)
+    and folders holding nothing else."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(entry.name for entry in run_dir.iterdir() if not entry.name.startswith(".") and (
+        not entry.is_dir() or any(not p.name.startswith(".") for p in entry.rglob("*"))))
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """A new run goes into a folder without another run's records (it would replace some and leave others
+    describing a run it was not); ``--resume`` goes on with the run there."""
+    held = run_records(run_dir)
+    if not held:
+        return
+    if latest_checkpoint(run_dir / "checkpoints") is not None:
+        raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    raise TrainingError(f"{run_dir}: already holds a run's records ({', '.join(held)}); pass --resume to go on with "
+                        "that run, or another --run-dir")
+
+
+def resume_point(run_dir: Path) -> Path | None:
+    """What ``--resume`` continues in ``run_dir``: its newest checkpoint; None when the run there stopped
+    before its first one (it starts again from step 0). A folder with nothing to resume is an error."""
+    newest = latest_checkpoint(run_dir / "checkpoints")
+    if newest is not None:
+        return newest
+    held = run_records(run_dir)
+    if not held:
+        raise CheckpointError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from")
+    further = [name for name in held if name not in STARTED_RECORDS]
+    if further:
+        raise TrainingError(f"{run_dir / 'checkpoints'}: no checkpoint to resume from, and {run_dir} holds what a run "
+                            f"writes later ({', '.join(further)}): give another --run-dir")
+    return None
+
+
+def check_resumed(recipe: Recipe, run_dir: Path, resume: Path | None, saved: dict | None) -> None:
+    """A resumed run goes on as it started: with as many processes (each reads its own shard, so the global
+    batch would change) and the recipe it was trained with (its record, in the checkpoint or else the run's
+    ``recipe.yaml``), but for how and where it runs (:data:`~protjepa.recipe.RUN_SETTINGS`)."""
+    written = written_world_size(saved) if saved is not None else None
+    if written is not None and written != dist.get_world_size():
+        raise TrainingError(f"{resume}: written by a run of {written} process(es), resumed on {dist.get_world_size()}: "
+                            "each reads its own shard of the corpus, so every step's batch would change; resume with "
+                            f"{written} (composer -n {written} -m protjepa train ...)")
+    recorded, source = (recorded_recipe(saved), resume) if saved is not None else (None, None)
+    if recorded is None and (run_dir / RUN_RECIPE).is_file():
+        recorded, source = read_text(run_dir / RUN_RECIPE, TrainingError, "run recipe"), run_dir / RUN_RECIPE
+    if recorded is None:
+        return
+    try:
+        old = yaml.safe_load(recorded)
+    except yaml.YAMLError:
+        raise TrainingError(f"{source}: its recipe record is not YAML: resume from another checkpoint") from None
+    difference = recipe_difference(old, yaml.safe_load(dump_recipe(recipe)))
+    if difference:
+        key, then, now = difference
+        raise TrainingError(f"{source}: the run was trained with {key}: {then}, and resumed with {key}: {now}: a "
+                            "resumed run goes on with the recipe it started with, so that its records describe it; "
+                            "train the changed recipe in another --run-dir")
+
+
+def held_out_on_training_records(recipe: Recipe, data_root: str | None) -> list[str]:
+    """A warning when ``data.valid`` is ``data.train`` (the same file, or a copy): every held-out number
+    would be on training records."""
+    files = data_files(recipe.data, data_root)
+    if "valid" in files and same_file(files["train"], files["valid"]):
+        return [f"warning: data.valid ({files['valid']}) holds the same records as data.train: every held-out "
+                "number (val/..., the collapse monitors, the readout) is on training records"]
+    return []
+
+
 @dataclass
 class Run:
     """A built, not yet fitted, run."""
@@ -267,6 +363,7 @@ class Run:
     notes: list[str]  # what the summary should say about how the run was set up
     finished: bool  # resumed from a checkpoint at the end of the budget
     retention: CheckpointRetention
+    recipe_text: str  # the recipe as it runs (data.batch_tokens: fill as the number it came to): recipe.yaml
 
 
 @dataclass
@@ -288,12 +385,17 @@ def build_run(
     loggers: tuple[LoggerDestination, ...] = (),
     clock: TrainingClock | None = None,
     console: bool = True,
+    restart: bool = False,
 ) -> Run:
-    """Everything :func:`train` fits. ``resume`` is a checkpoint of this recipe's run to continue."""
+    """Everything :func:`train` fits. ``resume`` is a checkpoint of this recipe's run to continue; ``restart``:
+    the run in ``run_dir`` stopped before its first checkpoint and starts again (:func:`resume_point`)."""
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"
-    if resume is None and any(checkpoints.glob("ckpt-*.pt")):
-        raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue it, or another --run-dir")
+    if resume is None and not restart:
+        check_new_run_folder(run_dir)
+    problem = machine_problem(recipe)
+    if problem is not None:
+        raise TrainingError(f"{format_loc(problem[0])}: {problem[1]}")
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     device = composer_device(recipe.train)
@@ -309,18 +411,22 @@ def build_run(
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
     model = build_model(recipe)
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
+    saved = read_checkpoint(resume, mmap=True) if resume is not None else None
     if resume is not None:
-        model_state(Path(resume), composer_model)  # refuses another architecture's checkpoint in one line
+        model_state(Path(resume), composer_model, data=saved)  # refuses another architecture's checkpoint in one line
     bf16 = precision.cpu_bf16 or precision.composer == "amp_bf16"
     fill_line = None
     if recipe.data.batch_tokens == "fill":
-        recipe, fill_line = fill_gpu_memory(recipe, model, device, bf16)
+        recipe, fill_line = fill_gpu_memory(recipe, model, bf16)
+    if resume is not None or restart:
+        check_resumed(recipe, run_dir, Path(resume) if resume is not None else None, saved)
+    recipe_text = dump_recipe(recipe)
     data = train_data(recipe, data_root, model)
     held_out, monitor_source = monitor_batch(recipe, data_root)
 
     budget = Budget.from_config(recipe.budget)
     tracker = BudgetTracker(budget, clock, flop_counter(model, budget))
-    log = RunLog(run_dir / "metrics.jsonl", Console(budget) if console else None)
+    log = RunLog(run_dir / METRICS, Console(budget) if console else None)
     metrics_log = MetricsLog(recipe.train.log_every, tracker, log)
     checkpointer = BudgetCheckpointer(checkpoints, recipe.train.checkpoint_at, tracker, metrics_log.non_finite)
     retention = CheckpointRetention(checkpoints, recipe.train.keep_checkpoints)
@@ -349,6 +455,7 @@ def build_run(
             CollapseMonitor(held_out, recipe.train.monitor_every, tracker, log, metrics_log.non_finite),
             checkpointer,
             retention,
+            RecipeRecord(recipe_text),
             *([CudaGraphSteps()] if replays_cuda_graphs(compile_config) else []),
             *components(recipe.train.callbacks),
             *callbacks,
@@ -366,7 +473,8 @@ def build_run(
         run_name=recipe.name,
     )
     notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data), compile_line,
-             *([fill_line] if fill_line else []), f"collapse monitors on {monitor_source}"]
+             *([fill_line] if fill_line else []), f"collapse monitors on {monitor_source}",
+             *held_out_on_training_records(recipe, data_root)]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
                      f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
@@ -374,8 +482,10 @@ def build_run(
     if resume is not None:
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"
                      + (": its budget was already spent, nothing left to train" if finished else ""))
+    if restart:
+        notes.append(f"{run_dir}: the run had stopped before its first checkpoint: started again from step 0")
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
-    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention)
+    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention, recipe_text)
 
 
 def gpu_memory_note(device: torch.device) -> list[str]:
@@ -408,7 +518,7 @@ def whole_encoder(run: Run) -> Encoder | None:
 def export_encoder(run: Run, encoder: Encoder) -> Path:
     """The trained encoder beside the checkpoints, written to a temporary folder then renamed."""
     final = run.run_dir / "export"
-    tmp = run.run_dir / ".export.tmp"
+    tmp = run.run_dir / EXPORT_TMP
     shutil.rmtree(tmp, ignore_errors=True)
     if run.recipe.encoder.name == "esm2":
         export_hf(encoder, tmp)
@@ -447,7 +557,9 @@ def train(
     notes: tuple[str, ...] = (),
 ) -> RunResult:
     """Train ``recipe`` under its budget; on global rank 0, lock and write the run directory and print a summary.
-    ``callbacks`` and ``loggers`` are added to those the recipe names."""
+    ``callbacks`` and ``loggers`` are added to those the recipe names. ``resume``: a checkpoint to continue
+    from, or ``"latest"``: the run in ``run_dir`` from its newest checkpoint (:func:`resume_point`); without it,
+    ``run_dir`` must not hold another run's records."""
     main_rank = dist.get_global_rank() == 0
     with locked_run_dir(Path(run_dir)) if main_rank else nullcontext(), interrupts_raise():
         return _train_locked(recipe, Path(run_dir), main_rank, data_root=data_root, resume=resume,
@@ -473,12 +585,19 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
                   console, notes) -> RunResult:
     if main_rank and clean_partials(run_dir / "checkpoints"):
         notes = (*notes, "removed the partial checkpoint files a killed run left")
+    restart = False
+    if isinstance(resume, str) and resume == LATEST:
+        resume = resume_point(run_dir)
+        restart = resume is None
     run = build_run(recipe, run_dir, data_root=data_root, resume=resume, callbacks=callbacks, loggers=loggers,
-                    clock=clock, console=console)
+                    clock=clock, console=console, restart=restart)
     if main_rank:
-        # The run's recipe as it ran (data.batch_tokens: fill as the number it came to)
-        (run.run_dir / "recipe.yaml").write_text(dump_recipe(run.recipe))
-        write_provenance(run.run_dir, run.recipe, data_root)
+        try:  # the run's recipe as it runs (data.batch_tokens: fill as the number it came to)
+            (run.run_dir / RUN_RECIPE).write_text(run.recipe_text)
+            write_provenance(run.run_dir, run.recipe, data_root)
+        except OSError as exc:
+            raise TrainingError(f"{exc.filename or run.run_dir}: cannot write the run's record: {exc.strerror}") \
+                from None
         for line in (*notes, *run.notes):  # the run's set-up first: what runs, where, in which precision
             print(line, flush=True)
     ended = False
@@ -511,10 +630,17 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     encoder = whole_encoder(run)
     if not main_rank:
         return RunResult(run.run_dir, {}, run.checkpointer.saved, None, "")
-    export_dir = export_encoder(run, encoder)
-    write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
-    plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
+    try:
+        export_dir = export_encoder(run, encoder)
+        write_card(run.run_dir, export_dir)
+        plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
+    except (OSError, WeightsError) as exc:
+        shutil.rmtree(run.run_dir / EXPORT_TMP, ignore_errors=True)
+        newest = latest_checkpoint(run_dir / "checkpoints")
+        why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise ResumableError(f"the run trained to its end, but its export could not be written ({why}); its "
+                             f"checkpoints are intact (newest: {newest})", newest) from None
     summary = summarize_run(records, run.model.latent_scores())
     compiled = run.tracker.clock.compiled
     compile_note = [f"torch.compile: {compiled:.1f} s of compiling, kept off the training clock"] if compiled else []
