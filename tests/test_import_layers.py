@@ -16,7 +16,8 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 # Encoders and objectives are plugins: the recipe composes them from above, they never read it.
 LAYERS = [
     ["errors", "alphabet", "yamlio"],
-    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision", "devices"],
+    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision", "devices",
+     "parts"],
     ["flops", "attention"],
     ["encoders"],
     ["objectives"],

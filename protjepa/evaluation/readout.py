@@ -35,7 +35,7 @@ from protjepa.evaluation.probes import ridge_predict
 from protjepa.model import ProtJEPA
 from protjepa.objectives.jepa import JEPA, latent_scores
 from protjepa.objectives.mlm import MLM, unigram_entropy
-from protjepa.recipe import load_recipe
+from protjepa.recipe import Recipe, load_recipe
 
 READOUT = "readout.json"
 RUN_RECIPE = "recipe.yaml"
@@ -83,14 +83,20 @@ def residue_r2(residue_fit: Tensor, y_fit: Tensor, residue_score: Tensor, y_scor
     return float(latent_scores(means[residue_score].double(), y_score.double(), "mse")["r2"])
 
 
-@torch.no_grad()
 def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, sequences: int = SEQUENCES,
              data_root: str | None = None) -> dict:
     """The readout of a run's checkpoint (see the module docstring), as JSON-ready data; ``sequences`` >= 2
     (they are read in two chunks or more, the first half fitting the readouts, the rest scoring them)."""
     run_dir = Path(run_dir)
     model, path = load_run_model(run_dir, Path(checkpoint) if checkpoint else None)
-    recipe = load_recipe(run_dir / RUN_RECIPE)
+    scores = held_out_scores(model, load_recipe(run_dir / RUN_RECIPE), sequences, data_root)
+    return {"run": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_digest(path), **scores}
+
+
+@torch.no_grad()
+def held_out_scores(model: ProtJEPA, recipe: Recipe, sequences: int = SEQUENCES, data_root: str | None = None) -> dict:
+    """``model`` (in eval mode) on ``sequences`` held-out records of ``recipe``'s data, cropped and masked with
+    the fixed seed: each MLM objective's loss beside the unigram entropy, each latent objective's readout."""
     batches, where = held_out_batches(recipe.data, recipe.masking, sequences, chunk=min(CHUNK, -(-sequences // 2)), seed=SEED,
                                       root=data_root)
     latent = {id: obj for id, obj in zip(model.ids, model.objectives) if isinstance(obj, JEPA)}
@@ -117,9 +123,6 @@ def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     vocabulary = len(model.encoder.alphabet)
     entropy = float(unigram_entropy(all_labels, vocabulary))
     return {
-        "run": str(run_dir),
-        "checkpoint": str(path),
-        "checkpoint_sha256": checkpoint_digest(path),
         "sequences": sequences,
         "rows_from": where,
         "seed": SEED,
