@@ -244,12 +244,15 @@ def test_a_missing_or_damaged_base_is_one_line_at_validation(base, tmp_path, cap
     _, folder = base
     spec = tmp_path / "pretrained.yaml"
     spec.write_text(EXPERIMENT.replace("BASE", "bases/none"))
-    with pytest.raises(ExperimentError, match=rf"^{spec}:9: base.checkpoint: {tmp_path}/bases/none: no such "
-                                              r"checkpoint file or directory$"):
+    missing = (f"{spec}:9: base.checkpoint: {tmp_path}/bases/none: no such base (make one from a finished MLM run "
+               "with protjepa base RUN FOLDER, or name another)")
+    with pytest.raises(ExperimentError) as caught:
         load_experiment(spec)
+    assert str(caught.value) == missing
     assert main(["validate", str(spec)]) == 1
-    out = capsys.readouterr().out
-    assert out == f"FAIL {spec}:9: base.checkpoint: {tmp_path}/bases/none: no such checkpoint file or directory\n"
+    assert capsys.readouterr().out == f"FAIL {missing}\n"
+    assert main(["experiment", str(spec), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"protjepa: error: {missing}\n"
 
     damaged = tmp_path / "damaged"
     damaged.mkdir()

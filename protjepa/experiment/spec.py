@@ -396,6 +396,9 @@ def _pretrained_plan(checkpoint: Path, variants: list[Variant], runs: list[RunPl
     """A pretrained base's plan: never trained, probed into ``<output>/base``. The base is loaded into each
     encoder shape that continues from it, so that a missing, altered or misfitting base is an error here,
     before anything trains; the plan's recipe is the first such run's (the base's encoder)."""
+    if not checkpoint.exists():
+        raise ExperimentError(f"{where}: base.checkpoint: {checkpoint}: no such base (make one from a finished MLM "
+                              "run with protjepa base RUN FOLDER, or name another)")
     from_base = [r for r in runs if any(v.name == r.variant and v.from_base for v in variants)]
     checked: list[dict[str, Any]] = []
     for run in from_base:
