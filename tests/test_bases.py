@@ -180,6 +180,9 @@ def test_a_base_is_never_written_over_and_only_from_an_mlm_run(base, tmp_path):
     jepa.mkdir()
     (jepa / "recipe.yaml").write_text(recipe.replace("- name: mlm", "- name: mlm\n- name: jepa", 1))
     (jepa / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
+    with pytest.raises(BaseError, match=rf"^{jepa}: the run has not finished \(no export/\): train it"):
+        make_base(jepa, tmp_path / "out")
+    (jepa / "export").mkdir()
     with pytest.raises(BaseError, match=r"recipe.yaml: a base is MLM-only pretraining; this run also trains jepa$"):
         make_base(jepa, tmp_path / "out")
     assert not (tmp_path / "out").exists()

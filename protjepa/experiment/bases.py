@@ -60,6 +60,8 @@ def make_base(run_dir: str | os.PathLike, folder: str | os.PathLike, *, dtype: t
         raise BaseError(f"{run_dir}: not a run folder of protjepa train (no {RUN_RECIPE} and {METRICS})")
     if folder.exists():
         raise BaseError(f"{folder}: already exists; give a new folder (a base is written whole, never over another)")
+    if not (run_dir / "export").is_dir():
+        raise BaseError(f"{run_dir}: the run has not finished (no export/): train it to the end of its budget first")
     recipe = load_recipe(recipe_file)
     others = [o.name for o in recipe.objectives if o.name != "mlm"]
     if others:
