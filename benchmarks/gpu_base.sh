@@ -26,10 +26,11 @@
 # continue from it run on a 2-core CPU. Crop 512 packed into 65,536-token steps on static shapes
 # (CUDA graphs), lr 1e-3 (the continued_small base's, for a small model and a short run), 8 loader
 # workers (one loads about 330k residues/s on a 2-vCPU AMD EPYC).
-# BASE_BUDGET replaces the training budget and BASE_SET adds --set overrides, for a dry run on a CPU:
+# BASE_BUDGET replaces the training budget, BASE_SET adds --set overrides and BASE_SEQUENCES sets the
+# held-out sequences (2048), for a dry run on a CPU (a few steps of a CPU-sized batch, the same files):
 #   GPU_PYTHON=3.11 bash benchmarks/gpu_base.sh fetch
-#   PYTHON=.venv/bin/python OUT=/tmp/gpu_base BASE_BUDGET=3steps BASE_SET="data.batch_tokens=4096 data.num_workers=0 \
-#     train.device=cpu" bash benchmarks/gpu_base.sh run 1
+#   PYTHON=.venv/bin/python OUT=/tmp/gpu_base BASE_BUDGET=3steps BASE_SEQUENCES=64 BASE_SET="data.batch_tokens=4096 \
+#     data.num_workers=0 train.monitor_sequences=32 train.device=cpu" bash benchmarks/gpu_base.sh run 10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_common.sh
@@ -72,8 +73,9 @@ run() {
             train "$run_dir" "${BASE_BUDGET:-${rest}s}" --set train.compile=false || true
         fi
     fi
-    step "protjepa base" 120 "$python" -m protjepa base "$run_dir" "$out/base" 2>&1 | tee -a "$out/train.log"
-    ls -l "$out" "$out/base" | tee -a "$out/train.log"
+    step "protjepa base" 300 "$python" -m protjepa base "$run_dir" "$out/base" --sequences "${BASE_SEQUENCES:-2048}" \
+        2>&1 | tee -a "$out/train.log" || true
+    ls -l "$out" "$out/base" 2>&1 | tee -a "$out/train.log"
 }
 
 land() {
