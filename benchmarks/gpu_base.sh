@@ -96,7 +96,7 @@ record = json.loads((folder / "base.json").read_text())
 held = record["held_out"]
 print(f"{folder} loads: {sum(p.numel() for p in encoder.parameters()):,} parameters; GPUs {record['machine'].get('gpus')}")
 print(f"held-out MLM loss {held['mlm_loss']:.4f}, unigram entropy {held['unigram_entropy']:.4f}: "
-      f"{held['under_unigram']:.4f} nats under it (issue 37's target: at least 0.4)")
+      f"{abs(held['under_unigram']):.4f} nats {'under' if held['under_unigram'] >= 0 else 'over'} it (issue 37's target: at least 0.4 under)")
 PY
     .venv/bin/protjepa validate experiments/continued_gpu_base
 }
