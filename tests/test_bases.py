@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from protjepa.attention import AttentionLayout
 from protjepa.batch import gather_positions
@@ -22,7 +23,7 @@ from protjepa.data.corpus import held_out_batches
 from protjepa.encoders.esm2 import ESM2
 from protjepa.encoders.weights import WeightsError
 from protjepa.evaluation.readout import CHUNK, SEED
-from protjepa.experiment.bases import BaseError, make_base
+from protjepa.experiment.bases import BaseError, make_base, read_base
 from protjepa.experiment.runner import run_experiment
 from protjepa.experiment.spec import ExperimentError, load_experiment
 from protjepa.export import load_encoder, save_encoder
@@ -162,6 +163,14 @@ def test_the_held_out_loss_is_the_written_weights_beside_the_unigram_entropy(bas
     assert held["sequences"] == 16
 
 
+def test_a_base_record_without_its_held_out_numbers_is_one_line(tmp_path):
+    (tmp_path / "base.json").write_text('{"held_out": {"mlm_loss": "low"}}')
+    with pytest.raises(BaseError, match=r"base.json: not a base record \(expected a JSON object whose held_out "
+                                        r"gives mlm_loss, unigram_entropy and under_unigram\)$"):
+        read_base(tmp_path)
+    assert read_base(tmp_path / "elsewhere") is None  # a checkpoint of another kind: no record
+
+
 def test_a_recipe_continues_from_the_base(base):
     run, folder = base
     recipe = load_recipe("mlm", list(TINY.items()) + [("encoder.checkpoint", str(folder))])
@@ -191,22 +200,18 @@ def test_a_base_is_never_written_over_and_only_from_an_mlm_run(base, tmp_path):
 # --------------------------------------------------------------------------- an experiment continues from it
 
 
-EXPERIMENT = """\
-name: pretrained
-baseline: mlm
-budget: {steps: 2}
-encoder: {name: esm2, num_layers: 2, embed_dim: 32, attention_heads: 4}
-data: {crop: 64, batch_tokens: 512, shuffle_buffer: 64}
-set: {train.device: cpu, train.log_every: 1, train.monitor_every: 2, train.monitor_sequences: 8,
-      train.checkpoint_at: [1.0], optim.warmup: 1}
-base:
-  checkpoint: BASE
-variants:
-  - recipe: mlm
-  - recipe: mlm_jepa_masked
-    name: masked
-probe: {tasks: [stability], check_leakage: false, max_train: 100, max_test: 50}
-"""
+def experiment_file(path: Path, checkpoint: str, encoder: dict | None = None, base: dict | None = None) -> int:
+    """An experiment at the base run's settings (TINY) continuing from ``checkpoint``: MLM-only and masked
+    MLM+JEPA, 2 steps each, probed on one task; written to ``path``. Returns the line of base.checkpoint."""
+    spec = {"name": "pretrained", "baseline": "mlm", "budget": {"steps": 2}, "encoder": encoder or TINY["encoder"],
+            "data": {key.split(".")[1]: value for key, value in TINY.items() if key.startswith("data.")},
+            "set": {**{key: value for key, value in TINY.items() if key.startswith("train.")}, "optim.warmup": 1},
+            "base": {"checkpoint": checkpoint, **(base or {})},
+            "variants": [{"recipe": "mlm"}, {"recipe": "mlm_jepa_masked", "name": "masked"}],
+            "probe": {"tasks": ["stability"], "check_leakage": False, "max_train": 100, "max_test": 50}}
+    text = yaml.safe_dump(spec, sort_keys=False)
+    path.write_text(text)
+    return text.splitlines().index(f"  checkpoint: {checkpoint}") + 1
 
 
 def test_an_experiment_continues_from_the_pretrained_base(base, tmp_path, data_root, capsys):
@@ -214,7 +219,7 @@ def test_an_experiment_continues_from_the_pretrained_base(base, tmp_path, data_r
     spec = tmp_path / "exp" / "pretrained.yaml"
     spec.parent.mkdir()
     relative = os.path.relpath(folder, spec.parent)
-    spec.write_text(EXPERIMENT.replace("BASE", relative))  # relative to the experiment file
+    experiment_file(spec, relative)  # relative to the experiment file
     experiment = load_experiment(spec, output=tmp_path / "out")
     assert experiment.base_checkpoint == folder and experiment.trained_runs == experiment.runs
     assert all(r.recipe.encoder.checkpoint == str(folder) for r in experiment.runs)
@@ -246,8 +251,8 @@ def test_an_experiment_continues_from_the_pretrained_base(base, tmp_path, data_r
 def test_a_missing_or_damaged_base_is_one_line_at_validation(base, tmp_path, capsys):
     _, folder = base
     spec = tmp_path / "pretrained.yaml"
-    spec.write_text(EXPERIMENT.replace("BASE", "bases/none"))
-    missing = (f"{spec}:9: base.checkpoint: {tmp_path}/bases/none: no such base (make one from a finished MLM run "
+    line = experiment_file(spec, "bases/none")
+    missing = (f"{spec}:{line}: base.checkpoint: {tmp_path}/bases/none: no such base (make one from a finished MLM run "
                "with protjepa base RUN FOLDER, or name another)")
     with pytest.raises(ExperimentError) as caught:
         load_experiment(spec)
@@ -263,14 +268,14 @@ def test_a_missing_or_damaged_base_is_one_line_at_validation(base, tmp_path, cap
         (damaged / file.name).write_bytes(file.read_bytes())
     last = sorted(damaged.glob("model.safetensors.part-*"))[-1]
     last.write_bytes(last.read_bytes()[:-10])
-    spec.write_text(EXPERIMENT.replace("BASE", str(damaged)))
-    with pytest.raises(ExperimentError, match=rf"^{spec}:9: base.checkpoint: {last}: \d+ bytes, "
+    line = experiment_file(spec, str(damaged))
+    with pytest.raises(ExperimentError, match=rf"^{spec}:{line}: base.checkpoint: {last}: \d+ bytes, "
                                               r"model.safetensors.parts.json says \d+: the part was truncated"):
         load_experiment(spec)
 
-    spec.write_text(EXPERIMENT.replace("BASE", str(folder)).replace("embed_dim: 32", "embed_dim: 64"))
-    with pytest.raises(ExperimentError, match=rf"^{spec}:9: base.checkpoint: .*has shape"):
+    line = experiment_file(spec, str(folder), encoder={**TINY["encoder"], "embed_dim": 64})
+    with pytest.raises(ExperimentError, match=rf"^{spec}:{line}: base.checkpoint: .*has shape"):
         load_experiment(spec)
-    spec.write_text(EXPERIMENT.replace("  checkpoint: BASE", f"  checkpoint: {folder}\n  recipe: mlm"))
+    experiment_file(spec, str(folder), base={"recipe": "mlm"})
     with pytest.raises(ExperimentError, match=r"base: .*a pretrained base is not trained here, so it takes no recipe"):
         load_experiment(spec)

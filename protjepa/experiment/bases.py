@@ -28,6 +28,7 @@ import torch
 
 from protjepa.build import build_model
 from protjepa.checkpoint_file import file_digest
+from protjepa.encoders.base import Encoder
 from protjepa.encoders.weights import WEIGHTS, WeightsError, write_text
 from protjepa.errors import UserError
 from protjepa.evaluation.readout import held_out_scores
@@ -35,7 +36,7 @@ from protjepa.export import RUN_RECIPE, load_encoder, save_encoder
 from protjepa.experiment.spec import encoder_section
 from protjepa.parts import MiB, read_manifest
 from protjepa.provenance import FILE as PROVENANCE
-from protjepa.recipe import load_recipe
+from protjepa.recipe import Recipe, load_recipe
 from protjepa.training.summary import read_records, summarize_run
 from protjepa.yamlio import read_json
 
@@ -86,8 +87,8 @@ def make_base(run_dir: str | os.PathLike, folder: str | os.PathLike, *, dtype: t
     return record
 
 
-def _record(run_dir: Path, written: Path, recipe, records: list[dict], encoder, dtype: torch.dtype, sequences: int,
-            data_root: str | None) -> dict:
+def _record(run_dir: Path, written: Path, recipe: Recipe, records: list[dict], encoder: Encoder, dtype: torch.dtype,
+            sequences: int, data_root: str | None) -> dict:
     # The weights as written, read back through the loader the experiments use: the loss is theirs.
     reloaded = recipe.model_copy(update={"encoder": recipe.encoder.model_copy(update={"checkpoint": str(written)})})
     model = build_model(reloaded).eval()
@@ -121,8 +122,11 @@ def read_base(folder: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     record = read_json(path, BaseError, "base record")
-    if not isinstance(record, dict) or not isinstance(record.get("held_out"), dict):
-        raise BaseError(f"{path}: not a base record (expected a JSON object with held_out)")
+    held = record.get("held_out") if isinstance(record, dict) else None
+    if not isinstance(held, dict) or not all(isinstance(held.get(k), (int, float))
+                                              for k in ("mlm_loss", "unigram_entropy", "under_unigram")):
+        raise BaseError(f"{path}: not a base record (expected a JSON object whose held_out gives mlm_loss, "
+                        "unigram_entropy and under_unigram)")
     return record
 
 
