@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 from torch import Tensor
 
 from protjepa.checkpoint_file import load_weights_only
@@ -35,6 +35,7 @@ from protjepa.encoders.base import Encoder
 from protjepa.encoders.esm2 import ESM2, LAYER_NORM_EPS, ROTARY_BASE, ESM2Config
 from protjepa.errors import UserError
 from protjepa.files import check_regular
+from protjepa.parts import PartsError, in_parts, read_parts, write_parts
 from protjepa.yamlio import YamlLines, located_first_error, read_json, read_yaml
 
 NATIVE_SPEC = "encoder.yaml"
@@ -147,6 +148,15 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, dict[str, Tensor], str]:
 
 
 def _read_safetensors(file: Path) -> dict[str, Tensor]:
+    """The tensors of ``file``, or of its parts joined (:mod:`protjepa.parts`: every digest checked)."""
+    if not file.is_file() and in_parts(file):
+        try:
+            return load(read_parts(file))
+        except PartsError as exc:
+            raise WeightsError(str(exc)) from None
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightsError(f"{file} (joined from its parts): cannot read safetensors: {_first_line(exc)}") \
+                from None
     if not file.is_file():
         raise WeightsError(f"{file}: no such weights file")
     try:
@@ -393,8 +403,12 @@ def write_text(file: Path, text: str) -> None:
     _write_atomic(file, lambda tmp: Path(tmp).write_text(text))
 
 
-def write_safetensors(file: Path, tensors: dict[str, Tensor]) -> None:
+def write_safetensors(file: Path, tensors: dict[str, Tensor], part_bytes: int | None = None) -> None:
+    """``file``; with ``part_bytes``, as parts of at most that many bytes beside their manifest of digests."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    if part_bytes is not None:
+        write_parts(save(tensors, metadata={"format": "pt"}), file, part_bytes)
+        return
     _write_atomic(file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 

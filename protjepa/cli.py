@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "train": "train a recipe on Composer under its budget",
     "probe": "score a checkpoint on the frozen-embedding probe suite",
     "readout": "score a run's latent term on held-out masked positions against a constant and ridge readouts",
+    "base": "write a finished MLM run's encoder as a pretrained base to continue from (bf16, parts, digests)",
     "compare": "compare two probed runs task by task (W/L/T, sign test)",
     "bench": "measure training-step throughput against transformers' ESM",
     "experiment": "train and probe a list of recipes under one budget and write a report",

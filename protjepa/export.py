@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import ValidationError
 
@@ -118,13 +119,17 @@ def _from_training_checkpoint(file: Path, run_dir: Path, trust_code: Trust, note
     return encoder
 
 
-def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any]) -> Path:
-    """Write ``encoder.yaml`` (``encoder_spec``: the recipe's encoder section) and ``model.safetensors``."""
+def save_encoder(encoder: Encoder, directory: str | os.PathLike, encoder_spec: dict[str, Any], *,
+                 dtype: torch.dtype | None = None, part_bytes: int | None = None) -> Path:
+    """Write ``encoder.yaml`` (``encoder_spec``: the recipe's encoder section) and ``model.safetensors``:
+    its floating-point tensors cast to ``dtype`` when given (bf16 halves the file; loading casts them
+    back to the encoder's), as parts of at most ``part_bytes`` bytes when given (:mod:`protjepa.parts`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     spec = {k: v for k, v in encoder_spec.items() if k != "checkpoint"}  # the weights are here now
-    tensors = {name: t for name, t in encoder.state_dict().items() if name not in tied_aliases(encoder)}
-    write_safetensors(directory / WEIGHTS, tensors)
+    tensors = {name: t.to(dtype) if dtype is not None and t.is_floating_point() else t
+               for name, t in encoder.state_dict().items() if name not in tied_aliases(encoder)}
+    write_safetensors(directory / WEIGHTS, tensors, part_bytes)
     write_text(directory / NATIVE_SPEC, yaml.safe_dump(spec, sort_keys=False))
     return directory
 

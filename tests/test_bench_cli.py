@@ -173,6 +173,27 @@ def test_rows_interleave_abba_on_the_same_batches():
     assert [tokens for _, tokens, _ in samples["a"]] == [30, 40, 50]
 
 
+def test_a_compiled_row_that_fails_its_warm_up_is_left_out_and_the_others_are_timed():
+    """A GPU session must not lose its eager rows to one step that torch.compile or CUDA graphs refuse;
+    an eager row that fails is a bug in the bench, not a measurement, and stops it."""
+    def broken(_):
+        raise RuntimeError("CUDA graphs: a host sync in the step\nmore detail")
+
+    ran = []
+    rows = [Row("mlm", "mlm", "padded", lambda p: ran.append("mlm")),
+            Row("mlm+static", "mlm static", "padded", broken, compiled=True)]
+    batches = {"padded": [Prepared(None, tokens=10, counts=None, peer_inputs={})]}
+    failed, lines = {}, []
+    samples = measure(rows, batches, BenchConfig(repeats=2, steps=1, warmup=1), torch.device("cpu"), lines.append,
+                      failed)
+    assert list(samples) == ["mlm"] and ran == ["mlm"] * 3  # warm-up, then both repetitions
+    assert failed == {"mlm+static": "RuntimeError: CUDA graphs: a host sync in the step"}
+    assert "esm2_8m: warm-up mlm+static failed, left out: RuntimeError: CUDA graphs: a host sync in the step" in lines
+    assert "esm2_8m: warm-up of 1 rows done, 0 s" in lines
+    with pytest.raises(RuntimeError, match="host sync"):
+        measure([Row("mlm", "mlm", "padded", broken)], batches, BenchConfig(repeats=1, warmup=1), torch.device("cpu"))
+
+
 def test_ratios_are_medians_of_paired_repetitions():
     # (seconds, tokens, flops) per repetition
     samples = {"jepa": [(3.0, 100, 0), (5.0, 100, 0), (4.0, 100, 0)],

@@ -17,7 +17,8 @@ FOLDERS = {"protjepa": ROOT / "protjepa", "protjepa.objectives": ROOT / "objecti
 LAYERS = [
     ["files"],
     ["errors", "alphabet", "yamlio"],
-    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision", "devices"],
+    ["durations", "paths", "batch", "registry", "extras", "shipped", "checkpoint_file", "precision", "devices",
+     "parts"],
     ["flops", "attention"],
     ["encoders"],
     ["objectives"],

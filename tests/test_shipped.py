@@ -51,6 +51,31 @@ def test_a_copied_experiment_still_finds_its_recipes(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[1].startswith(f"ok   {copied}: experiment smoke")
 
 
+# The experiments that continue from a base trained on a GPU, and the base each names: until the base is
+# committed there, validating the experiment says so in one line.
+WAITING_FOR_A_BASE = {"experiments/continued_gpu_base": "docs/results/bases/esm2_8m_swissprot50"}
+
+
+def test_every_shipped_experiment_validates_or_names_the_base_it_waits_for(capsys):
+    experiments = [s.name for s in shipped.shipped() if s.name.startswith("experiments/")]
+    assert set(WAITING_FOR_A_BASE) <= set(experiments)
+    for name in experiments:
+        code = main(["validate", name])
+        out = capsys.readouterr().out
+        base = shipped.folder().parent / WAITING_FOR_A_BASE.get(name, "")
+        if name in WAITING_FOR_A_BASE and not base.exists():
+            path = shipped.find(name)
+            assert code == 1 and out == (f"FAIL {path}:{_line_of(path, 'checkpoint:')}: base.checkpoint: {base}: no "
+                                         "such base (make one from a finished MLM run with protjepa base RUN "
+                                         "FOLDER, or name another)\n"), out
+        else:
+            assert code == 0 and out.startswith("ok   "), out
+
+
+def _line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
 def run_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 

@@ -37,6 +37,7 @@ class Row:
     run: Callable[[Prepared], None]
     flops: Callable[[Prepared], float] | None = None  # model FLOPs per batch (protjepa.flops), when counted
     bf16: bool = False  # runs under bf16 autocast: its MFU is against the bf16 peak
+    compiled: bool = False  # runs a torch.compile'd step: one that fails to compile is left out, not fatal
 
 
 def with_bf16_rows(config: BenchConfig, device: torch.device) -> bool:
@@ -91,7 +92,8 @@ def build_rows(config: BenchConfig, device: torch.device) -> list[Row]:
     rows: dict[str, Row] = {}
 
     def add(name: str, what: str, layout: str, run: Callable[[Prepared], None], flops=None) -> None:
-        rows[name] = Row(name, what, layout, run, flops, bf16=config.dtype == "bf16" or name.endswith("+bf16"))
+        rows[name] = Row(name, what, layout, run, flops, bf16=config.dtype == "bf16" or name.endswith("+bf16"),
+                         compiled=name.endswith(("+compile", "+static")))
 
     bf16 = with_bf16_rows(config, device)
     models: dict[str, ProtJEPA] = {}

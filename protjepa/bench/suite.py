@@ -76,7 +76,10 @@ def run_suite(config: BenchConfig, progress: Callable[[str], None] | None = None
                               for packed in (False, True))
         notes += [f"{precision} {line}" for line in lines]
     errors = attention_errors(config, batches, device, attention_candidates(config, device, precisions))
-    samples = measure(rows, batches, config, device, progress)
+    failed: dict[str, str] = {}
+    samples = measure(rows, batches, config, device, progress, failed)
+    rows = [row for row in rows if row.name not in failed]
+    notes += [f"{name}: left out, its warm-up raised {error}" for name, error in failed.items()]
     tokens, width = step_budget(config), SIZES[config.size]["embed_dim"]
     peaks = row_peaks(config.peak_flops, device, config.dtype, tokens, width)
     results = summarize(rows, samples, config.steps, peaks)

@@ -37,13 +37,16 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(rows: list[Row], batches: dict[str, list[Prepared]], config: BenchConfig,
-            device: torch.device, progress: Callable[[str], None] | None = None) -> Samples:
+            device: torch.device, progress: Callable[[str], None] | None = None,
+            failed: dict[str, str] | None = None) -> Samples:
     """Warm-up runs of every row, then ``config.repeats`` repetitions, forward order on even ones
     and reversed on odd ones (ABBA), each row on the next ``config.steps`` batches of its pool.
     ``progress`` gets a line after each row's warm-up (compiled rows compile in it) and after each
-    repetition (its tokens/s per row)."""
+    repetition (its tokens/s per row). A compiled row whose warm-up raises (torch.compile, CUDA graphs)
+    is left out of the timing, its error's first line in ``failed``: the other rows are still measured."""
     report = progress or (lambda line: None)
     began = time.perf_counter()
+    failed = {} if failed is None else failed
 
     def chunk(row: Row, rep: int) -> list[Prepared]:
         pool = batches[row.layout]
@@ -51,10 +54,18 @@ def measure(rows: list[Row], batches: dict[str, list[Prepared]], config: BenchCo
 
     for row in rows:
         start = time.perf_counter()
-        for i in range(config.warmup):
-            row.run(batches[row.layout][i % len(batches[row.layout])])
-        synchronize(device)
+        try:
+            for i in range(config.warmup):
+                row.run(batches[row.layout][i % len(batches[row.layout])])
+            synchronize(device)
+        except Exception as exc:
+            if not row.compiled:
+                raise
+            failed[row.name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            report(f"{config.size}: warm-up {row.name} failed, left out: {failed[row.name]}")
+            continue
         report(f"{config.size}: warm-up {row.name}, {time.perf_counter() - start:.1f} s")  # compiled rows compile here
+    rows = [row for row in rows if row.name not in failed]
     report(f"{config.size}: warm-up of {len(rows)} rows done, {time.perf_counter() - began:.0f} s")
     samples: Samples = {row.name: [] for row in rows}
     for rep in range(config.repeats):

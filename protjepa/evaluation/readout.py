@@ -105,7 +105,6 @@ def residue_r2(residue_fit: Tensor, y_fit: Tensor, residue_score: Tensor, y_scor
     return float(latent_scores(means[residue_score].double(), y_score.double(), "mse")["r2"])
 
 
-@torch.no_grad()
 def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, sequences: int = SEQUENCES,
              data_root: str | None = None, trust_code: Trust = False) -> dict:
     """The readout of a run's checkpoint (see the module docstring), as JSON-ready data; ``sequences`` >= 2
@@ -113,6 +112,15 @@ def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     Read with the recipe the checkpoint was trained with; ``notes`` says when ``recipe.yaml`` differs."""
     run_dir = Path(run_dir)
     model, recipe, path, notes = load_run_model(run_dir, Path(checkpoint) if checkpoint else None, trust_code)
+    scores = held_out_scores(model, recipe, sequences, data_root)
+    return {"run": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_digest(path), "notes": notes,
+            **scores}
+
+
+@torch.no_grad()
+def held_out_scores(model: ProtJEPA, recipe: Recipe, sequences: int = SEQUENCES, data_root: str | None = None) -> dict:
+    """``model`` (in eval mode) on ``sequences`` held-out records of ``recipe``'s data, cropped and masked with
+    the fixed seed: each MLM objective's loss beside the unigram entropy, each latent objective's readout."""
     batches, where = held_out_batches(recipe.data, recipe.masking, sequences, chunk=min(CHUNK, -(-sequences // 2)), seed=SEED,
                                       root=data_root)
     latent = {id: obj for id, obj in zip(model.ids, model.objectives) if isinstance(obj, JEPA)}
@@ -139,13 +147,9 @@ def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     vocabulary = len(model.encoder.alphabet)
     entropy = float(unigram_entropy(all_labels, vocabulary))
     return {
-        "run": str(run_dir),
-        "checkpoint": str(path),
-        "checkpoint_sha256": checkpoint_digest(path),
         "sequences": sequences,
         "rows_from": where,
         "seed": SEED,
-        "notes": notes,
         "mlm": {id: {"loss": total / max(all_labels.numel(), 1), "unigram_entropy": entropy}
                 for id, total in mlm_sums.items()},
         "latent": {id: _latent_readout(obj, rows[id], vocabulary) for id, obj in latent.items()},

@@ -32,6 +32,7 @@ from protjepa.evaluation.family import (
 )
 from protjepa.evaluation.seed_stats import VariantRuns
 from protjepa.evaluation.verdicts import ArmComparison, compare_family
+from protjepa.experiment.bases import read_base
 from protjepa.experiment.latent import VariantLatent, latent_section, variant_latents
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
 from protjepa.experiment.records import (
@@ -108,15 +109,30 @@ def objectives_text(plan: RunPlan) -> str:
 
 def _base_line(experiment: Experiment, base: RunData) -> str:
     """The header's line naming the base every variant continues from, and what it used."""
-    budget = str(base.plan.recipe.budget)
-    used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
-            else "not trained yet")
     scratch = [v.name for v in experiment.variants if not v.from_base]
     who = "every variant starts" if not scratch else \
         f"every variant but {', '.join(scratch)} (from scratch) starts"
+    if experiment.base_checkpoint is not None:
+        return (f"- continued pretraining: {who} from the weights (encoder and LM head) of the pretrained **base** "
+                f"`{experiment.base_source}`, {encoder_text(base.plan)}, not trained here ("
+                + pretrained_text(read_base(experiment.base_checkpoint)) + "); the variants' budget is their own")
+    budget = str(base.plan.recipe.budget)
+    used = (f"it ran {base.summary['steps']} steps, {base.summary['tokens']:,} tokens" if base.done
+            else "not trained yet")
     return (f"- continued pretraining: {who} from the final weights (encoder and LM head) of the "
             f"**base**, `{experiment.base_source}`, {encoder_text(base.plan)}, budget **{budget}**, seed "
             f"{base.plan.seed} ({used}; `{base.plan.run_dir}`); the variants' budget is their own")
+
+
+def pretrained_text(record: dict | None) -> str:
+    """What a pretrained base's record (``base.json``) says of it, in a few words."""
+    if record is None:
+        return "no base.json beside it: its training is not recorded"
+    training, held = record.get("training", {}), record["held_out"]
+    gpus = ", ".join(record.get("machine", {}).get("gpus") or []) or "no GPU"
+    return (f"{training.get('steps')} steps, {training.get('tokens') or 0:,} tokens, budget {training.get('budget')}, "
+            f"on {gpus}; held-out MLM loss {held['mlm_loss']:.4f}, {held['under_unigram']:.4f} nats under the "
+            f"unigram entropy {held['unigram_entropy']:.4f}")
 
 
 def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
@@ -243,8 +259,9 @@ def _budget_table(runs: list[RunData]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for run in runs:
         s = run.summary
-        if not s:
-            lines.append(f"| {run.plan.label} | not trained yet | | | | | | |")
+        if not s.get("steps"):
+            state = "pretrained, not recorded" if run.done else "not trained yet"
+            lines.append(f"| {run.plan.label} | {state} | | | | | | |")
             continue
         final = s.get("final", {}).get("loss")
         mlm = s.get("monitor_end", {}).get(HELD_OUT_MLM)

@@ -33,6 +33,7 @@ from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
 from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, write_readout
 from protjepa.evaluation.suite import run_probe_suite, write_results
+from protjepa.experiment.bases import base_digest, read_base
 from protjepa.experiment.records import CACHE_KEY, DONE, INVOCATIONS, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
@@ -116,6 +117,27 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     }
     _write_atomic(plan.run_dir / DONE, json.dumps(marker, indent=2) + "\n")
     return status
+
+
+def adopt_pretrained_base(experiment: Experiment) -> None:
+    """Mark the pretrained base (``base.checkpoint``) as the experiment's finished base: ``<output>/base/done``
+    names it as the export (probed from there) with its digest and, from its ``base.json``, its training.
+    Variants that started from another base's bytes at this path are stale: an error says what to delete."""
+    plan, checkpoint = experiment.base, experiment.base_checkpoint
+    digest = base_digest(checkpoint)
+    before = read_done(plan.run_dir)
+    if before is not None and before.get("sha256") == digest:
+        return
+    started = [r.label for r in experiment.runs if experiment.variant(r.variant).from_base and run_status(r) != "new"]
+    if before is not None and started:
+        raise ExperimentError(f"{checkpoint}: the pretrained base changed since {', '.join(started)} started from it "
+                              f"(sha256 {before.get('sha256', '?')[:16]}... then, {digest[:16]}... now): delete "
+                              f"{experiment.output / 'runs'}, or give the experiment another output folder")
+    record = read_base(checkpoint) or {}
+    marker = {"summary": record.get("training", {}), "export": str(checkpoint.resolve()), "sha256": digest,
+              "pretrained": True}
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(plan.run_dir / DONE, json.dumps(marker, indent=2) + "\n")
 
 
 def export_control(control: ControlPlan) -> bool:
@@ -219,7 +241,10 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
              f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
              f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
              f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
-    if experiment.base is not None:
+    if experiment.base is not None and experiment.base_checkpoint is not None:
+        lines.append(f"base (the variants marked 'from the base' start from its weights): pretrained, not trained "
+                     f"here: {experiment.base_checkpoint}")
+    elif experiment.base is not None:
         lines += [f"base (the variants marked 'from the base' start from its final weights) from {experiment.base_source}, "
                   f"budget {experiment.base.recipe.budget}", f"  {_run_line(experiment.base)}"]
     chosen = {plan.label for plan in runs}
@@ -259,10 +284,14 @@ def run_experiment(
     outcome = Outcome()
     started = time.time()
     needs_base = any(experiment.variant(r.variant).from_base for r in runs)
-    trained = ([experiment.base] if needs_base else []) + runs  # the base first: the variants load it
+    pretrained = experiment.base_checkpoint is not None
+    trained = ([experiment.base] if needs_base and not pretrained else []) + runs  # the base first: the variants load it
     controls = chosen_controls(experiment, runs)
     stage = "starting"
     try:
+        if needs_base and pretrained:
+            stage = "adopting the pretrained base"
+            adopt_pretrained_base(experiment)
         for plan in trained:
             stage = f"training {plan.label}"
             status = train_run(plan, data_root=data_root, console=console, trusted=trusted, log=log)
@@ -271,7 +300,8 @@ def run_experiment(
             stage = f"exporting the control {control.label}"
             (outcome.exported if export_control(control) else outcome.skipped).append(control.label)
         prober = Prober(experiment, data_root, trusted, log)
-        probes = [(p.label, p.run_dir / read_done(p.run_dir)["export"], p.run_dir / PROBE_DIR) for p in trained]
+        finished = ([experiment.base] if needs_base and pretrained else []) + trained
+        probes = [(p.label, p.run_dir / read_done(p.run_dir)["export"], p.run_dir / PROBE_DIR) for p in finished]
         probes += [(c.label, c.export, c.folder / PROBE_DIR) for c in controls]
         for label, export, folder in probes:
             stage = f"probing {label}"

@@ -42,6 +42,16 @@ trains from scratch beside them (paper_gpu runs both arms in one file). The lear
 pretraining is the experiment's to set: the paper used 3e-4 from scratch and 10x lower,
 3e-5, to continue a pretrained model (``set: {optim.lr: 3.0e-5}``).
 
+Or a base pretrained elsewhere, not trained here (``protjepa base`` writes one from a run; any encoder
+checkpoint protjepa loads will do): its path, relative to the experiment file, and nothing else::
+
+    base:
+      checkpoint: ../../docs/results/bases/esm2_8m_swissprot50
+
+Each variant gets ``encoder.checkpoint`` set to it; loading the experiment loads it into each encoder
+shape that continues from it (a missing, altered or misfitting base is a one-line error then), and the
+run probes it into ``<output>/base/`` as it would a trained base.
+
 Learning control: each distinct encoder section among the variants (a *shape*) is also
 built untrained, once per experiment seed (seeded as ``protjepa train`` seeds a run's
 initial weights), exported to ``<output>/controls/random_init_<shape>/seed<k>/export/``
@@ -59,6 +69,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, StrictInt, ValidationError, field_validator, model_validator
 
 from protjepa import shipped
+from protjepa.build import build_encoder
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
 from protjepa.evaluation.suite import SuiteSettings
@@ -103,24 +114,38 @@ class VariantSpec(Strict):
 
 
 class BaseSpec(Strict):
-    """The MLM-only pretraining every variant continues from."""
+    """The MLM-only pretraining every variant continues from: trained here (recipe and budget), or a
+    pretrained checkpoint."""
 
-    recipe: str | dict[str, Any] = Field(
-        description="an MLM-only recipe: a file (relative to the experiment file), a shipped name, or a mapping")
-    budget: BudgetConfig = Field(description="the base's own budget: tokens or steps")
+    recipe: str | dict[str, Any] | None = Field(
+        None, description="an MLM-only recipe: a file (relative to the experiment file), a shipped name, or a mapping")
+    budget: BudgetConfig | None = Field(None, description="the base's own budget: tokens or steps")
     seed: Seed = 0
     set: dict[str, Any] = Field(default_factory=dict, description="key path -> value, after the experiment's")
     run_dir: str | None = Field(
         None, description="where the base is trained, relative to the output folder (default: base); another "
                           "experiment's base folder (../continued_small/base) shares that base, trained once, while "
                           "their base recipes are the same")
+    checkpoint: str | None = Field(
+        None, description="a pretrained base, not trained here: a folder of protjepa base (or any encoder "
+                          "checkpoint protjepa loads), relative to the experiment file")
 
     @field_validator("budget")
     @classmethod
-    def _not_wall_clock(cls, value: BudgetConfig) -> BudgetConfig:
-        if value.wall_clock is not None:
+    def _not_wall_clock(cls, value: BudgetConfig | None) -> BudgetConfig | None:
+        if value is not None and value.wall_clock is not None:
             raise ValueError("give tokens or steps: a wall_clock base would depend on how busy the machine was")
         return value
+
+    @model_validator(mode="after")
+    def _trained_here_or_pretrained(self):
+        if self.checkpoint is not None:
+            given = [key for key in ("recipe", "budget", "run_dir", "set") if getattr(self, key)]
+            if given:
+                raise ValueError(f"checkpoint: a pretrained base is not trained here, so it takes no {', '.join(given)}")
+        elif self.recipe is None or self.budget is None:
+            raise ValueError("give recipe and budget (a base trained here) or checkpoint (a pretrained base)")
+        return self
 
     @field_validator("set")
     @classmethod
@@ -248,11 +273,12 @@ class Experiment:
     base: RunPlan | None = None  # continued pretraining: the run every variant starts from
     base_source: str = ""
     controls: list[ControlPlan] = field(default_factory=list)
+    base_checkpoint: Path | None = None  # a pretrained base (base.checkpoint): its plan is not trained, only probed
 
     @property
     def trained_runs(self) -> list[RunPlan]:
-        """Every run that trains: the base first, then the variants' runs."""
-        return ([self.base] if self.base else []) + self.runs
+        """Every run that trains: the base first (unless pretrained), then the variants' runs."""
+        return ([self.base] if self.base and self.base_checkpoint is None else []) + self.runs
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -315,16 +341,19 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     variants: list[Variant] = []
     runs: list[RunPlan] = []
     out_dir = Path(output) if output is not None else Path(spec.output.format(name=spec.name))
-    base = _base_plan(spec, path, lines, out_dir) if spec.base is not None else None
-    # Every variant starts from the base's final weights (its export: encoder and LM head).
-    start = [("encoder.checkpoint", str(base.run_dir / "export"))] if base is not None else []
+    pretrained = spec.base is not None and spec.base.checkpoint is not None
+    base = _base_plan(spec, path, lines, out_dir) if spec.base is not None and not pretrained else None
+    checkpoint = Path(os.path.normpath(path.parent / spec.base.checkpoint)) if pretrained else None
+    # Every variant starts from the base's final weights (its export, or the pretrained checkpoint: encoder and
+    # LM head).
+    start = [("encoder.checkpoint", str(checkpoint or base.run_dir / "export"))] if spec.base is not None else []
     for i, vspec in enumerate(spec.variants):
         line = lines.line(("variants", i))
         where = f"{path}:{line}: variants[{i}]"
-        from_base = base is not None and vspec.from_base
+        from_base = spec.base is not None and vspec.from_base
         recipe = _resolve_recipe(path, vspec, _overrides(spec, spec.budget, vspec) + start * from_base, where)
         name = vspec.name or recipe.name
-        if from_base:
+        if from_base and base is not None:
             _check_base_shape(base.recipe, recipe, f"{where} ({name})")
         if not re.fullmatch(FOLDER_NAME, name):
             raise _error(path, lines, ("variants", i, "name"), f"variant name {name!r}: use letters, digits, _ . - "
@@ -342,11 +371,14 @@ def load_experiment(path: str | Path, output: str | Path | None = None, budget: 
     _assign_baselines(spec, variants, path, lines)
     controls = _controls(spec, variants, runs, out_dir)
     base_source = ""
-    if spec.base is not None:
+    if pretrained:
+        base = _pretrained_plan(checkpoint, variants, runs, out_dir, f"{path}:{lines.line(('base', 'checkpoint'))}")
+        base_source = spec.base.checkpoint
+    elif spec.base is not None:
         base_source = spec.base.recipe if isinstance(spec.base.recipe, str) else \
             f"{path}:{lines.line(('base', 'recipe'))} (inline)"
     return Experiment(spec, path, out_dir, variants, runs, _probe_tasks(spec, path, lines), base, base_source,
-                      controls)
+                      controls, checkpoint)
 
 
 def _base_plan(spec: ExperimentSpec, path: Path, lines: YamlLines, out_dir: Path) -> RunPlan:
@@ -359,6 +391,31 @@ def _base_plan(spec: ExperimentSpec, path: Path, lines: YamlLines, out_dir: Path
     recipe = recipe.model_copy(update={"seed": base.seed, "name": f"{BASE}-seed{base.seed}"})
     # Relative to the output folder: experiments side by side share a base wherever their outputs are.
     return RunPlan(BASE, base.seed, recipe, Path(os.path.normpath(out_dir / (base.run_dir or BASE))))
+
+
+def _pretrained_plan(checkpoint: Path, variants: list[Variant], runs: list[RunPlan], out_dir: Path,
+                     where: str) -> RunPlan | None:
+    """A pretrained base's plan: never trained, probed into ``<output>/base``. The base is loaded into each
+    encoder shape that continues from it, so that a missing, altered or misfitting base is an error here,
+    before anything trains; the plan's recipe is the first such run's (the base's encoder)."""
+    if not checkpoint.exists():
+        raise ExperimentError(f"{where}: base.checkpoint: {checkpoint}: no such base (make one from a finished MLM "
+                              "run with protjepa base RUN FOLDER, or name another)")
+    from_base = [r for r in runs if any(v.name == r.variant and v.from_base for v in variants)]
+    checked: list[dict[str, Any]] = []
+    for run in from_base:
+        section = encoder_section(run.recipe)
+        if section in checked:
+            continue
+        checked.append(section)
+        try:
+            build_encoder(run.recipe)  # loads encoder.checkpoint: the base, every part's digest checked
+        except UserError as exc:
+            raise ExperimentError(f"{where}: base.checkpoint: {exc}") from None
+    if not from_base:
+        return None
+    recipe = from_base[0].recipe
+    return RunPlan(BASE, 0, recipe.model_copy(update={"name": f"{BASE}-pretrained"}), out_dir / BASE)
 
 
 def _check_base_shape(base: Recipe, recipe: Recipe, where: str) -> None:
