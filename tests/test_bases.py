@@ -23,6 +23,7 @@ from protjepa.data.corpus import held_out_batches
 from protjepa.encoders.esm2 import ESM2
 from protjepa.encoders.weights import WeightsError
 from protjepa.evaluation.readout import CHUNK, SEED
+from protjepa.errors import UserError
 from protjepa.experiment.bases import BaseError, make_base, read_base
 from protjepa.experiment.runner import run_experiment
 from protjepa.experiment.spec import ExperimentError, load_experiment
@@ -279,3 +280,17 @@ def test_a_missing_or_damaged_base_is_one_line_at_validation(base, tmp_path, cap
     experiment_file(spec, str(folder), base={"recipe": "mlm"})
     with pytest.raises(ExperimentError, match=r"base: .*a pretrained base is not trained here, so it takes no recipe"):
         load_experiment(spec)
+
+
+def test_a_run_folder_that_names_code_is_refused_without_trust_code(tmp_path):
+    """A run folder is data: making a base of one whose recipe names code runs none of it."""
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    marker = tmp_path / "ran"
+    (run / "recipe.yaml").write_text(
+        "name: booby\nencoder: {_component_: os.system, command: 'touch " + str(marker) + "'}\n"
+        "objectives: [{name: mlm}]\n")
+    with pytest.raises(UserError, match=r"recipe.yaml:2: encoder._component_: .*--trust-code"):
+        make_base(run, tmp_path / "base")
+    assert not marker.exists() and not (tmp_path / "base").exists()

@@ -22,6 +22,9 @@ def configure(parser) -> None:
     parser.add_argument("--sequences", type=whole_number(2), default=HELD_OUT_SEQUENCES,
                         help=f"held-out sequences the MLM loss is measured on (default {HELD_OUT_SEQUENCES})")
     parser.add_argument("--data-root", help="folder the run's data paths are relative to (default: ../shared/data)")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let the run's recipe import the code it names (_component_, plugins:); a run folder is "
+                             "data, so without this flag such a recipe is refused")
 
 
 def run(args) -> int:
@@ -32,7 +35,7 @@ def run(args) -> int:
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     record = make_base(args.run, args.folder, dtype=dtype, part_bytes=max(1, int(args.part_mib * MiB)),
-                       sequences=args.sequences, data_root=args.data_root)
+                       sequences=args.sequences, data_root=args.data_root, trust_code=args.trust_code)
     held, weights, training = record["held_out"], record["weights"], record["training"]
     print(f"base: {args.folder}: {weights['parameters']:,} parameters in {weights['dtype']}, {weights['bytes']:,} "
           f"bytes in {weights['parts']} part(s), sha256 {weights['sha256'][:16]}...")

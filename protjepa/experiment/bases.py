@@ -36,7 +36,7 @@ from protjepa.export import RUN_RECIPE, load_encoder, save_encoder
 from protjepa.experiment.spec import encoder_section
 from protjepa.parts import MiB, read_manifest
 from protjepa.provenance import FILE as PROVENANCE
-from protjepa.recipe import Recipe, load_recipe
+from protjepa.recipe import Recipe, Trust, load_recipe
 from protjepa.training.summary import read_records, summarize_run
 from protjepa.yamlio import read_json
 
@@ -52,9 +52,11 @@ class BaseError(UserError, ValueError):
 
 
 def make_base(run_dir: str | os.PathLike, folder: str | os.PathLike, *, dtype: torch.dtype = torch.bfloat16,
-              part_bytes: int = PART_BYTES, sequences: int = HELD_OUT_SEQUENCES, data_root: str | None = None) -> dict:
+              part_bytes: int = PART_BYTES, sequences: int = HELD_OUT_SEQUENCES, data_root: str | None = None,
+              trust_code: Trust = False) -> dict:
     """Write ``folder`` from the finished MLM-only run ``run_dir`` (see the module docstring); returns
-    the record written to ``base.json``. ``sequences``: held-out records the MLM loss is measured on."""
+    the record written to ``base.json``. ``sequences``: held-out records the MLM loss is measured on. The
+    run folder is data: code its recipe names is imported only as ``trust_code`` allows."""
     run_dir, folder = Path(run_dir), Path(folder)
     recipe_file = run_dir / RUN_RECIPE
     if not recipe_file.is_file() or not (run_dir / METRICS).is_file():
@@ -63,11 +65,11 @@ def make_base(run_dir: str | os.PathLike, folder: str | os.PathLike, *, dtype: t
         raise BaseError(f"{folder}: already exists; give a new folder (a base is written whole, never over another)")
     if not (run_dir / "export").is_dir():
         raise BaseError(f"{run_dir}: the run has not finished (no export/): train it to the end of its budget first")
-    recipe = load_recipe(recipe_file)
+    recipe = load_recipe(recipe_file, trust_code=trust_code)
     others = [o.name for o in recipe.objectives if o.name != "mlm"]
     if others:
         raise BaseError(f"{recipe_file}: a base is MLM-only pretraining; this run also trains {', '.join(others)}")
-    encoder = load_encoder(run_dir)  # the run's final export
+    encoder = load_encoder(run_dir, trust_code)  # the run's final export
     records = read_records(run_dir / METRICS)
     if not records:
         raise BaseError(f"{run_dir / METRICS}: empty: the run has not logged a step")
