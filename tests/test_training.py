@@ -317,7 +317,8 @@ def test_a_compiled_single_objective_step_keeps_its_gradient():
 
 def test_a_compiled_run_trains_as_the_eager_one_and_its_compiling_is_off_the_clock(tmp_path, data_root):
     """train.compile: the same losses as eager (6 steps, fp32) within float tolerance; torch.compile's
-    compiling is counted apart (clock.compiled), not as training time, and the summary says so."""
+    compiling is counted apart (clock.compiled), not as training time. (Not a comparison of seconds:
+    how long 6 steps take beside compiling them depends on the machine's load.)"""
     from protjepa.training.summary import read_records
 
     def losses(compiled: bool):
@@ -330,4 +331,3 @@ def test_a_compiled_run_trains_as_the_eager_one_and_its_compiling_is_off_the_clo
     assert len(compiled) == len(eager) == 6
     assert compiled == pytest.approx(eager, rel=1e-4)
     assert eager_clock.compiled == 0.0 and clock.compiled > 0
-    assert clock.elapsed < clock.compiled  # 6 tiny steps take far less than compiling them
