@@ -11,7 +11,11 @@ from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch
 from protjepa.encoders.base import Encoder
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts
-from protjepa.objectives.base import Objective, StepContext
+from protjepa.objectives.base import LatentScore, Objective, ObjectiveError, StepContext, latent_step_problem
+
+
+def contract_error(id: str, objective: Objective, problem: str) -> str:
+    return f"objectives: {id} ({type(objective).__name__}): {problem} (docs/extending.md, 'A latent objective')"
 
 
 class StepOutput(NamedTuple):
@@ -37,6 +41,10 @@ class ProtJEPA(nn.Module):
         self.ids = [id for id, _, _ in objectives]
         self.weights = [float(w) for _, w, _ in objectives]
         self.objectives = nn.ModuleList([obj for _, _, obj in objectives])
+        for id, objective in zip(self.ids, self.objectives):
+            problem = objective.latent_problem()
+            if problem:
+                raise ObjectiveError(contract_error(id, objective, problem))
         self.ema_momentum = ema_momentum
         self.teacher: Encoder | None = None
         if ema_momentum is not None:
@@ -79,9 +87,17 @@ class ProtJEPA(nn.Module):
         metrics["loss"] = total.detach()
         return StepOutput(total, metrics)
 
-    def latent_scores(self) -> dict[str, str]:
-        """Objective id -> the metric saying whether its latent term beats a constant (``lift``, ``r2``)."""
-        return {id: obj.latent_score for id, obj in zip(self.ids, self.objectives) if obj.latent_score}
+    def latent_scores(self) -> dict[str, LatentScore]:
+        """Latent objective id -> its score: the metric saying whether it beats the best constant, and that constant."""
+        return {id: obj.latent_score for id, obj in zip(self.ids, self.objectives) if obj.latent_score is not None}
+
+    def check_latent_contract(self, ctx: StepContext, metrics: dict[str, Tensor]) -> None:
+        """One line naming the first latent objective that did not give, on the step it ran on ``ctx`` with
+        these ``metrics``, what summaries and readout read of it (:func:`latent_step_problem`)."""
+        for id, objective in zip(self.ids, self.objectives):
+            problem = latent_step_problem(objective, ctx, metrics)
+            if problem:
+                raise ObjectiveError(contract_error(id, objective, problem))
 
     def flop_parts(self, counts: BatchCounts) -> dict[str, float | None]:
         """Matmul FLOPs of one training step on a batch of ``counts``, by part: the student

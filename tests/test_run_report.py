@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import matplotlib.image
 
-from protjepa.training.summary import _latent_ids, _regularizer_ids, format_summary, plot_curves, rank_warning, summarize_run
+from protjepa.objectives.base import LatentScore
+from protjepa.training.summary import _regularizer_ids, format_summary, plot_curves, rank_warning, summarize_run
 
 
 def records(rank_end: float) -> list[dict]:
@@ -55,25 +56,25 @@ def latent_records(lift: float) -> list[dict]:
 
 
 def test_the_summary_sets_each_held_out_score_beside_a_constant_predictions(tmp_path):
-    learned = format_summary(summarize_run(latent_records(0.06), {"jepa": "lift"}), tmp_path).splitlines()
+    learned = format_summary(summarize_run(latent_records(0.06), {"jepa": LatentScore("lift")}), tmp_path).splitlines()
     assert "held-out MLM loss (mlm) 2.674 nats; a constant prediction (the residues' unigram entropy) scores 2.895" \
         in learned
     assert ("held-out latent term jepa: lift +0.060 (cosine 0.610, the mean target's 0.550); lift > 0 beats the "
             "constant") in learned
     assert not any(line.startswith("warning") for line in learned)
-    constant = format_summary(summarize_run(latent_records(-0.21), {"jepa": "lift"}), tmp_path).splitlines()
-    assert ("warning: the latent term jepa predicts the held-out targets no better than a constant (the mean "
-            "target): lift -0.210, cosine 0.340 against the mean target's 0.550") in constant
+    constant = format_summary(summarize_run(latent_records(-0.21), {"jepa": LatentScore("lift")}), tmp_path).splitlines()
+    assert ("warning: the latent term jepa predicts the held-out targets no better than the best constant (lift 0): "
+            "lift -0.210 (cosine 0.340, the mean target's 0.550)") in constant
     unscored = format_summary(summarize_run(latent_records(-0.21)), tmp_path)  # a run made before latent scores
     assert "latent term" not in unscored
 
 
 def test_curves_get_a_latent_panel_beside_the_constant(tmp_path):
-    assert _latent_ids(latent_records(0.06)) == ["jepa"] and _latent_ids(records(5.0)) == []
     path = tmp_path / "curves.png"
     plot_curves(latent_records(0.06) + [{"kind": "train", "step": 6, "tokens": 1, "seconds": 1.0, "fraction": 1.0,
                                           "loss": 4.0, "mlm/loss": 2.9, "jepa/cosine": 0.6, "jepa/cosine_of_mean": 0.5,
-                                          "jepa/r2": 0.1, "padding_fraction": 0.1}], path)
+                                          "jepa/r2": 0.1, "padding_fraction": 0.1}], path,
+                latent={"jepa": LatentScore("lift")})
     height, width, _ = matplotlib.image.imread(path).shape
-    # three losses + the collapse monitors + the latent term (with its r2 axis) + the regulariser: 2 rows of 3
+    # three losses + the collapse monitors + the latent term (with its cosine axis) + the regulariser: 2 rows of 3
     assert (height, width) == (680, 1350)

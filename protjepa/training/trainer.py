@@ -264,9 +264,10 @@ class Run:
     tracker: BudgetTracker
     checkpointer: BudgetCheckpointer
     log: RunLog
-    notes: list[str]  # what the summary should say about how the run was set up
+    notes: list[str]  # how the run was set up: printed before it trains
     finished: bool  # resumed from a checkpoint at the end of the budget
     retention: CheckpointRetention
+    bf16: bool  # its steps autocast to bf16 (Composer's amp_bf16 on a GPU, ours on a CPU)
 
 
 @dataclass
@@ -275,7 +276,7 @@ class RunResult:
     summary: dict
     checkpoints: list[Path]
     export_dir: Path | None
-    text: str  # the printed summary
+    text: str  # the set-up lines (printed as the run started) and the summary (printed as it ended)
 
 
 def build_run(
@@ -375,7 +376,7 @@ def build_run(
         notes.append(f"resumed from {resume} at step {int(trainer.state.timestamp.batch)}"
                      + (": its budget was already spent, nothing left to train" if finished else ""))
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
-    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention)
+    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention, bf16)
 
 
 def gpu_memory_note(device: torch.device) -> list[str]:
@@ -514,12 +515,16 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     export_dir = export_encoder(run, encoder)
     write_card(run.run_dir, export_dir)
     records = read_records(run.log.path)
-    plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
-    summary = summarize_run(records, run.model.latent_scores())
+    latent = run.model.latent_scores()
+    plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}", latent=latent,
+                x_unit=run.tracker.budget.unit)
+    summary = summarize_run(records, latent, {spec.id: spec.name for spec in recipe.objectives},
+                            "bf16" if run.bf16 else "fp32")
     compiled = run.tracker.clock.compiled
     compile_note = [f"torch.compile: {compiled:.1f} s of compiling, kept off the training clock"] if compiled else []
-    lines = list(notes) + run.notes + compile_note + gpu_memory_note(run.model.encoder.device) + [
-        run.retention.describe(), f"encoder export: {export_dir}"]
+    # The set-up lines (notes, run.notes) were printed as the run started: the summary does not repeat them.
+    lines = compile_note + gpu_memory_note(run.model.encoder.device) + [run.retention.describe(),
+                                                                        f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
-    return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)
+    return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, "\n".join([*notes, *run.notes, text]))
