@@ -78,3 +78,24 @@ def test_curves_get_a_latent_panel_beside_the_constant(tmp_path):
     height, width, _ = matplotlib.image.imread(path).shape
     # three losses + the collapse monitors + the latent term (with its cosine axis) + the regulariser: 2 rows of 3
     assert (height, width) == (680, 1350)
+
+
+def test_an_objectives_own_score_is_set_beside_its_constant_and_a_missing_one_is_one_line(tmp_path):
+    own = [*records(rank_end=7.5)[:-1], {**records(rank_end=7.5)[-1], "val/d2v/agreement": 0.42}]
+    lines = format_summary(summarize_run(own, {"d2v": LatentScore("agreement", 0.5)}), tmp_path).splitlines()
+    assert "held-out latent term d2v: agreement +0.420; agreement > 0.5 beats the constant" in lines
+    assert ("warning: the latent term d2v predicts the held-out targets no better than the best constant "
+            "(agreement 0.5): agreement +0.420") in lines
+    # Declared, but the held-out batch logged no such metric (a run that ended early, an old plugin): one line.
+    missing = format_summary(summarize_run(records(rank_end=7.5), {"d2v": LatentScore("agreement", 0.5)}), tmp_path)
+    assert [line for line in missing.splitlines() if "d2v" in line] == [
+        "held-out latent term d2v: its score agreement was not logged on the held-out batch (no val/d2v/agreement): "
+        "whether it beats a constant is not known"]
+
+
+def test_an_mlm_only_run_is_not_told_to_compare_with_an_mlm_only_run():
+    fallen = summarize_run(records(rank_end=4.9), objectives={"mlm": "mlm"})
+    assert rank_warning(fallen).endswith("possible collapse; MLM alone also loses rank early and often recovers: "
+                                         "see whether it recovers under a longer budget")
+    with_jepa = summarize_run(records(rank_end=4.9), objectives={"mlm": "mlm", "jepa": "jepa"})
+    assert rank_warning(with_jepa).endswith("compare with an MLM-only run under the same budget")
