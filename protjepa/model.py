@@ -114,6 +114,32 @@ class ProtJEPA(nn.Module):
             rows.update(objective.published_rows(counts))
         return parts
 
+    def count_encoder_flops(self) -> str | None:
+        """Where the encoder declares no FLOP count (a ``_component_`` module, a plugin), count it with torch's
+        FlopCounterMode (:meth:`Encoder.count_flops`, for the depths the step runs it to; the teacher shares the
+        count), and say so in one line; None when it declares its counts. A module the counter cannot run stays
+        uncounted, and the line says why (a FLOP budget is then refused)."""
+        zero = BatchCounts(0, 0, 0, 0, 0)
+        depths = {self.encoder.num_layers} | {max(d) for d in self.target_depths.values()}
+        lm_head = self.encoder.has_lm_head
+        if all(self.encoder.forward_flops(zero, d) is not None for d in depths) and \
+                (not lm_head or self.encoder.lm_head_flops(0) is not None):
+            return None
+        name = type(self.encoder).__name__
+        try:
+            counted = self.encoder.count_flops(depths)
+        except Exception as exc:  # noqa: BLE001 - any module's failure: the run goes on, uncounted
+            return f"model FLOPs of {name}: not counted (it declares no count, and FlopCounterMode raised " \
+                   f"{type(exc).__name__}: {exc})"
+        for net in (self.encoder, self.teacher):
+            if net is not None:
+                net.counted = counted
+        full = counted.forward[self.encoder.num_layers]
+        return (f"model FLOPs of {name}: it declares no count; counted by torch's FlopCounterMode on sample sequences "
+                f"in {counted.seconds:.2f} s: a forward {full.per_token:.3g} a token + {full.per_pair:.3g} an attending "
+                f"pair" + (f" + {full.per_sequence:.3g} a sequence" if full.per_sequence else "")
+                + (f", the LM head {counted.lm_head:.3g} a position" if counted.lm_head is not None else ""))
+
     def step_flops(self, counts: BatchCounts) -> float | None:
         """The sum of :meth:`flop_parts`; None when a part cannot count its FLOPs."""
         parts = list(self.flop_parts(counts).values())

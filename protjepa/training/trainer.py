@@ -309,6 +309,7 @@ def build_run(
 
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
     model = build_model(recipe)
+    flop_line = model.count_encoder_flops()  # before Composer moves the model: sample sequences, on the CPU
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     if resume is not None:
         model_state(Path(resume), composer_model)  # refuses another architecture's checkpoint in one line
@@ -367,7 +368,8 @@ def build_run(
         run_name=recipe.name,
     )
     notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data), compile_line,
-             *([fill_line] if fill_line else []), f"collapse monitors on {monitor_source}"]
+             *([fill_line] if fill_line else []), *([flop_line] if flop_line else []),
+             f"collapse monitors on {monitor_source}"]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
                      f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
