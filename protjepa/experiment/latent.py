@@ -129,7 +129,8 @@ def _score_text(term: dict, digits: int = 4) -> str:
     if term["score"] is None:
         return f"{term['metric']} not logged"
     constant = constant_of(term)
-    return f"{term['metric']} {_num(term['score'], digits, sign=True)}" + (f" (constant {constant:g})" if constant else "")
+    own = f" (constant {constant:g})" if constant else ""
+    return f"{term['metric']} {_num(term['score'], digits, sign=True)}{own}"
 
 
 def latent_section(latents: dict[str, VariantLatent]) -> list[str]:

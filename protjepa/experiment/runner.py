@@ -1,7 +1,10 @@
 """Run an experiment: train every (variant, seed), probe every final encoder, write the report.
 
 Each run lives in ``<output>/runs/<variant>/seed<k>/`` (the run directory of ``protjepa
-train``). A run is finished when its ``done`` marker exists: the marker is written last,
+train``). ``train.precision: auto`` is decided once for the whole experiment and written into
+every such run's recipe (:mod:`protjepa.experiment.fairness`).
+
+A run is finished when its ``done`` marker exists: the marker is written last,
 after the encoder export, so a run interrupted at any point has none, and the next
 invocation resumes it from its latest budget checkpoint (or starts it again when it has
 none). After training, each run's newest checkpoint is read out (``readout.json``: the latent
@@ -33,6 +36,7 @@ from protjepa.evaluation.embed import Embedder
 from protjepa.evaluation.leakage import Corpus, run_corpus
 from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, write_readout
 from protjepa.evaluation.suite import run_probe_suite, write_results
+from protjepa.experiment.fairness import decide_precision, read_precision, with_decided_precision
 from protjepa.experiment.records import CACHE_KEY, DONE, INVOCATIONS, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
@@ -95,6 +99,8 @@ def check_same_recipe(plan: RunPlan) -> None:
     old, new = (yaml.safe_load(dump_recipe(r)) for r in (load_recipe(saved), plan.recipe))
     for recipe in (old, new):  # how the step runs, not what it trains: a run may resume with it changed
         recipe["train"].pop("compile")
+    if old["train"]["precision"] == "auto":  # trained before the experiment decided auto once for its runs
+        old["train"]["precision"] = new["train"]["precision"]
     difference = first_difference(old, new)
     if difference:
         # The variants started from the base's weights: a changed base makes them stale too.
@@ -103,8 +109,10 @@ def check_same_recipe(plan: RunPlan) -> None:
                               f"delete {stale}, or give the experiment another output folder")
 
 
-def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None]) -> str:
-    """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new."""
+def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None],
+              notes: tuple[str, ...] = ()) -> str:
+    """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new.
+    ``notes``: lines its run prints first, after the one naming it."""
     check_same_recipe(plan)
     status = run_status(plan)
     if status == "done":
@@ -113,7 +121,7 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     log(f"== {plan.label}: {'resuming from ' + resume.name if resume else 'training'} -> {plan.run_dir}")
     started = time.perf_counter()
     result = train(plan.recipe, plan.run_dir, data_root=data_root, resume=resume, console=console,
-                   notes=(f"experiment run {plan.label}",))
+                   notes=(f"experiment run {plan.label}", *notes))
     marker = {
         "summary": result.summary,
         "export": str(result.export_dir.relative_to(plan.run_dir)),
@@ -217,8 +225,11 @@ def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
     """What ``--dry-run`` prints: every run, its status and the shared settings."""
     spec = experiment.spec
     budget = str(spec.budget)
+    decided = "; ".join(f"{device}: {d.precision} (decided {d.decided})"
+                        for device, d in read_precision(experiment).items())
     lines = [f"experiment {spec.name} ({experiment.path}) -> {experiment.output}",
-             f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
+             f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}; train.precision auto, once for every "
+             f"run: {decided or 'decided when the first run starts'}",
              f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
              f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
     if experiment.base is not None:
@@ -259,8 +270,11 @@ def run_experiment(
     started = time.time()
     needs_base = any(experiment.variant(r.variant).from_base for r in runs)
     trained = ([experiment.base] if needs_base else []) + runs  # the base first: the variants load it
+    decisions = decide_precision(experiment, trained)  # train.precision auto: once, for every arm
     for plan in trained:
-        status = train_run(plan, data_root=data_root, console=console, log=log)
+        plan, precision = with_decided_precision(plan, decisions)
+        status = train_run(plan, data_root=data_root, console=console, log=log,
+                           notes=(precision,) if precision else ())
         {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
     controls = chosen_controls(experiment, runs)
     for control in controls:
