@@ -42,6 +42,8 @@ def configure(parser) -> None:
                         help="tokens per embedding batch, padding included (default: 2048 on a CPU, 16384 on a GPU)")
     parser.add_argument("--max-length", type=whole_number(1), default=1022,
                         help="residues per window for longer sequences")
+    parser.add_argument("--threads", type=whole_number(1),
+                        help="torch CPU threads (default: torch's; as a recipe's train.threads)")
 
 
 def run(args) -> int:
@@ -68,6 +70,10 @@ def run(args) -> int:
     from protjepa.paths import data_root, resolve, writable_folder
     from protjepa.precision import choose_bf16
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     root = data_root(args.data_root)
     device = resolve_device(args.device, "--device")
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)
