@@ -20,15 +20,19 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     from protjepa.durations import parse_budget
-    from protjepa.experiment.runner import run_experiment
+    from protjepa.experiment.plan import describe_plan, selected_runs
     from protjepa.experiment.spec import load_experiment
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
-    outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
-    if not args.dry_run:
-        for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
-            labels = getattr(outcome, what)
-            if labels:
-                print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
+    if args.dry_run:  # without the runner: a plan imports no trainer
+        print(describe_plan(experiment, selected_runs(experiment, args.only)))
+        return 0
+    from protjepa.experiment.runner import run_experiment
+
+    outcome = run_experiment(experiment, only=args.only, data_root=args.data_root)
+    for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
+        labels = getattr(outcome, what)
+        if labels:
+            print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
     return 0

@@ -61,7 +61,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from protjepa import shipped
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
-from protjepa.evaluation.suite import SuiteSettings
+from protjepa.evaluation.settings import SuiteSettings
 from protjepa.evaluation.tasks import TaskSpec, task_registry
 from protjepa.recipe import (
     BudgetConfig,
