@@ -271,8 +271,10 @@ class JEPA(Objective):
 
     def latent_rows(self, ctx: StepContext) -> LatentRows:
         index = self.predicted_index(ctx.batch)
-        return LatentRows(index, gather_positions(ctx.student_layer(self.student_depth), index).float(),
-                          self.normalized(ctx.shared[f"{self.id}.pred"]), self.normalized(ctx.shared[f"{self.id}.target"]))
+        student = gather_positions(ctx.student_layer(self.student_depth), index).float()
+        shared = ctx.shared
+        return LatentRows(index, student, self.normalized(shared[f"{self.id}.pred"]),
+                          self.normalized(shared[f"{self.id}.target"]))
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         cfg = self.config

@@ -86,7 +86,8 @@ class CountedForward:
     per_pair: float
 
     def __call__(self, counts: BatchCounts) -> float:
-        return self.per_sequence * counts.sequences + self.per_token * counts.tokens + self.per_pair * counts.attention_pairs
+        return (self.per_sequence * counts.sequences + self.per_token * counts.tokens
+                + self.per_pair * counts.attention_pairs)
 
     @classmethod
     def fit(cls, flops_at: Callable[[int], float], lengths: tuple[int, int, int] = SAMPLE_LENGTHS) -> "CountedForward":

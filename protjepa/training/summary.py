@@ -201,7 +201,8 @@ def held_out_latent(summary: dict) -> dict[str, dict]:
     end = summary.get("monitor_end", {})
     out = {}
     for id, score in declared_latent(summary).items():
-        values = {k: end[f"val/{id}/{k}"] for k in dict.fromkeys((*LATENT_SCORES, score.metric)) if f"val/{id}/{k}" in end}
+        values = {k: end[f"val/{id}/{k}"] for k in dict.fromkeys((*LATENT_SCORES, score.metric))
+                  if f"val/{id}/{k}" in end}
         out[id] = {**values, "metric": score.metric, "constant": score.constant, "score": values.get(score.metric)}
     return out
 
