@@ -98,9 +98,9 @@ def precision_lines(experiment: Experiment, runs: list[RunData]) -> list[str]:
     lines = [f"- precision: `train.precision: auto` decided once for the experiment ({device}, {d.decided}): {d.why}"
              for device, d in decisions.items()]
     recorded: dict[str, list[str]] = {}
-    for run in runs:
-        if run.done is not None:
-            recorded.setdefault(run.summary.get("precision", "not recorded"), []).append(run.plan.label)
+    for run in runs:  # runs made before summaries recorded their precision say nothing
+        if run.done is not None and "precision" in run.summary:
+            recorded.setdefault(run.summary["precision"], []).append(run.plan.label)
     if len(recorded) == 1:
         lines.append(f"- every run trained in {next(iter(recorded))}")
     elif recorded:
