@@ -8,6 +8,7 @@ subclass :class:`Encoder`; any other ``nn.Module`` is wrapped by
 """
 from __future__ import annotations
 
+import time
 from typing import NamedTuple, Sequence
 
 import torch
@@ -15,11 +16,15 @@ from torch import Tensor, nn
 
 from protjepa.alphabet import Alphabet
 from protjepa.errors import UserError
-from protjepa.flops import BatchCounts
+from protjepa.flops import SAMPLE_LENGTHS, BatchCounts, CountedFlops, CountedForward, counted_flops
 
 
 class LayerError(UserError, ValueError):
     """A layer the encoder does not have."""
+
+
+# Residues of the sample sequences an encoder without a declared FLOP count is counted on.
+SAMPLE_RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRV"
 
 
 class EncoderOutput(NamedTuple):
@@ -40,6 +45,8 @@ class Encoder(nn.Module):
     embed_dim: int
     num_layers: int
     alphabet: Alphabet
+    # What FlopCounterMode counted of an encoder that declares no count (count_flops); None: not counted.
+    counted: CountedFlops | None = None
 
     def forward(
         self,
@@ -56,13 +63,49 @@ class Encoder(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no LM head")
 
     def forward_flops(self, counts: BatchCounts, depth: int) -> float | None:
-        """Matmul FLOPs of one forward to ``depth`` over a batch of ``counts`` (see
-        :mod:`protjepa.flops`); None: this encoder cannot count them (no FLOP budget)."""
-        return None
+        """Matmul FLOPs of one forward to ``depth`` over a batch of ``counts`` (see :mod:`protjepa.flops`).
+        Declare them where you can; by default, what :meth:`count_flops` counted, and None before."""
+        fit = self.counted.forward.get(depth) if self.counted is not None else None
+        return None if fit is None else fit(counts)
 
     def lm_head_flops(self, positions: int) -> float | None:
-        """Matmul FLOPs of one LM head forward at ``positions`` rows; None: not counted."""
-        return None
+        """Matmul FLOPs of one LM head forward at ``positions`` rows; by default, what :meth:`count_flops`
+        counted, and None before."""
+        per_position = self.counted.lm_head if self.counted is not None else None
+        return None if per_position is None else per_position * positions
+
+    @torch.no_grad()
+    def count_flops(self, depths: set[int]) -> CountedFlops:
+        """Count with torch's FlopCounterMode what this encoder's forward to each of ``depths`` and its LM head
+        cost (:mod:`protjepa.flops`), on sample sequences on its device. In training mode, as training runs it
+        (in eval mode without gradients ``nn.TransformerEncoder`` takes a fused kernel the counter does not
+        see); the random state and the buffers (batch-norm statistics) are left as they were."""
+        started = time.perf_counter()
+        device, dtype = self.device, next(self.parameters()).dtype
+        was_training = self.training
+        buffers = {name: buffer.clone() for name, buffer in self.named_buffers()}
+        self.train()
+
+        def forward_at(depth: int, length: int) -> int:
+            tokens = self.alphabet.encode(SAMPLE_RESIDUES[:length - 2]).unsqueeze(0).to(device)
+            return counted_flops(lambda: self(tokens, tokens.eq(self.alphabet.pad_idx), stop_at=depth))
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # sequences of 8 to 32 tokens: one thread waits on no other (2 cores, busy)
+        try:
+            # Dropout draws nothing from the run's random stream.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                forward = {depth: CountedForward.fit(lambda length, depth=depth: forward_at(depth, length))
+                           for depth in sorted(depths)}
+                rows = SAMPLE_LENGTHS[0]
+                hidden = torch.zeros(rows, self.embed_dim, device=device, dtype=dtype)
+                lm_head = counted_flops(lambda: self.lm_head(hidden)) / rows if self.has_lm_head else None
+        finally:
+            torch.set_num_threads(threads)
+            self.train(was_training)
+            for name, buffer in self.named_buffers():
+                buffer.copy_(buffers[name])
+        return CountedFlops(forward, lm_head, time.perf_counter() - started)
 
     def attention_request(self) -> tuple[str, int] | None:
         """(the attention backend asked for, the head width) of an encoder that attends through

@@ -39,7 +39,8 @@ PRESETS: dict[str, dict[str, int]] = {
 
 
 class ESM2Config(BaseModel):
-    """``encoder: {name: esm2, preset: esm2_35m}``; explicit sizes override the preset's."""
+    """``encoder: {name: esm2, preset: esm2_35m}``; explicit sizes override the preset's, and then the
+    resolved config (a run's ``recipe.yaml``, its model card) names no preset."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +59,8 @@ class ESM2Config(BaseModel):
                 if name not in preset:
                     raise ValueError(f"give a preset ({'|'.join(PRESETS)}) or {name}")
                 setattr(self, name, preset[name])
+        if any(getattr(self, name) != value for name, value in preset.items()):
+            self.preset = None  # sizes that override it make another model: the resolved recipe does not name it
         if self.embed_dim % self.attention_heads or (self.embed_dim // self.attention_heads) % 2:
             raise ValueError(
                 f"embed_dim {self.embed_dim} must split into {self.attention_heads} heads of even size (rotary)"

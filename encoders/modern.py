@@ -41,7 +41,8 @@ SIZE_FIELDS = ("num_layers", "embed_dim", "attention_heads")
 
 
 class ModernConfig(BaseModel):
-    """A preset fills the size fields; fields given explicitly override it."""
+    """A preset fills the size fields; fields given explicitly override it, and then the resolved config
+    (a run's ``recipe.yaml``, its model card) names no preset."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +63,8 @@ class ModernConfig(BaseModel):
         for key, value in PRESETS.get(self.preset, {}).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if any(getattr(self, key) != value for key, value in PRESETS.get(self.preset, {}).items()):
+            self.preset = None  # sizes that override it make another model: the resolved recipe does not name it
         missing = [k for k in SIZE_FIELDS if getattr(self, k) is None]
         if missing:
             raise ValueError(f"give a preset ({'|'.join(PRESETS)}) or {', '.join(missing)}")

@@ -10,16 +10,25 @@ Under static shapes (``data.static_shapes``) ``masked_index`` ends in filler ent
 every row gathered at the masked positions carries a weight (``ctx.row_weight``: 1 real,
 0 filler) that an objective's means and sums must apply; only objectives that say they
 do (``weighs_masked_rows``) train on such batches.
+
+A *latent* objective predicts hidden states (the JEPA term, a data2vec-style plugin). It declares
+``latent_score``, a :class:`LatentScore`: the metric it logs that says whether its predictions beat
+the best constant, and that constant's value. It gives readout its rows (``latent_rows``: the
+student state, predictions and targets at the positions it predicts) and computes its scores from
+predictions and targets (``latent_metrics``). Run summaries, ``protjepa readout`` and the experiment
+report read a latent term only through these; :meth:`Objective.latent_problem` and
+:func:`latent_step_problem` check them before the first step (docs/extending.md).
 """
 from __future__ import annotations
 
 from typing import Annotated, Literal, NamedTuple, Union
 
 import torch
+import torch.nn.functional as F
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 from torch import Tensor, nn
 
-from protjepa.batch import Batch, gather_positions, mean_pool
+from protjepa.batch import Batch, gather_positions, mean_pool, row_mean
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.errors import UserError
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts
@@ -53,8 +62,63 @@ class ObjectiveOutput(NamedTuple):
 
 
 class TargetRequest(NamedTuple):
+    """A no-grad target pass an objective reads: ``ctx.target(source, depth)`` is its hidden states [B, L, D]."""
+
     source: TargetSource
     depth: int  # resolved layer depth
+
+
+class LatentScore(NamedTuple):
+    """Which logged metric says that a latent term learns, and what the best constant prediction scores
+    on it: the term learns when the metric ends above ``constant``. ``LatentScore("lift")`` and
+    ``LatentScore("r2")`` (constant 0: :func:`latent_scores`), or an objective's own metric."""
+
+    metric: str  # a key of the objective's metrics (ObjectiveOutput.metrics, and latent_metrics)
+    constant: float = 0.0
+
+
+class LatentRows(NamedTuple):
+    """What readout reads of a latent objective on one batch, after the objective's forward on it."""
+
+    index: Tensor  # [N] flat indices (into B*L) of the positions it predicts
+    student: Tensor  # [N, Ds] the student state its predictions are made from
+    predictions: Tensor  # [N, D] as its loss compares them (normalised as the loss normalises them)
+    targets: Tensor  # [N, D] likewise
+
+
+# What latent_scores computes; an objective whose latent score is another metric computes that in latent_metrics.
+LATENT_SCORES = ("cosine", "cosine_of_mean", "lift", "r2")
+
+
+def latent_scores(pred: Tensor, target: Tensor, weight: Tensor | None = None, *, r2: bool = True) -> dict[str, Tensor]:
+    """How well ``pred`` [N, D] predicts ``target`` [N, D], beside the best constant prediction
+    (over the rows of weight 1 when a ``weight`` [N] marks filler rows with 0).
+
+    LayerNorm'd targets share a large common direction, so a cosine alone says little:
+    ``cosine_of_mean`` is the mean cos(mean(t), t) over the rows (the constant prediction
+    mean(t)'s score) and ``lift`` = cosine - cosine_of_mean (0 for the mean itself). With ``r2``
+    also ``r2`` = 1 - sum |t - p|^2 / sum |t - mean(t)|^2 (0 for the mean, 1 for the target itself,
+    below 0 for worse than the mean); leave it out where a loss leaves the predictions' scale free.
+    """
+    mean = row_mean(target, weight).unsqueeze(0)
+    cosine = row_mean(F.cosine_similarity(pred, target, dim=-1), weight)
+    cosine_of_mean = row_mean(F.cosine_similarity(target, mean, dim=-1), weight)
+    scores = {"cosine": cosine, "cosine_of_mean": cosine_of_mean, "lift": cosine - cosine_of_mean}
+    if r2:  # a ratio of sums over the rows, as one of means
+        spread = row_mean((target - mean).square().sum(-1), weight).clamp_min(torch.finfo(target.dtype).tiny)
+        scores["r2"] = 1 - row_mean((target - pred).square().sum(-1), weight) / spread
+    return scores
+
+
+def latent_text(score: LatentScore, values: dict[str, float | None], digits: int = 3) -> str:
+    """``lift +0.061 (cosine 0.612, the mean target's 0.551)``: a latent term's score, with the scores of
+    :func:`latent_scores` that ``values`` holds beside it; ``r2 not logged`` where it has no score."""
+    value = values.get(score.metric)
+    text = f"{score.metric} {'not logged' if value is None else format(value, f'+.{digits}f')}"
+    beside = [f"cosine {values['cosine']:.{digits}f}"] if "cosine" in values and score.metric != "cosine" else []
+    beside += [f"the mean target's {values['cosine_of_mean']:.{digits}f}"] if "cosine_of_mean" in values else []
+    beside += [f"{k} {values[k]:+.{digits}f}" for k in ("lift", "r2") if k in values and k != score.metric]
+    return text + (f" ({', '.join(beside)})" if beside else "")
 
 
 class Objective(nn.Module):
@@ -63,15 +127,15 @@ class Objective(nn.Module):
 
     What the model asks of an objective, besides ``forward``: the depths it reads
     (``student_layers``, ``target_requests``), the shared names it publishes and reads,
-    ``ema_momentum`` and ``latent_score``.
+    ``ema_momentum``; a latent objective's ``latent_score``, ``latent_rows`` and ``latent_metrics``.
     """
 
     # The (start, end) momentum schedule of the EMA teacher it reads; None: it reads none.
     # The model keeps one teacher, so every objective that sets this must agree.
     ema_momentum: tuple[float, float] | None = None
-    # The metric it logs that says whether its latent prediction beats a constant (``lift``, ``r2``);
-    # None: it predicts no latent target. Run summaries and experiment reports read it.
-    latent_score: str | None = None
+    # A latent objective's score: the metric it logs that says whether its predictions beat the best
+    # constant, and that constant (LatentScore); None: it predicts no latent target.
+    latent_score: LatentScore | None = None
     # Whether its means and sums over masked-position rows apply their weights (``ctx.row_weight``):
     # a recipe with static shapes refuses an objective that does not.
     weighs_masked_rows: bool = False
@@ -124,8 +188,58 @@ class Objective(nn.Module):
         """Row counts of the tensors it publishes (for the FLOPs of the objectives that read them)."""
         return {}
 
+    def latent_rows(self, ctx: "StepContext") -> LatentRows:  # pragma: no cover - interface
+        """A latent objective's rows on ``ctx``'s batch, after its forward on ``ctx`` (readout scores them)."""
+        raise NotImplementedError
+
+    def latent_metrics(self, predictions: Tensor, targets: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
+        """A latent objective's scores of ``predictions`` against ``targets`` (rows weighted by ``weight``): what it
+        logs among its metrics, and readout computes over all its held-out rows. Default: :func:`latent_scores`."""
+        return latent_scores(predictions, targets, weight)
+
+    def latent_problem(self) -> str | None:
+        """What a latent objective's declaration lacks (None: nothing), checked when the model is built."""
+        score = self.latent_score
+        if score is None:
+            return None
+        if not isinstance(score, LatentScore):
+            return (f"latent_score is {score!r}, not a LatentScore: declare the metric and the constant it is "
+                    "compared to, e.g. LatentScore('lift') or LatentScore('agreement', constant=0.5)")
+        if type(self).latent_rows is Objective.latent_rows:
+            return (f"declares the latent score {score.metric} but no latent_rows(ctx): the student state, "
+                    "predictions and targets readout scores")
+        if score.metric not in LATENT_SCORES and type(self).latent_metrics is Objective.latent_metrics:
+            return (f"its latent score {score.metric} is none of {', '.join(LATENT_SCORES)} (what the default "
+                    "latent_metrics computes): compute it in latent_metrics")
+        return None
+
     def forward(self, ctx: "StepContext") -> ObjectiveOutput:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def latent_step_problem(objective: Objective, ctx: "StepContext", metrics: dict[str, Tensor]) -> str | None:
+    """What a latent objective failed to give on a step it ran on ``ctx``, whose ``metrics`` (the model's,
+    ``<id>/<key>``) it logged: its score among them, ``latent_rows`` of matching shapes, its score from
+    ``latent_metrics`` of those rows. None: nothing (or it declares no latent score)."""
+    score, id = objective.latent_score, objective.id
+    if score is None:
+        return None
+    logged = sorted(key.removeprefix(f"{id}/") for key in metrics if key.startswith(f"{id}/"))
+    if f"{id}/{score.metric}" not in metrics:
+        return (f"declares the latent score {score.metric}, but logs no {id}/{score.metric} (it logs "
+                f"{', '.join(logged)}): add latent_metrics(predictions, targets) to its metrics")
+    rows = objective.latent_rows(ctx)
+    if not isinstance(rows, LatentRows):
+        return f"latent_rows returned a {type(rows).__name__}, not a LatentRows"
+    n = rows.index.shape[0]
+    shapes = {name: tuple(getattr(rows, name).shape) for name in ("index", "student", "predictions", "targets")}
+    if rows.index.dim() != 1 or any(len(s) != 2 or s[0] != n for k, s in shapes.items() if k != "index") \
+            or shapes["predictions"] != shapes["targets"]:
+        return ("latent_rows gives rows of shapes " + ", ".join(f"{k} {list(s)}" for k, s in shapes.items())
+                + ": expected index [N], student [N, Ds], predictions and targets [N, D]")
+    if score.metric not in objective.latent_metrics(rows.predictions.float(), rows.targets.float()):
+        return f"latent_metrics of its latent_rows gives no {score.metric}, its latent score"
+    return None
 
 
 class StepContext:

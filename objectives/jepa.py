@@ -20,6 +20,8 @@ from protjepa.batch import Batch, gather_positions, row_mean, row_std
 from protjepa.encoders.base import Encoder
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts, attention, linear
 from protjepa.objectives.base import (
+    LatentRows,
+    LatentScore,
     LayerSpec,
     Objective,
     ObjectiveConfig,
@@ -27,11 +29,12 @@ from protjepa.objectives.base import (
     StepContext,
     TargetRequest,
     TargetSource,
+    latent_scores,
 )
 from protjepa.registry import register_objective
 
 LatentLoss = Literal["cosine", "mse", "smooth_l1"]
-LatentScore = Literal["auto", "lift", "r2"]
+ScoreChoice = Literal["auto", "lift", "r2"]
 
 
 class TargetConfig(ObjectiveConfig):
@@ -83,7 +86,7 @@ class JEPAConfig(ObjectiveConfig):
     target: TargetConfig = Field(default_factory=TargetConfig)
     student_layer: LayerSpec = Field("last", description="the student depth fed to the predictor")
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
-    score: LatentScore = Field(
+    score: ScoreChoice = Field(
         "auto", description="the latent score that says whether the term learns: lift (any loss) or r2 (mse, "
                             "smooth_l1); auto: lift for cosine, r2 otherwise")
 
@@ -95,30 +98,10 @@ class JEPAConfig(ObjectiveConfig):
 
     @property
     def score_metric(self) -> str:
-        """The metric (of :func:`latent_scores`) that says whether this latent term learns."""
+        """The metric (of :func:`~protjepa.objectives.base.latent_scores`) that says whether this latent term learns."""
         if self.score != "auto":
             return self.score
         return "lift" if self.loss == "cosine" else "r2"
-
-
-def latent_scores(pred: Tensor, target: Tensor, loss: LatentLoss, weight: Tensor | None = None) -> dict[str, Tensor]:
-    """How well ``pred`` [N, D] predicts ``target`` [N, D], beside the best constant prediction
-    (over the rows of weight 1 when a ``weight`` [N] marks filler rows with 0).
-
-    LayerNorm'd targets share a large common direction, so a cosine alone says little:
-    ``cosine_of_mean`` is the mean cos(mean(t), t) over the rows (the constant prediction
-    mean(t)'s score) and ``lift`` = cosine - cosine_of_mean (0 for the mean itself). For the
-    value losses (mse, smooth_l1) also ``r2`` = 1 - sum |t - p|^2 / sum |t - mean(t)|^2
-    (0 for the mean, 1 for the target itself, below 0 for worse than the mean).
-    """
-    mean = row_mean(target, weight).unsqueeze(0)
-    cosine = row_mean(F.cosine_similarity(pred, target, dim=-1), weight)
-    cosine_of_mean = row_mean(F.cosine_similarity(target, mean, dim=-1), weight)
-    scores = {"cosine": cosine, "cosine_of_mean": cosine_of_mean, "lift": cosine - cosine_of_mean}
-    if loss != "cosine":  # a ratio of sums over the rows, as one of means
-        spread = row_mean((target - mean).square().sum(-1), weight).clamp_min(torch.finfo(target.dtype).tiny)
-        scores["r2"] = 1 - row_mean((target - pred).square().sum(-1), weight) / spread
-    return scores
 
 
 def latent_loss(pred: Tensor, target: Tensor, kind: LatentLoss, weight: Tensor | None = None) -> Tensor:
@@ -247,7 +230,7 @@ class JEPA(Objective):
         self.ema_momentum = (
             (config.target.momentum, config.target.momentum_end) if config.target.source == "ema" else None
         )
-        self.latent_score = config.score_metric
+        self.latent_score = LatentScore(config.score_metric)  # lift and r2: 0 for the best constant
 
     def student_layers(self) -> set[int]:
         return {self.student_depth}
@@ -283,6 +266,16 @@ class JEPA(Objective):
     def flops(self, counts: BatchCounts, rows: dict[str, int], encoder: Encoder) -> float:
         return FORWARD_BACKWARD * self.predictor.flops(counts, self.predicted_rows(counts))
 
+    def latent_metrics(self, predictions: Tensor, targets: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
+        return latent_scores(predictions, targets, weight, r2=self.config.loss != "cosine")
+
+    def latent_rows(self, ctx: StepContext) -> LatentRows:
+        index = self.predicted_index(ctx.batch)
+        student = gather_positions(ctx.student_layer(self.student_depth), index).float()
+        shared = ctx.shared
+        return LatentRows(index, student, self.normalized(shared[f"{self.id}.pred"]),
+                          self.normalized(shared[f"{self.id}.target"]))
+
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         cfg = self.config
         batch = ctx.batch
@@ -298,7 +291,7 @@ class JEPA(Objective):
         return ObjectiveOutput(
             loss,
             {
-                **latent_scores(pred, target, cfg.loss, weight),
+                **self.latent_metrics(pred, target, weight),
                 "pred_std": row_std(pred, weight).mean(),
                 "target_std": row_std(target, weight).mean(),
             },

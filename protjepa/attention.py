@@ -306,7 +306,10 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, he
     return RESOLVED[key]
 
 
-@torch.compiler.disable  # a decision (an xformers probe call among it) made once, in Python: never traced
+# A decision (an xformers probe call among it) made once, in Python: never traced. torch's own lazy form of
+# torch.compiler.disable: it imports dynamo (2.3 s) when first called, not when this module is imported by
+# every command that reads a recipe (validate, experiment --dry-run: docs/benchmarks.md).
+@torch._disable_dynamo
 def _resolve_outside_graphs(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int,
                             grad: bool) -> str:
     return resolve_backend(requested, device, dtype, head_dim, grad)

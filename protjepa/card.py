@@ -5,12 +5,15 @@ with how to load the encoder: transformers for ESM-2's Hugging Face folder, prot
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
 
 from protjepa import __version__
-from protjepa.encoders.weights import HF_CONFIG, write_text
+from safetensors import safe_open
+
+from protjepa.encoders.weights import HF_CONFIG, WEIGHTS, write_text
 from protjepa.provenance import FILE as PROVENANCE
 
 CARD = "README.md"
@@ -23,6 +26,21 @@ def _final_losses(run_dir: Path) -> dict[str, float]:
         return {}
     train = [json.loads(line) for line in path.read_text().splitlines() if '"kind": "train"' in line]
     return {k: v for k, v in (train[-1] if train else {}).items() if k.endswith("loss")}
+
+
+def _encoder(encoder: dict, export: Path) -> str:
+    """```esm2` (6 layers x 320 wide, 20 attention heads, 7.84M parameters)``: what the export holds, from the
+    resolved recipe's sizes (it names no preset they override) and the weights file."""
+    sizes = []
+    if {"num_layers", "embed_dim"} <= set(encoder):
+        sizes.append(f"{encoder['num_layers']} layers x {encoder['embed_dim']} wide")
+    if "attention_heads" in encoder:
+        sizes.append(f"{encoder['attention_heads']} attention heads")
+    if (export / WEIGHTS).is_file():
+        with safe_open(export / WEIGHTS, "pt") as weights:
+            count = sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+        sizes.append(f"{count / 1e6:.2f}M parameters" if count >= 100_000 else f"{count:,} parameters")
+    return f"`{encoder.get('name') or encoder.get('_component_')}`" + (f" ({', '.join(sizes)})" if sizes else "")
 
 
 def _probe(run_dir: Path) -> list[str]:
@@ -62,8 +80,8 @@ def write_card(run_dir: Path, export: Path) -> Path:
         "---", "library_name: " + ("transformers" if (export / HF_CONFIG).is_file() else "protjepa"),
         "tags: [protein, protein-language-model, protjepa]", "---", "",
         f"# {recipe['name']}", "", recipe.get("description") or "", "",
-        f"Trained with protjepa {__version__}: encoder `{recipe['encoder'].get('name') or recipe['encoder'].get('_component_')}`"
-        f", objectives {objectives}, budget {budget}. The whole recipe, every default filled in, is below.", "",
+        f"Trained with protjepa {__version__}: encoder {_encoder(recipe['encoder'], export)}, objectives {objectives}, "
+        f"budget {budget}. The whole recipe, every default filled in, is below.", "",
         "## Data", "", *(data or ["- not recorded"]), "",
         "## Final training losses", "", *(losses or ["- not recorded"]), "",
         *_probe(run_dir),

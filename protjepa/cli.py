@@ -56,7 +56,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wanted = next((a for a in (argv or []) if a in SUBCOMMANDS), None)
     for name, help_text in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if wanted in (None, name):  # configure only what runs (keeps start-up light)
+        if name == wanted:  # configure only the command that runs: --version and --help import no command
             _module(name).configure(p)
     return parser
 

@@ -11,7 +11,11 @@ from protjepa.attention import AttentionLayout
 from protjepa.batch import Batch
 from protjepa.encoders.base import Encoder
 from protjepa.flops import FORWARD_BACKWARD, BatchCounts
-from protjepa.objectives.base import Objective, StepContext
+from protjepa.objectives.base import LatentScore, Objective, ObjectiveError, StepContext, latent_step_problem
+
+
+def contract_error(id: str, objective: Objective, problem: str) -> str:
+    return f"objectives: {id} ({type(objective).__name__}): {problem} (docs/extending.md, 'A latent objective')"
 
 
 class StepOutput(NamedTuple):
@@ -37,6 +41,10 @@ class ProtJEPA(nn.Module):
         self.ids = [id for id, _, _ in objectives]
         self.weights = [float(w) for _, w, _ in objectives]
         self.objectives = nn.ModuleList([obj for _, _, obj in objectives])
+        for id, objective in zip(self.ids, self.objectives):
+            problem = objective.latent_problem()
+            if problem:
+                raise ObjectiveError(contract_error(id, objective, problem))
         self.ema_momentum = ema_momentum
         self.teacher: Encoder | None = None
         if ema_momentum is not None:
@@ -79,9 +87,17 @@ class ProtJEPA(nn.Module):
         metrics["loss"] = total.detach()
         return StepOutput(total, metrics)
 
-    def latent_scores(self) -> dict[str, str]:
-        """Objective id -> the metric saying whether its latent term beats a constant (``lift``, ``r2``)."""
-        return {id: obj.latent_score for id, obj in zip(self.ids, self.objectives) if obj.latent_score}
+    def latent_scores(self) -> dict[str, LatentScore]:
+        """Latent objective id -> its score: the metric saying whether it beats the best constant, and that constant."""
+        return {id: obj.latent_score for id, obj in zip(self.ids, self.objectives) if obj.latent_score is not None}
+
+    def check_latent_contract(self, ctx: StepContext, metrics: dict[str, Tensor]) -> None:
+        """One line naming the first latent objective that did not give, on the step it ran on ``ctx`` with
+        these ``metrics``, what summaries and readout read of it (:func:`latent_step_problem`)."""
+        for id, objective in zip(self.ids, self.objectives):
+            problem = latent_step_problem(objective, ctx, metrics)
+            if problem:
+                raise ObjectiveError(contract_error(id, objective, problem))
 
     def flop_parts(self, counts: BatchCounts) -> dict[str, float | None]:
         """Matmul FLOPs of one training step on a batch of ``counts``, by part: the student
@@ -97,6 +113,32 @@ class ProtJEPA(nn.Module):
             parts[f"objective {id}"] = objective.flops(counts, rows, self.encoder)
             rows.update(objective.published_rows(counts))
         return parts
+
+    def count_encoder_flops(self) -> str | None:
+        """Where the encoder declares no FLOP count (a ``_component_`` module, a plugin), count it with torch's
+        FlopCounterMode (:meth:`Encoder.count_flops`, for the depths the step runs it to; the teacher shares the
+        count), and say so in one line; None when it declares its counts. A module the counter cannot run stays
+        uncounted, and the line says why (a FLOP budget is then refused)."""
+        zero = BatchCounts(0, 0, 0, 0, 0)
+        depths = {self.encoder.num_layers} | {max(d) for d in self.target_depths.values()}
+        lm_head = self.encoder.has_lm_head
+        if all(self.encoder.forward_flops(zero, d) is not None for d in depths) and \
+                (not lm_head or self.encoder.lm_head_flops(0) is not None):
+            return None
+        name = type(self.encoder).__name__
+        try:
+            counted = self.encoder.count_flops(depths)
+        except Exception as exc:  # noqa: BLE001 - any module's failure: the run goes on, uncounted
+            return f"model FLOPs of {name}: not counted (it declares no count, and FlopCounterMode raised " \
+                   f"{type(exc).__name__}: {exc})"
+        for net in (self.encoder, self.teacher):
+            if net is not None:
+                net.counted = counted
+        full = counted.forward[self.encoder.num_layers]
+        return (f"model FLOPs of {name}: it declares no count; counted by torch's FlopCounterMode on sample sequences "
+                f"in {counted.seconds:.2f} s: a forward {full.per_token:.3g} a token + {full.per_pair:.3g} an attending "
+                f"pair" + (f" + {full.per_sequence:.3g} a sequence" if full.per_sequence else "")
+                + (f", the LM head {counted.lm_head:.3g} a position" if counted.lm_head is not None else ""))
 
     def step_flops(self, counts: BatchCounts) -> float | None:
         """The sum of :meth:`flop_parts`; None when a part cannot count its FLOPs."""

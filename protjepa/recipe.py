@@ -616,6 +616,7 @@ def dump_recipe(recipe: Recipe) -> str:
     for written, config in zip(data["objectives"], recipe.objective_configs):
         if config is not None:
             written.update(config.model_dump(mode="json", exclude_none=True))
-    if recipe.encoder_config is not None:
-        data["encoder"].update(recipe.encoder_config.model_dump(mode="json", exclude_none=True))
+    if recipe.encoder_config is not None:  # as validated: a preset its sizes override is gone
+        written = {k: v for k, v in data["encoder"].items() if k in ("name", "_component_", "checkpoint")}
+        data["encoder"] = written | recipe.encoder_config.model_dump(mode="json", exclude_none=True)
     return yaml.safe_dump(data, sort_keys=False)

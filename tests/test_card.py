@@ -38,3 +38,21 @@ def test_hugging_face_card_loads_with_transformers(tmp_path):
     run = run_folder(tmp_path, native=False)
     card = write_card(run, run / "export").read_text()
     assert "library_name: transformers" in card and "EsmModel.from_pretrained" in card
+
+
+def test_sizes_that_override_a_preset_leave_its_name_out_of_the_card(tmp_path):
+    """The recipe names esm2_8m (320 wide, 6 layers, 7.8M parameters), but its sizes make a 2 x 32 model:
+    the resolved recipe, and the card made from it, name no preset and give the sizes it has."""
+    from safetensors.torch import save_file
+    import torch
+
+    run = run_folder(tmp_path, native=False)
+    small = {**RECIPE, "description": "", "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 2,
+                                                      "embed_dim": 32, "attention_heads": 4}}
+    (run / "recipe.yaml").write_text(dump_recipe(parse_recipe(small)))
+    save_file({"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}, str(run / "export" / "model.safetensors"))
+    card = write_card(run, run / "export").read_text()
+    assert "esm2_8m" not in card and "8M" not in card
+    assert "encoder `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters)" in card  # 33 x 32 + 2 x 32 x 32
+    same = {**small, "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 6}}  # the preset's own sizes
+    assert parse_recipe(same).encoder_config.preset == "esm2_8m"

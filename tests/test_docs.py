@@ -1,6 +1,7 @@
 """The examples in docs/ run: every ```python block executes (blocks of one page share a
-namespace, top to bottom, in a temporary folder), and every ```yaml block that starts with
-``# recipe`` validates as a recipe."""
+namespace, top to bottom, in a temporary folder), every ```yaml block that starts with
+``# recipe`` validates as a recipe, and every one that starts with ``# experiment`` loads as an
+experiment file (its recipes and tasks resolved)."""
 from __future__ import annotations
 
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from protjepa.experiment.spec import load_experiment
 from protjepa.recipe import parse_recipe
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -39,3 +41,14 @@ def test_recipe_examples_validate(page):
         pytest.skip("no recipe examples")
     for i, body in enumerate(recipes):
         parse_recipe(yaml.safe_load(body), f"{page.name}[yaml {i}]", body)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_experiment_examples_load(page, tmp_path):
+    experiments = [b for b in blocks(page, "yaml") if b.startswith("# experiment")]
+    if not experiments:
+        pytest.skip("no experiment examples")
+    for i, body in enumerate(experiments):
+        path = tmp_path / f"{page.stem}_{i}.yaml"
+        path.write_text(body)
+        assert load_experiment(path, output=tmp_path / "out").runs

@@ -142,7 +142,12 @@ def test_probe_and_compare_commands(tiny, tmp_path, capsys):
     assert sum(leaked.values()) == 1  # the corpus holds one probe sequence
     variants = results["tasks"]["variants"]
     assert variants["metric"] == "spearman" and math.isfinite(variants["value"]) and -1 <= variants["value"] <= 1
-    assert main(["probe", str(run_b), *args, "--drop-leaked"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["probe", str(run_b), *args, "--drop-leaked", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2  # as a recipe's train.threads sets them for training
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
 
     assert main(["compare", str(run_a), str(run_b), "--out", str(tmp_path / "cmp")]) == 0
@@ -157,6 +162,9 @@ def test_probe_command_errors_are_one_line(tmp_path, capsys):
     assert main(["probe", str(tmp_path / "missing")]) == 2
     error = capsys.readouterr().err.strip()
     assert error == f"protjepa: error: {tmp_path / 'missing'}: no such checkpoint file or directory"
+    with pytest.raises(SystemExit) as exit_code:
+        main(["probe", str(tmp_path), "--threads", "0"])
+    assert exit_code.value.code == 2 and capsys.readouterr().err.startswith("protjepa probe: error: argument --threads")
     assert main(["probe", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "stability" in listing and "(not default)" in listing

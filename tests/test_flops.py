@@ -1,17 +1,22 @@
 """Model FLOPs of a training step: hand counts, FlopCounterMode's count, the bench's former formula."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from protjepa import attention
+from protjepa.bench.batches import Prepared
+from protjepa.bench.rows import step_flops
 from protjepa.build import build_model
 from protjepa.data.collate import Collator, encode_sequences
 from protjepa.flops import BatchCounts
 from protjepa.recipe import parse_recipe
 from protjepa.training.budget import Budget, FlopCountError
-from protjepa.training.trainer import flop_counter
+from protjepa.training.summary import read_records
+from protjepa.training.trainer import flop_counter, train
 from toy_model import make_batch, recipe_of
 
 ESM2_2x16 = {"name": "esm2", "num_layers": 2, "embed_dim": 16, "attention_heads": 4}
@@ -119,3 +124,80 @@ def test_counter_reads_the_batch_without_the_device():
     count = flop_counter(model, Budget("flops", 1e12))
     # On the meta device a tensor has a shape and no values: reading one (a host sync) would fail.
     assert count(small_batch().to("meta")) == 3 * (ENCODER + LM_HEAD)
+
+
+# --------------------------------------------------------------------------- encoders that declare no count
+
+
+@pytest.mark.parametrize("encoder", ["esm2", "modern"])
+def test_flop_counter_mode_counts_our_encoders_as_their_formulas_do(encoder):
+    """Counted on three sample sequences (SDPA's CPU kernel included), the fit gives what the formula
+    declares on any batch, padded or packed, to any depth: within 2%, in fact exactly."""
+    if encoder == "modern":
+        pytest.importorskip("torchtune")
+    config = {**ESM2_2x16, "name": encoder, "num_layers": 4} | ({"kv_heads": 2} if encoder == "modern" else {})
+    net = model_of({"name": "mlm"}, encoder=config).encoder
+    counted = net.count_flops({2, 4})
+    sequences = encode_sequences(["MKTAYIAKQRQISFVKSHFSRQ", "GLSDGEWQLVLNVWGKVEAD", "PEPTIDE"])
+    for batch in (Collator()(sequences), Collator(packing=True, row_length=64)(sequences)):
+        counts = BatchCounts.of(batch)
+        for depth in (2, 4):
+            assert counted.forward[depth](counts) == pytest.approx(net.forward_flops(counts, depth), rel=0.02)
+            assert counted.forward[depth](counts) == net.forward_flops(counts, depth)
+    assert counted.lm_head * 5 == net.lm_head_flops(5)
+
+
+def small_transformer_flops(tokens: int, pairs: int, masked: int) -> float:
+    """SmallTransformer(32, 2 layers) by hand: per layer the q, k, v and out projections (32 x 96, 32 x 32),
+    the MLP (32 x 64, 64 x 32), attention 4 x 32 FLOPs a pair; the adapter's LM head, 32 x 33."""
+    layer = tokens * (2 * 32 * 96 + 2 * 32 * 32 + 2 * 2 * 32 * 64) + 4 * 32 * pairs
+    return 3 * 2 * layer + 3 * masked * 2 * 32 * 33  # the student forward and backward; MLM's head likewise
+
+
+def test_a_component_encoder_is_counted_by_flop_counter_mode():
+    model = build_model(parse_recipe({"name": "t", "encoder": {"_component_": "toy_model.SmallTransformer"},
+                                      "objectives": [{"name": "mlm"}]}))
+    counts = BatchCounts.of(small_batch())
+    assert model.step_flops(counts) is None  # it declares no count
+    line = model.count_encoder_flops()
+    assert re.fullmatch(r"model FLOPs of ModuleAdapter: it declares no count; counted by torch's FlopCounterMode on "
+                        r"sample sequences in \d+\.\d\d s: a forward 3\.28e\+04 a token \+ 256 an attending pair, "
+                        r"the LM head 2\.11e\+03 a position", line), line
+    assert model.step_flops(counts) == small_transformer_flops(counts.tokens, counts.attention_pairs, counts.masked)
+    assert model.count_encoder_flops() is None  # counted once
+
+
+def test_a_component_encoder_trains_under_a_flop_budget(tmp_path, data_root):
+    recipe = parse_recipe({"name": "component", "encoder": {"_component_": "toy_model.SmallTransformer"},
+                           "objectives": [{"name": "mlm"}], "data": {"crop": 64, "batch_tokens": 512,
+                                                                    "shuffle_buffer": 64, "packing": False},
+                           "budget": {"flops": 3e8}, "train": {"device": "cpu", "monitor_sequences": 4,
+                                                               "log_every": 1, "checkpoint_at": [1.0]}})
+    result = train(recipe, tmp_path, data_root=str(data_root), console=False)
+    summary = result.summary
+    steps = [r for r in read_records(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert summary["flops"] >= 3e8 > steps[-2]["flops"]  # it stopped at the first step that reached the budget
+    assert "model FLOPs of ModuleAdapter: it declares no count; counted by torch's FlopCounterMode" in result.text
+
+
+def test_a_module_the_counter_cannot_run_stays_uncounted_and_says_why(monkeypatch):
+    model = build_model(parse_recipe({"name": "t", "encoder": {"_component_": "toy_model.SmallTransformer"},
+                                      "objectives": [{"name": "mlm"}]}))
+
+    def fails(depths):
+        raise RuntimeError("a custom kernel with no meta function")
+
+    monkeypatch.setattr(model.encoder, "count_flops", fails)
+    assert model.count_encoder_flops() == ("model FLOPs of ModuleAdapter: not counted (it declares no count, and "
+                                           "FlopCounterMode raised RuntimeError: a custom kernel with no meta function)")
+    with pytest.raises(FlopCountError, match=r"^budget.flops: cannot count the FLOPs of encoder ModuleAdapter, "):
+        flop_counter(model, Budget("flops", 1e12))
+
+
+def test_the_bench_counts_a_component_encoders_steps_as_training_does():
+    model = build_model(parse_recipe({"name": "t", "encoder": {"_component_": "toy_model.SmallTransformer"},
+                                      "objectives": [{"name": "mlm"}]}))
+    batch = small_batch()
+    counts = BatchCounts.of(batch)
+    assert step_flops(model)(Prepared(batch, counts.tokens, counts, {})) == \
+        small_transformer_flops(counts.tokens, counts.attention_pairs, counts.masked)

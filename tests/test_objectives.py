@@ -15,7 +15,8 @@ from protjepa.batch import Batch, gather_positions
 from protjepa.build import build_model
 from protjepa.encoders.base import Encoder, EncoderOutput
 from protjepa.objectives.base import ObjectiveError
-from protjepa.objectives.jepa import PredictorConfig, TransformerPredictor, latent_loss, latent_scores
+from protjepa.objectives.base import LatentScore, latent_scores
+from protjepa.objectives.jepa import PredictorConfig, TransformerPredictor, latent_loss
 from protjepa.objectives.mlm import unigram_entropy
 from protjepa.objectives.sigreg import SIGReg, SIGRegConfig
 from protjepa.objectives.vicreg import VICReg, VICRegConfig
@@ -107,29 +108,29 @@ def test_latent_scores_set_the_prediction_against_the_mean_target():
     target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # mean (2/3, 2/3)
     # cos((1, 1), t) for each row: 1/sqrt(2), 1/sqrt(2), 1
     of_mean = (2 / math.sqrt(2) + 1) / 3
-    mean = latent_scores(target.mean(0).expand(3, 2), target, "mse")
+    mean = latent_scores(target.mean(0).expand(3, 2), target)
     assert mean["cosine"].item() == pytest.approx(of_mean) and mean["cosine_of_mean"].item() == pytest.approx(of_mean)
     assert mean["lift"].item() == pytest.approx(0, abs=1e-7) and mean["r2"].item() == pytest.approx(0, abs=1e-7)
-    itself = latent_scores(target, target, "smooth_l1")
+    itself = latent_scores(target, target)
     assert itself["cosine"].item() == pytest.approx(1) and itself["r2"].item() == 1
     assert itself["lift"].item() == pytest.approx(1 - of_mean)
     # rows shuffled: the sum of squared errors (2 + 1 + 1) exceeds the spread about the mean (4/3)
-    shuffled = latent_scores(target[[1, 2, 0]], target, "mse")
+    shuffled = latent_scores(target[[1, 2, 0]], target)
     assert shuffled["r2"].item() == pytest.approx(1 - 4 / (4 / 3)) and shuffled["r2"].item() < 0
     assert shuffled["cosine"].item() == pytest.approx((0 + 1 / math.sqrt(2) + 1 / math.sqrt(2)) / 3)
-    assert "r2" not in latent_scores(target, target, "cosine")  # a cosine loss has no scale to score
+    assert "r2" not in latent_scores(target, target, r2=False)  # for a loss that leaves the scale free
 
 
 def test_jepa_logs_its_latent_scores_and_names_its_score():
     batch = toy_batch()
     for loss, score in (("cosine", "lift"), ("mse", "r2")):
         model = model_of({"name": "jepa", "loss": loss})
-        assert model.latent_scores() == {"jepa": score}
+        assert model.latent_scores() == {"jepa": LatentScore(score, 0.0)}
         out = model(batch)
         assert out.metrics["jepa/lift"].item() == pytest.approx(
             out.metrics["jepa/cosine"].item() - out.metrics["jepa/cosine_of_mean"].item(), abs=1e-6)
         assert ("jepa/r2" in out.metrics) == (loss == "mse")
-    assert model_of({"name": "jepa", "loss": "mse", "score": "lift"}).latent_scores() == {"jepa": "lift"}
+    assert model_of({"name": "jepa", "loss": "mse", "score": "lift"}).latent_scores() == {"jepa": LatentScore("lift")}
     assert model_of({"name": "mlm"}).latent_scores() == {}
 
 

@@ -11,7 +11,7 @@ from protjepa.checkpoint_file import CheckpointError
 from protjepa.cli import main
 from protjepa.data.corpus import held_out_batches
 from protjepa.evaluation.readout import load_run_model, read_out, residue_r2, ridge_r2
-from protjepa.objectives.jepa import latent_scores
+from protjepa.objectives.base import latent_scores
 from protjepa.recipe import load_recipe
 from protjepa.training.trainer import train
 
@@ -69,12 +69,12 @@ def test_readout_scores_the_rows_the_held_out_batches_select(tiny_run, data_root
             model.losses(ctx)
             preds.append(jepa.normalized(ctx.shared["jepa.pred"]))
             targets.append(jepa.normalized(ctx.shared["jepa.target"]))
-    expected = latent_scores(torch.cat(preds), torch.cat(targets), "cosine")
+    expected = latent_scores(torch.cat(preds), torch.cat(targets), r2=False)
     held = result["latent"]["jepa"]
     assert held["rows"] == sum(b.masked_index.numel() for b in batches)
     for key in ("cosine", "cosine_of_mean", "lift"):
         assert held[key] == pytest.approx(float(expected[key]), abs=1e-5)
-    assert held["metric"] == "lift" and held["score"] == held["lift"]
+    assert held["metric"] == "lift" and held["constant"] == 0 and held["score"] == held["lift"] and "r2" not in held
     assert set(held["readout_r2"]) == {"student", "predictions", "residue"}
     assert all(value <= 1 for value in held["readout_r2"].values())
     mlm = result["mlm"]["mlm"]
@@ -86,8 +86,8 @@ def test_readout_command_prints_and_writes_readout_json(tiny_run, data_root, cap
     out = capsys.readouterr().out
     saved = json.loads((tiny_run / "readout.json").read_text())
     held = saved["latent"]["jepa"]
-    assert f"jepa: cosine {held['cosine']:.4f}, the mean target's {held['cosine_of_mean']:.4f}, " \
-           f"lift {held['lift']:+.4f}" in out
+    assert f"jepa: lift {held['lift']:+.4f} (cosine {held['cosine']:.4f}, the mean target's " \
+           f"{held['cosine_of_mean']:.4f}) ({held['rows']} rows; lift > 0 beats the constant)" in out
     assert f"from the student state {held['readout_r2']['student']:.4f}" in out
     assert f"written: {tiny_run / 'readout.json'}" in out
 

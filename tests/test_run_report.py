@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import matplotlib.image
 
-from protjepa.training.summary import _latent_ids, _regularizer_ids, format_summary, plot_curves, rank_warning, summarize_run
+from protjepa.objectives.base import LatentScore
+from protjepa.training.summary import _regularizer_ids, format_summary, plot_curves, rank_warning, summarize_run
 
 
 def records(rank_end: float) -> list[dict]:
@@ -55,25 +56,46 @@ def latent_records(lift: float) -> list[dict]:
 
 
 def test_the_summary_sets_each_held_out_score_beside_a_constant_predictions(tmp_path):
-    learned = format_summary(summarize_run(latent_records(0.06), {"jepa": "lift"}), tmp_path).splitlines()
+    learned = format_summary(summarize_run(latent_records(0.06), {"jepa": LatentScore("lift")}), tmp_path).splitlines()
     assert "held-out MLM loss (mlm) 2.674 nats; a constant prediction (the residues' unigram entropy) scores 2.895" \
         in learned
     assert ("held-out latent term jepa: lift +0.060 (cosine 0.610, the mean target's 0.550); lift > 0 beats the "
             "constant") in learned
     assert not any(line.startswith("warning") for line in learned)
-    constant = format_summary(summarize_run(latent_records(-0.21), {"jepa": "lift"}), tmp_path).splitlines()
-    assert ("warning: the latent term jepa predicts the held-out targets no better than a constant (the mean "
-            "target): lift -0.210, cosine 0.340 against the mean target's 0.550") in constant
+    constant = format_summary(summarize_run(latent_records(-0.21), {"jepa": LatentScore("lift")}), tmp_path).splitlines()
+    assert ("warning: the latent term jepa predicts the held-out targets no better than the best constant (lift 0): "
+            "lift -0.210 (cosine 0.340, the mean target's 0.550)") in constant
     unscored = format_summary(summarize_run(latent_records(-0.21)), tmp_path)  # a run made before latent scores
     assert "latent term" not in unscored
 
 
 def test_curves_get_a_latent_panel_beside_the_constant(tmp_path):
-    assert _latent_ids(latent_records(0.06)) == ["jepa"] and _latent_ids(records(5.0)) == []
     path = tmp_path / "curves.png"
     plot_curves(latent_records(0.06) + [{"kind": "train", "step": 6, "tokens": 1, "seconds": 1.0, "fraction": 1.0,
                                           "loss": 4.0, "mlm/loss": 2.9, "jepa/cosine": 0.6, "jepa/cosine_of_mean": 0.5,
-                                          "jepa/r2": 0.1, "padding_fraction": 0.1}], path)
+                                          "jepa/r2": 0.1, "padding_fraction": 0.1}], path,
+                latent={"jepa": LatentScore("lift")})
     height, width, _ = matplotlib.image.imread(path).shape
-    # three losses + the collapse monitors + the latent term (with its r2 axis) + the regulariser: 2 rows of 3
+    # three losses + the collapse monitors + the latent term (with its cosine axis) + the regulariser: 2 rows of 3
     assert (height, width) == (680, 1350)
+
+
+def test_an_objectives_own_score_is_set_beside_its_constant_and_a_missing_one_is_one_line(tmp_path):
+    own = [*records(rank_end=7.5)[:-1], {**records(rank_end=7.5)[-1], "val/d2v/agreement": 0.42}]
+    lines = format_summary(summarize_run(own, {"d2v": LatentScore("agreement", 0.5)}), tmp_path).splitlines()
+    assert "held-out latent term d2v: agreement +0.420; agreement > 0.5 beats the constant" in lines
+    assert ("warning: the latent term d2v predicts the held-out targets no better than the best constant "
+            "(agreement 0.5): agreement +0.420") in lines
+    # Declared, but the held-out batch logged no such metric (a run that ended early, an old plugin): one line.
+    missing = format_summary(summarize_run(records(rank_end=7.5), {"d2v": LatentScore("agreement", 0.5)}), tmp_path)
+    assert [line for line in missing.splitlines() if "d2v" in line] == [
+        "held-out latent term d2v: its score agreement was not logged on the held-out batch (no val/d2v/agreement): "
+        "whether it beats a constant is not known"]
+
+
+def test_an_mlm_only_run_is_not_told_to_compare_with_an_mlm_only_run():
+    fallen = summarize_run(records(rank_end=4.9), objectives={"mlm": "mlm"})
+    assert rank_warning(fallen).endswith("possible collapse; MLM alone also loses rank early and often recovers: "
+                                         "see whether it recovers under a longer budget")
+    with_jepa = summarize_run(records(rank_end=4.9), objectives={"mlm": "mlm", "jepa": "jepa"})
+    assert rank_warning(with_jepa).endswith("compare with an MLM-only run under the same budget")

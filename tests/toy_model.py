@@ -79,3 +79,17 @@ def recipe_of(*objectives: dict) -> Recipe:
     """A validated recipe with these objectives; tests pass the encoder to build_model themselves."""
     return parse_recipe({"name": "toy", "encoder": {"_component_": "toy_model.ToyEncoder"}, "objectives": list(objectives)})
 
+
+
+class SmallTransformer(nn.Module):
+    """``nn.TransformerEncoder`` behind the adapter protocol (a ``_component_`` encoder that declares no
+    FLOP count): token embeddings, ``layers`` pre-norm blocks of ``heads`` heads and a 2x MLP."""
+
+    def __init__(self, width: int = 32, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(len(ESM_ALPHABET), width)
+        block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+
+    def forward(self, tokens: Tensor, padding_mask: Tensor) -> Tensor:
+        return self.blocks(self.embed(tokens), src_key_padding_mask=padding_mask)

@@ -54,7 +54,9 @@ def attention_candidates(config: BenchConfig, device: torch.device, precisions: 
 
 
 def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
-    """A row's model FLOPs per batch: those of ``model``'s training step."""
+    """A row's model FLOPs per batch: those of ``model``'s training step (an encoder that declares no count
+    counted by FlopCounterMode first, as training counts it: its rows get TFLOP/s and MFU too)."""
+    model.count_encoder_flops()
     return lambda p: model.step_flops(p.counts)
 
 

@@ -14,7 +14,7 @@ from protjepa.bench.config import BenchError, Dtype
 from protjepa.bench.profile import OPTIMIZER_SCOPE
 from protjepa.encoders.base import Encoder
 from protjepa.model import ProtJEPA
-from protjepa.objectives.jepa import latent_scores
+from protjepa.objectives.base import latent_scores
 from protjepa.objectives.mlm import unigram_entropy
 from protjepa.precision import bf16_autocast
 from protjepa.recipe import OptimConfig
@@ -126,7 +126,7 @@ def latent_metrics(width: int, vocabulary: int, device: torch.device) -> Callabl
         n = p.batch.masked_index.numel()
         if "pred" not in rows or rows["pred"].shape[0] < n:  # row values do not change the work: made once
             rows["pred"], rows["target"] = torch.randn(2, n, width, device=device).unbind(0)
-        latent_scores(rows["pred"][:n], rows["target"][:n], "cosine")
+        latent_scores(rows["pred"][:n], rows["target"][:n], r2=False)
         unigram_entropy(p.batch.tokens.flatten().index_select(0, p.batch.masked_index), vocabulary)
 
     return run

@@ -23,22 +23,26 @@ def run(args) -> int:
 
     from protjepa.durations import parse_budget
     from protjepa.errors import Interrupted, sigterm_interrupts
-    from protjepa.experiment.runner import ExperimentInterrupted, run_experiment
+    from protjepa.experiment.plan import describe_plan, selected_runs
     from protjepa.experiment.spec import load_experiment
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     experiment = load_experiment(args.experiment, output=args.output, budget=budget)
+    if args.dry_run:  # without the runner: a plan imports no trainer
+        print(describe_plan(experiment, selected_runs(experiment, args.only)))
+        return 0
+    from protjepa.experiment.runner import ExperimentInterrupted, run_experiment
+
     with sigterm_interrupts() as signals:
         try:
-            outcome = run_experiment(experiment, only=args.only, dry_run=args.dry_run, data_root=args.data_root)
+            outcome = run_experiment(experiment, only=args.only, data_root=args.data_root)
         except ExperimentInterrupted as exc:
             raise Interrupted(f"{exc}; run the same command again to resume it: {rerun_command(args)}",
                               signals[-1] if signals else signal.SIGINT) from None
-    if not args.dry_run:
-        for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
-            labels = getattr(outcome, what)
-            if labels:
-                print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
+    for what in ("trained", "resumed", "exported", "probed", "read_out", "skipped"):
+        labels = getattr(outcome, what)
+        if labels:
+            print(f"{what.replace('_', ' ')}: {', '.join(labels)}")
     return 0
 
 

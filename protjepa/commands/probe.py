@@ -46,6 +46,8 @@ def configure(parser) -> None:
                         help="let the encoder's encoder.yaml (or its run's recipe) import the code it names "
                              "(_component_, plugins); an export or a run folder is data: without this flag such "
                              "a file is refused")
+    parser.add_argument("--threads", type=whole_number(1),
+                        help="torch CPU threads (default: torch's; as a recipe's train.threads)")
 
 
 def run(args) -> int:
@@ -72,6 +74,10 @@ def run(args) -> int:
     from protjepa.paths import data_root, resolve, writable_folder
     from protjepa.precision import choose_bf16
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     root = data_root(args.data_root)
     device = resolve_device(args.device, "--device")
     encoder_path, run_dir = resolve_checkpoint(args.checkpoint)

@@ -4,14 +4,16 @@
 large common direction, so one constant vector already scores a high cosine. This loads a
 run's training checkpoint (encoder, predictors, EMA teacher) and scores it on ``sequences``
 held-out records, cropped and masked with a fixed seed (the same rows for every run on the
-same data). For each latent (JEPA) objective:
+same data). For each latent objective (one that declares a ``latent_score``: the JEPA term, or a
+plugin's, read through the objective interface, ``Objective.latent_rows`` and ``latent_metrics``):
 
-- its own metrics over all rows: cosine, the mean target's cosine, lift (and r2 for the value
-  losses), as :func:`protjepa.objectives.jepa.latent_scores` defines them;
+- its scores over all rows (``latent_metrics``: for JEPA cosine, the mean target's cosine, lift, and
+  r2 for the value losses, as :func:`protjepa.objectives.base.latent_scores` defines them), and its
+  declared score beside the constant it is compared to;
 - three ridge readouts of the target (as the loss compares it), fit on the rows of the first
   half of the sequences and scored (R², 0 for the scored rows' own mean) on the second half:
-  ``student``, from the student state the predictor reads (what the student carries);
-  ``predictions``, from the predictor's output (what the predictor passes on); ``residue``,
+  ``student``, from the student state the predictions are made from (what the student carries);
+  ``predictions``, from the predictions (what the predictor passes on); ``residue``,
   each amino acid's mean target (how much of the target is only "which residue is here").
 
 Each MLM objective gets its held-out loss beside the unigram entropy of the same residues
@@ -35,7 +37,7 @@ from protjepa.data.corpus import held_out_batches
 from protjepa.export import RUN_RECIPE, checkpoint_recipe
 from protjepa.evaluation.probes import ridge_predict
 from protjepa.model import ProtJEPA
-from protjepa.objectives.jepa import JEPA, latent_scores
+from protjepa.objectives.base import LatentScore, Objective, latent_scores, latent_text
 from protjepa.objectives.mlm import MLM, unigram_entropy
 from protjepa.recipe import Recipe, Trust
 
@@ -94,7 +96,7 @@ def load_run_model(run_dir: Path, checkpoint: Path | None = None,
 def ridge_r2(x_fit: Tensor, y_fit: Tensor, x_score: Tensor, y_score: Tensor) -> float:
     """Held-out R² of a ridge map (standardised inputs, alpha 1, as the probes fit) from x to y."""
     predicted = ridge_predict(x_fit.double().numpy(), y_fit.double().numpy(), x_score.double().numpy())
-    return float(latent_scores(torch.from_numpy(predicted), y_score.double(), "mse")["r2"])
+    return float(latent_scores(torch.from_numpy(predicted), y_score.double())["r2"])
 
 
 def residue_r2(residue_fit: Tensor, y_fit: Tensor, residue_score: Tensor, y_score: Tensor, vocabulary: int) -> float:
@@ -102,7 +104,7 @@ def residue_r2(residue_fit: Tensor, y_fit: Tensor, residue_score: Tensor, y_scor
     sums = y_fit.new_zeros(vocabulary, y_fit.shape[1]).index_add_(0, residue_fit, y_fit)
     counts = y_fit.new_zeros(vocabulary).index_add_(0, residue_fit, torch.ones_like(residue_fit, dtype=y_fit.dtype))
     means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], y_fit.mean(0))
-    return float(latent_scores(means[residue_score].double(), y_score.double(), "mse")["r2"])
+    return float(latent_scores(means[residue_score].double(), y_score.double())["r2"])
 
 
 def read_out(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, sequences: int = SEQUENCES,
@@ -123,7 +125,7 @@ def held_out_scores(model: ProtJEPA, recipe: Recipe, sequences: int = SEQUENCES,
     the fixed seed: each MLM objective's loss beside the unigram entropy, each latent objective's readout."""
     batches, where = held_out_batches(recipe.data, recipe.masking, sequences, chunk=min(CHUNK, -(-sequences // 2)), seed=SEED,
                                       root=data_root)
-    latent = {id: obj for id, obj in zip(model.ids, model.objectives) if isinstance(obj, JEPA)}
+    latent = {id: obj for id, obj in zip(model.ids, model.objectives) if obj.latent_score is not None}
     mlm = [id for id, obj in zip(model.ids, model.objectives) if isinstance(obj, MLM)]
     rows = {id: _Rows() for id in latent}
     mlm_sums, labels = dict.fromkeys(mlm, 0.0), []
@@ -137,12 +139,11 @@ def held_out_scores(model: ProtJEPA, recipe: Recipe, sequences: int = SEQUENCES,
             mlm_sums[id] += float(out.metrics[f"{id}/loss"]) * masked
         labels.append(gather_positions(batch.tokens, batch.masked_index).cpu())
         for id, obj in latent.items():
-            index = obj.predicted_index(batch)
-            mine = rows[id]
-            mine.student.append(gather_positions(ctx.student_layer(obj.student_depth), index).float().cpu())
-            mine.predictions.append(obj.normalized(ctx.shared[f"{id}.pred"]).cpu())
-            mine.target.append(obj.normalized(ctx.shared[f"{id}.target"]).cpu())
-            mine.residue.append(gather_positions(batch.tokens, index).cpu())
+            found, mine = obj.latent_rows(ctx), rows[id]
+            mine.student.append(found.student.float().cpu())
+            mine.predictions.append(found.predictions.float().cpu())
+            mine.target.append(found.targets.float().cpu())
+            mine.residue.append(gather_positions(batch.tokens, found.index).cpu())
     all_labels = torch.cat(labels)
     vocabulary = len(model.encoder.alphabet)
     entropy = float(unigram_entropy(all_labels, vocabulary))
@@ -156,7 +157,7 @@ def held_out_scores(model: ProtJEPA, recipe: Recipe, sequences: int = SEQUENCES,
     }
 
 
-def _latent_readout(objective: JEPA, rows: _Rows, vocabulary: int) -> dict:
+def _latent_readout(objective: Objective, rows: _Rows, vocabulary: int) -> dict:
     half = len(rows.target) // 2  # of two chunks or more, of whole sequences: fit and scored rows share none
 
     def split(parts: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -169,10 +170,11 @@ def _latent_readout(objective: JEPA, rows: _Rows, vocabulary: int) -> dict:
     readout = {"student": ridge_r2(student_fit, target_fit, student_score, target_score),
                "predictions": ridge_r2(predictions_fit, target_fit, predictions_score, target_score),
                "residue": residue_r2(residue_fit, target_fit, residue_score, target_score, vocabulary)}
-    scores = latent_scores(torch.cat(rows.predictions), torch.cat(rows.target), objective.config.loss)
-    return {"metric": objective.latent_score, **{k: float(v) for k, v in scores.items()},
-            "score": float(scores[objective.latent_score]), "rows": int(sum(len(t) for t in rows.target)),
-            "readout_r2": readout}
+    scores = {k: float(v) for k, v in objective.latent_metrics(torch.cat(rows.predictions),
+                                                               torch.cat(rows.target)).items()}
+    score = objective.latent_score
+    return {**scores, "metric": score.metric, "constant": score.constant, "score": scores.get(score.metric),
+            "rows": int(sum(len(t) for t in rows.target)), "readout_r2": readout}
 
 
 def checkpoint_digest(path: Path) -> str:
@@ -206,9 +208,9 @@ def format_readout(result: dict) -> str:
                      f"{mlm['unigram_entropy']:.4f}")
     for id, held in result["latent"].items():
         r2 = held["readout_r2"]
-        lines.append(f"  {id}: cosine {held['cosine']:.4f}, the mean target's {held['cosine_of_mean']:.4f}, "
-                     f"lift {held['lift']:+.4f}" + (f", r2 {held['r2']:+.4f}" if "r2" in held else "")
-                     + f" ({held['rows']} rows; {held['metric']} > 0 beats the constant)")
+        score = LatentScore(held["metric"], held.get("constant", 0.0))  # readouts before the constant was written: 0
+        lines.append(f"  {id}: {latent_text(score, held, 4)} ({held['rows']} rows; {score.metric} > {score.constant:g} "
+                     "beats the constant)")
         lines.append(f"  {id}: ridge readout R² of the target, held-out half: from the student state "
                      f"{r2['student']:.4f}, from the predictions {r2['predictions']:.4f}, from the residue "
                      f"alone {r2['residue']:.4f}")

@@ -33,6 +33,7 @@ from protjepa.evaluation.family import (
 from protjepa.evaluation.seed_stats import VariantRuns
 from protjepa.evaluation.verdicts import ArmComparison, compare_family
 from protjepa.experiment.bases import read_base
+from protjepa.experiment.fairness import matching_lines
 from protjepa.experiment.latent import VariantLatent, latent_section, variant_latents
 from protjepa.experiment.plots import plot_collapse, plot_deltas, plot_losses
 from protjepa.experiment.records import (
@@ -168,6 +169,7 @@ def _header(experiment: Experiment, runs: list[RunData]) -> list[str]:
     lines.append(f"- learning control: each encoder shape untrained, seeds {', '.join(map(str, spec.seeds))} "
                  f"(`{experiment.output / 'controls'}`)")
     lines.append(_duration_line(read_invocations(experiment)))
+    lines += matching_lines(experiment, runs)
     missing = [r.plan.label for r in runs if r.done is None]
     unprobed = [r.plan.label for r in runs if r.done is not None and r.probe is None]
     if missing:

@@ -1,7 +1,10 @@
 """Run an experiment: train every (variant, seed), probe every final encoder, write the report.
 
 Each run lives in ``<output>/runs/<variant>/seed<k>/`` (the run directory of ``protjepa
-train``). A run is finished when its ``done`` marker exists: the marker is written last,
+train``). ``train.precision: auto`` is decided once for the whole experiment and written into
+every such run's recipe (:mod:`protjepa.experiment.fairness`).
+
+A run is finished when its ``done`` marker exists: the marker is written last,
 after the encoder export, so a run interrupted at any point has none, and the next
 invocation resumes it from its latest budget checkpoint (or starts it again when it has
 none). After training, each run's newest checkpoint is read out (``readout.json``: the latent
@@ -34,6 +37,8 @@ from protjepa.evaluation.leakage import Corpus, run_corpus
 from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, write_readout
 from protjepa.evaluation.suite import run_probe_suite, write_results
 from protjepa.experiment.bases import base_digest, read_base
+from protjepa.experiment.fairness import decide_precision, with_decided_precision
+from protjepa.experiment.plan import chosen_controls, run_status, selected_runs
 from protjepa.experiment.records import CACHE_KEY, DONE, INVOCATIONS, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
@@ -96,9 +101,10 @@ def check_same_recipe(plan: RunPlan, trusted: frozenset[str]) -> None:
 
 
 def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Callable[[str], None],
-              trusted: frozenset[str] = frozenset()) -> str:
+              trusted: frozenset[str] = frozenset(), notes: tuple[str, ...] = ()) -> str:
     """Train (or resume) one run to the end of its budget; returns its status before: done / resume / new.
-    ``trusted``: the code its ``recipe.yaml`` may import (:func:`check_same_recipe`)."""
+    ``trusted``: the code its ``recipe.yaml`` may import (:func:`check_same_recipe`); ``notes``: lines its
+    run prints first, after the one naming it."""
     check_same_recipe(plan, trusted)
     status = run_status(plan)
     if status == "done":
@@ -108,7 +114,7 @@ def train_run(plan: RunPlan, *, data_root: str | None, console: bool, log: Calla
     started = time.perf_counter()
     # A run stopped before its first checkpoint left records: --resume starts it again over them.
     result = train(plan.recipe, plan.run_dir, data_root=data_root, resume=LATEST if run_records(plan.run_dir) else None,
-                   console=console, notes=(f"experiment run {plan.label}",))
+                   console=console, notes=(f"experiment run {plan.label}", *notes))
     marker = {
         "summary": result.summary,
         "export": str(result.export_dir.relative_to(plan.run_dir)),
@@ -221,63 +227,16 @@ class Prober:
 # --------------------------------------------------------------------------- the whole experiment
 
 
-def _run_line(plan: RunPlan) -> str:
-    enc = plan.recipe.encoder
-    objectives = ", ".join(f"{s.id}x{s.weight:g}" for s in plan.recipe.objectives)
-    return f"seed {plan.seed}: {run_status(plan):<6} {plan.run_dir}  [{enc.name or enc.component}; {objectives}]"
-
-
-def chosen_controls(experiment: Experiment, runs: list[RunPlan]) -> list[ControlPlan]:
-    """The random-init controls of the shapes ``runs`` train."""
-    shapes = {experiment.variant(plan.variant).shape for plan in runs}
-    return [c for c in experiment.controls if c.shape in shapes]
-
-
-def describe_plan(experiment: Experiment, runs: list[RunPlan]) -> str:
-    """What ``--dry-run`` prints: every run, its status and the shared settings."""
-    spec = experiment.spec
-    budget = str(spec.budget)
-    lines = [f"experiment {spec.name} ({experiment.path}) -> {experiment.output}",
-             f"budget per run: {budget}; tie tolerance {spec.tie_tolerance:g}",
-             f"probe tasks: {', '.join(t.name for t in experiment.tasks)}"
-             f" ({'fast caps' if spec.probe.fast else 'full sets'}, layer {spec.probe.layer})"]
-    if experiment.base is not None and experiment.base_checkpoint is not None:
-        lines.append(f"base (the variants marked 'from the base' start from its weights): pretrained, not trained "
-                     f"here: {experiment.base_checkpoint}")
-    elif experiment.base is not None:
-        lines += [f"base (the variants marked 'from the base' start from its final weights) from {experiment.base_source}, "
-                  f"budget {experiment.base.recipe.budget}", f"  {_run_line(experiment.base)}"]
-    chosen = {plan.label for plan in runs}
-    for variant in experiment.variants:
-        against = f"vs {variant.baseline}" if variant.baseline else "baseline"
-        start = ", from the base" if variant.from_base else ""
-        lines.append(f"variant {variant.name} ({against}{start}) from {variant.source}")
-        lines += [f"  {_run_line(plan)}" for plan in experiment.runs_of(variant.name) if plan.label in chosen]
-    for control in chosen_controls(experiment, runs):
-        state = "exported" if (control.export / NATIVE_SPEC).is_file() else "new"
-        lines.append(f"control {control.label} (untrained): {state:<8} {control.folder}")
-    return "\n".join(lines)
-
-
 def run_experiment(
     experiment: Experiment,
     *,
     only: list[str] | tuple[str, ...] = (),
-    dry_run: bool = False,
     data_root: str | None = None,
     console: bool = True,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Train, then probe, the runs (of the ``only`` variants, when given); then write the report."""
-    names = [v.name for v in experiment.variants]
-    unknown = [n for n in only if n not in names]
-    if unknown:
-        raise ExperimentError(f"--only {unknown[0]}: no such variant in {experiment.path} (variants: {', '.join(names)})")
-    runs = [r for r in experiment.runs if not only or r.variant in only]
-    if dry_run:
-        log(describe_plan(experiment, runs))
-        return Outcome()
-
+    runs = selected_runs(experiment, only)
     writable_folder(experiment.output, "experiment output (--output)")  # before hours of training, not after
     # Reading its runs back (their recipe.yaml, their exports) may import the code its own recipes name.
     trusted = trusted_code([plan.recipe for plan in experiment.trained_runs] + [c.recipe for c in experiment.controls])
@@ -286,6 +245,7 @@ def run_experiment(
     needs_base = any(experiment.variant(r.variant).from_base for r in runs)
     pretrained = experiment.base_checkpoint is not None
     trained = ([experiment.base] if needs_base and not pretrained else []) + runs  # the base first: the variants load it
+    decisions = decide_precision(experiment, trained)  # train.precision auto: once, for every arm
     controls = chosen_controls(experiment, runs)
     stage = "starting"
     try:
@@ -294,7 +254,9 @@ def run_experiment(
             adopt_pretrained_base(experiment)
         for plan in trained:
             stage = f"training {plan.label}"
-            status = train_run(plan, data_root=data_root, console=console, trusted=trusted, log=log)
+            plan, precision = with_decided_precision(plan, decisions)
+            status = train_run(plan, data_root=data_root, console=console, trusted=trusted, log=log,
+                               notes=(precision,) if precision else ())
             {"new": outcome.trained, "resume": outcome.resumed, "done": outcome.skipped}[status].append(plan.label)
         for control in controls:
             stage = f"exporting the control {control.label}"

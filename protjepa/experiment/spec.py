@@ -72,7 +72,7 @@ from protjepa import shipped
 from protjepa.build import build_encoder
 from protjepa.errors import UserError
 from protjepa.evaluation.compare import DEFAULT_TIE
-from protjepa.evaluation.suite import SuiteSettings
+from protjepa.evaluation.settings import SuiteSettings
 from protjepa.evaluation.tasks import TaskSpec, task_registry
 from protjepa.paths import FOLDER_NAME
 from protjepa.recipe import (

@@ -40,14 +40,19 @@ def effective_rank(pooled: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def collapse_metrics(model: ProtJEPA, batch: Batch) -> dict[str, Tensor]:
-    """The monitors and the held-out losses of ``model`` on ``batch`` (already on its device)."""
+def collapse_metrics(model: ProtJEPA, batch: Batch, check_latent: bool = False) -> dict[str, Tensor]:
+    """The monitors and the held-out losses of ``model`` on ``batch`` (already on its device); with
+    ``check_latent``, first a one-line error for a latent objective that does not give what the run's
+    summary and readout read of it (:meth:`ProtJEPA.check_latent_contract`)."""
     was_training = model.training
     model.eval()
     try:
         clean = model.encoder(batch.tokens, batch.padding_mask, layout=AttentionLayout.from_batch(batch))
         pooled = mean_pool(clean.last, batch)
-        out = model(batch)
+        ctx = model.context(batch)
+        out = model.losses(ctx)
+        if check_latent:
+            model.check_latent_contract(ctx, out.metrics)
     finally:
         model.train(was_training)
     metrics = {"monitor/embed_std": embedding_std(pooled), "monitor/effective_rank": effective_rank(pooled)}
@@ -56,7 +61,8 @@ def collapse_metrics(model: ProtJEPA, batch: Batch) -> dict[str, Tensor]:
 
 
 class CollapseMonitor(Callback):
-    """Runs :func:`collapse_metrics` before the first step, every ``every`` steps, and at the end.
+    """Runs :func:`collapse_metrics` before the first step (checking the latent objectives there: a broken
+    one stops the run before it trains), every ``every`` steps, and at the end.
 
     It runs between batches, so the training clock (stopped at ``BATCH_END``) does not count it.
     """
@@ -71,7 +77,7 @@ class CollapseMonitor(Callback):
 
     def fit_start(self, state: State, logger: Logger) -> None:
         if int(state.timestamp.batch) == 0:
-            self._measure(state, logger)
+            self._measure(state, logger, check_latent=True)
 
     def batch_end(self, state: State, logger: Logger) -> None:
         if int(state.timestamp.batch) % self.every == 0:
@@ -81,13 +87,13 @@ class CollapseMonitor(Callback):
         if self._last_step != int(state.timestamp.batch):
             self._measure(state, logger)
 
-    def _measure(self, state: State, logger: Logger) -> None:
+    def _measure(self, state: State, logger: Logger, check_latent: bool = False) -> None:
         model = unwrap(state.model)
         self.non_finite.check(model, int(state.timestamp.batch))
         self.batch = self.batch.to(model.encoder.device)
         # Every rank measures the same batch (under FSDP with the whole weights gathered): they agree.
         with get_precision_context(state.precision, state.precision_config), gathered(model):
-            metrics = collapse_metrics(model, self.batch)
+            metrics = collapse_metrics(model, self.batch, check_latent)
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one sync
         self._last_step = int(state.timestamp.batch)
         self.log.write("monitor", state, self.tracker, values, logger)

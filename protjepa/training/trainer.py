@@ -360,10 +360,11 @@ class Run:
     tracker: BudgetTracker
     checkpointer: BudgetCheckpointer
     log: RunLog
-    notes: list[str]  # what the summary should say about how the run was set up
+    notes: list[str]  # how the run was set up: printed before it trains
     finished: bool  # resumed from a checkpoint at the end of the budget
     retention: CheckpointRetention
     recipe_text: str  # the recipe as it runs (data.batch_tokens: fill as the number it came to): recipe.yaml
+    bf16: bool  # its steps autocast to bf16 (Composer's amp_bf16 on a GPU, ours on a CPU)
 
 
 @dataclass
@@ -372,7 +373,7 @@ class RunResult:
     summary: dict
     checkpoints: list[Path]
     export_dir: Path | None
-    text: str  # the printed summary
+    text: str  # the set-up lines (printed as the run started) and the summary (printed as it ended)
 
 
 def build_run(
@@ -410,6 +411,7 @@ def build_run(
 
     reproducibility.seed_all(recipe.seed)  # the same initial weights on every rank
     model = build_model(recipe)
+    flop_line = model.count_encoder_flops()  # before Composer moves the model: sample sequences, on the CPU
     composer_model = ComposerProtJEPA(model, cpu_bf16=precision.cpu_bf16)
     saved = read_checkpoint(resume, mmap=True) if resume is not None else None
     if resume is not None:
@@ -473,8 +475,8 @@ def build_run(
         run_name=recipe.name,
     )
     notes = [precision.note, attention_note(model.encoder, device, bf16, recipe.data), compile_line,
-             *([fill_line] if fill_line else []), f"collapse monitors on {monitor_source}",
-             *held_out_on_training_records(recipe, data_root)]
+             *([fill_line] if fill_line else []), *([flop_line] if flop_line else []),
+             f"collapse monitors on {monitor_source}", *held_out_on_training_records(recipe, data_root)]
     if (ranks := dist.get_world_size()) > 1:
         notes.append(f"{ranks} processes, train.parallelism {recipe.train.parallelism}: each step reads "
                      f"{ranks} x data.batch_tokens = {ranks * recipe.data.batch_tokens} tokens")
@@ -485,7 +487,8 @@ def build_run(
     if restart:
         notes.append(f"{run_dir}: the run had stopped before its first checkpoint: started again from step 0")
     log.open(resumed_at=None if resume is None else int(trainer.state.timestamp.batch))
-    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention, recipe_text)
+    return Run(recipe, run_dir, trainer, model, tracker, checkpointer, log, notes, finished, retention, recipe_text,
+               bf16)
 
 
 def gpu_memory_note(device: torch.device) -> list[str]:
@@ -631,21 +634,25 @@ def _train_locked(recipe: Recipe, run_dir: Path, main_rank: bool, *, data_root, 
     if not main_rank:
         return RunResult(run.run_dir, {}, run.checkpointer.saved, None, "")
     records = read_records(run.log.path)
+    latent = run.model.latent_scores()
     try:
         export_dir = export_encoder(run, encoder)
         write_card(run.run_dir, export_dir)
-        plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}")
+        plot_curves(records, run.run_dir / "curves.png", title=f"{recipe.name}: {run.tracker.budget}", latent=latent,
+                    x_unit=run.tracker.budget.unit)
     except (OSError, WeightsError) as exc:
         shutil.rmtree(run.run_dir / EXPORT_TMP, ignore_errors=True)
         newest = latest_checkpoint(run_dir / "checkpoints")
         why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else str(exc)
         raise ResumableError(f"the run trained to its end, but its export could not be written ({why}); its "
                              f"checkpoints are intact (newest: {newest})", newest) from None
-    summary = summarize_run(records, run.model.latent_scores())
+    summary = summarize_run(records, latent, {spec.id: spec.name for spec in recipe.objectives},
+                            "bf16" if run.bf16 else "fp32")
     compiled = run.tracker.clock.compiled
     compile_note = [f"torch.compile: {compiled:.1f} s of compiling, kept off the training clock"] if compiled else []
-    lines = list(notes) + run.notes + compile_note + gpu_memory_note(run.model.encoder.device) + [
-        run.retention.describe(), f"encoder export: {export_dir}"]
+    # The set-up lines (notes, run.notes) were printed as the run started: the summary does not repeat them.
+    lines = compile_note + gpu_memory_note(run.model.encoder.device) + [run.retention.describe(),
+                                                                        f"encoder export: {export_dir}"]
     text = format_summary(summary, run.run_dir, lines)
     print(text, flush=True)
-    return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, text)
+    return RunResult(run.run_dir, summary, run.checkpointer.saved, export_dir, "\n".join([*notes, *run.notes, text]))
