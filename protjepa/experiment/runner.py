@@ -38,7 +38,7 @@ from protjepa.evaluation.readout import READOUT, checkpoint_digest, read_out, wr
 from protjepa.evaluation.suite import run_probe_suite, write_results
 from protjepa.experiment.bases import base_digest, read_base
 from protjepa.experiment.fairness import decide_precision, with_decided_precision
-from protjepa.experiment.plan import chosen_controls, run_status, selected_runs
+from protjepa.experiment.plan import chosen_controls, describe_plan, run_status, selected_runs
 from protjepa.experiment.records import CACHE_KEY, DONE, INVOCATIONS, PROBE_DIR, RESULTS, read_done
 from protjepa.experiment.report import write_report
 from protjepa.experiment.spec import BASE, ControlPlan, Experiment, ExperimentError, RunPlan, encoder_section
@@ -231,12 +231,16 @@ def run_experiment(
     experiment: Experiment,
     *,
     only: list[str] | tuple[str, ...] = (),
+    dry_run: bool = False,
     data_root: str | None = None,
     console: bool = True,
     log: Callable[[str], None] = print,
 ) -> Outcome:
     """Train, then probe, the runs (of the ``only`` variants, when given); then write the report."""
     runs = selected_runs(experiment, only)
+    if dry_run:
+        log(describe_plan(experiment, runs))
+        return Outcome()
     writable_folder(experiment.output, "experiment output (--output)")  # before hours of training, not after
     # Reading its runs back (their recipe.yaml, their exports) may import the code its own recipes name.
     trusted = trusted_code([plan.recipe for plan in experiment.trained_runs] + [c.recipe for c in experiment.controls])
