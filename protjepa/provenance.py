@@ -3,9 +3,10 @@
 The package versions (protjepa, torch, Composer, transformers, numpy, Python), the git commit
 when protjepa runs from a checkout, the machine (CPU and GPU names, torch threads) and the data
 files, each by its path relative to the data root (absolute only for a file outside it), with
-its size and SHA-256 digest: a record that reads the same on any machine. ``protjepa probe RUN``
-reads the pretraining corpus from here for its leakage check (under its own data root, the
-digest checked), wherever the task data lie.
+its size and SHA-256 digest: a record that reads the same on any machine (``data_root`` says where
+this machine found them). ``protjepa probe RUN`` reads the pretraining corpus from here for its
+leakage check (under its own data root, else the run's, the digest checked), wherever the task
+data lie.
 """
 from __future__ import annotations
 
@@ -77,13 +78,16 @@ def file_record(path: Path, root: Path) -> dict:
     return {"path": name, "bytes": path.stat().st_size, "sha256": file_digest(path)}
 
 
-def recorded_file(record: dict, root: Path, where: str) -> Path:
-    """The file a :func:`file_record` names, under the data root ``root``, once its digest is the
-    record's (a record of an absolute path, as runs wrote before 2026-12-08, is taken as it is)."""
-    path = Path(record["path"])
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise UserError(f"{path}: the data file {where} records is not there (data root {root})")
+def recorded_file(record: dict, roots: list[Path], where: str) -> Path:
+    """The file a :func:`file_record` names, under the first of the data ``roots`` that holds it, once
+    its digest is the record's (a record of an absolute path, as runs wrote before 2026-12-08, is
+    taken as it is)."""
+    name = Path(record["path"])
+    candidates = [name] if name.is_absolute() else [root / name for root in roots]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise UserError(f"{candidates[0]}: the data file {where} records is not there (looked under "
+                        f"{', '.join(map(str, roots)) if not name.is_absolute() else 'its absolute path'})")
     if "sha256" in record and file_digest(path) != record["sha256"]:
         raise UserError(f"{path}: not the file {where} records (its SHA-256 differs): another version of the data")
     return path
@@ -97,6 +101,7 @@ def provenance(recipe: Recipe, data_root: str | None) -> dict:
         "packages": {name: _version(name) for name in PACKAGES},
         "git": _git(checkout),
         "machine": machine(),
+        "data_root": str(root.resolve()),  # this machine's: where the relative paths below were found
         "data": {role: file_record(path, root) for role, path in data_files(recipe.data, data_root).items()},
     }
 
@@ -108,8 +113,9 @@ def write_provenance(run_dir: Path, recipe: Recipe, data_root: str | None) -> Pa
 
 
 def recorded_corpus(run_dir: Path, root: Path) -> list[Path] | None:
-    """The pretraining files a run recorded (train, then valid) under the data root ``root``, each
-    checked against its digest; None for a run without the record."""
+    """The pretraining files a run recorded (train, then valid), each checked against its digest: under
+    the data root ``root``, else under the one the run trained with (on this machine, where it still
+    holds them); None for a run without the record."""
     path = run_dir / FILE
     if not path.is_file():
         return None
@@ -117,6 +123,7 @@ def recorded_corpus(run_dir: Path, root: Path) -> list[Path] | None:
     data = record.get("data", {}) if isinstance(record, dict) else None
     try:
         records = [data[role] for role in ("train", "valid") if role in data]
-        return [recorded_file(r, root, str(path)) for r in records]
+        roots = [root] + ([Path(record["data_root"])] if isinstance(record.get("data_root"), str) else [])
+        return [recorded_file(r, roots, str(path)) for r in records]
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"{path}: not a provenance record of protjepa train (no data.train.path)") from None
