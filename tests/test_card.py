@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from protjepa import __version__
 from protjepa.card import write_card
 from protjepa.recipe import dump_recipe, parse_recipe
 
@@ -25,7 +26,9 @@ def run_folder(tmp_path, native: bool):
 def test_native_card_says_how_to_load_it_and_picks_up_probe_results(tmp_path):
     run = run_folder(tmp_path, native=True)
     card = write_card(run, run / "export").read_text()
-    assert card.startswith("---\nlibrary_name: protjepa\n") and "# carded\n\na card test" in card
+    assert card.startswith("---\nlibrary_name: protjepa\n")
+    assert "# carded\n\nThe encoder trained: `modern` (1 layers x 16 wide, 2 attention heads)." in card
+    assert "The recipe's description:\n\n> a card test\n" in card and "**Note:**" not in card
     assert "budget steps 3" in card and "- train: `corpus.fasta`, 1,234 bytes" in card and "- mlm/loss: 3.2500" in card
     assert 'protjepa.load_encoder("PATH/TO/THIS/FOLDER")' in card and "## Probe results" not in card
     (run / "probe").mkdir()
@@ -53,6 +56,58 @@ def test_sizes_that_override_a_preset_leave_its_name_out_of_the_card(tmp_path):
     save_file({"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}, str(run / "export" / "model.safetensors"))
     card = write_card(run, run / "export").read_text()
     assert "esm2_8m" not in card and "8M" not in card
-    assert "encoder `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters)" in card  # 33 x 32 + 2 x 32 x 32
+    assert "The encoder trained: `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters)." in card  # 33 x 32 + 2 x 32 x 32
+    assert "The recipe's description" not in card  # it has none
     same = {**small, "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 6}}  # the preset's own sizes
     assert parse_recipe(same).encoder_config.preset == "esm2_8m"
+
+
+def small_esm2_run(tmp_path, description: str, encoder: dict | None = None):
+    """A run of a 2 x 32 ESM-2 (3,104 parameters in its weights file) whose recipe says ``description``."""
+    from safetensors.torch import save_file
+    import torch
+
+    run = run_folder(tmp_path, native=False)
+    small = {**RECIPE, "description": description, "encoder": encoder or {
+        "name": "esm2", "preset": "esm2_8m", "num_layers": 2, "embed_dim": 32, "attention_heads": 4}}
+    (run / "recipe.yaml").write_text(dump_recipe(parse_recipe(small)))
+    save_file({"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}, str(run / "export" / "model.safetensors"))
+    return run
+
+
+def test_a_description_naming_another_preset_is_the_recipes_and_flagged(tmp_path):
+    """The shipped recipes' descriptions say "ESM-2 8M"; a recipe that overrides the sizes keeps those words.
+    The card leads with the encoder trained, quotes the description as the recipe's, and notes the difference."""
+    run = small_esm2_run(tmp_path, "MLM-only baseline (ESM-2 8M from scratch), about 7.8M parameters")
+    card = write_card(run, run / "export").read_text()
+    top = card[card.index("# carded\n\n"):card.index("## Data")].split("\n\n")
+    assert top[1] == (f"The encoder trained: `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters). Trained "
+                      f"with protjepa {__version__}: objectives mlm x 1, budget steps 3. The whole recipe, every "
+                      "default filled in, is below.")
+    assert top[2:5] == ["The recipe's description:", "> MLM-only baseline (ESM-2 8M from scratch), about 7.8M parameters",
+                        "**Note:** the recipe's description names ESM-2 8M (esm2_8m: 6 layers x 320) and 7.8M; this "
+                        "encoder is 2 x 32, 3,104 parameters."]
+    # the preset's name as a recipe writes it, and a count that is not the model's (2M steps) left alone
+    run = small_esm2_run(tmp_path / "b", "esm2_8m sizes shrunk for a test; 2M steps")
+    assert ("**Note:** the recipe's description names esm2_8m (6 layers x 320); this encoder is 2 x 32, 3,104 "
+            "parameters.") in write_card(run, run / "export").read_text()
+
+
+def test_a_description_that_fits_the_encoder_has_no_note(tmp_path):
+    # 2 x 32 is none of the presets; "3.1k" and the layer count are not what the card checks
+    run = small_esm2_run(tmp_path, "a tiny ESM-2 (2 layers), 0.003M parameters, for tests")
+    card = write_card(run, run / "export").read_text()
+    assert "> a tiny ESM-2 (2 layers), 0.003M parameters, for tests" in card and "**Note:**" not in card
+    # the preset's own sizes: "ESM-2 8M" is what was trained (the weights file here is not 7.8M: the sizes decide)
+    run = small_esm2_run(tmp_path / "b", "ESM-2 8M from scratch", {"name": "esm2", "preset": "esm2_8m"})
+    assert "**Note:**" not in write_card(run, run / "export").read_text()
+
+
+def test_a_component_encoders_card_checks_a_named_preset_by_its_count(tmp_path):
+    """A ``_component_`` encoder has no sizes in its recipe: a preset its description names is checked by the
+    count in the preset's name against the weights'."""
+    run = small_esm2_run(tmp_path, "a transformer the size of ESM-2 8M", {"_component_": "toy_model.SmallTransformer"})
+    card = write_card(run, run / "export").read_text()
+    assert "The encoder trained: `toy_model.SmallTransformer` (3,104 parameters)." in card
+    assert ("**Note:** the recipe's description names ESM-2 8M (esm2_8m: 6 layers x 320); this encoder is "
+            "`toy_model.SmallTransformer`, 3,104 parameters.") in card
