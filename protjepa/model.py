@@ -114,6 +114,10 @@ class ProtJEPA(nn.Module):
             rows.update(objective.published_rows(counts))
         return parts
 
+    def uncounted_parts(self) -> list[str]:
+        """The parts of :meth:`flop_parts` that cannot count their FLOPs (any sizes tell which)."""
+        return [part for part, flops in self.flop_parts(BatchCounts(0, 0, 0, 0, 0)).items() if flops is None]
+
     def count_encoder_flops(self) -> str | None:
         """Where the encoder declares no FLOP count (a ``_component_`` module, a plugin), count it with torch's
         FlopCounterMode (:meth:`Encoder.count_flops`, for the depths the step runs it to; the teacher shares the

@@ -16,6 +16,7 @@ counts non-padding tokens (residues plus <cls>/<eos>).
 
 Modules: ``config`` (suites, sizes), ``batches``, ``steps`` (what a row runs), ``rows``,
 ``timing``, ``ratios``, ``peak``, ``checks`` (GPU only), ``suite`` (one run end to end),
-``report``; ``embedding`` (the probe embedder against transformers') and ``curves`` (cost
-as crop, batch and loader work grow) are runs of their own.
+``report``; ``embedding`` (the probe embedder against transformers'), ``curves`` (cost
+as crop, batch and loader work grow) and ``recipes`` (any recipe's step: ``--recipe``) are runs
+of their own.
 """

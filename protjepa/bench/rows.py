@@ -53,10 +53,13 @@ def attention_candidates(config: BenchConfig, device: torch.device, precisions: 
             and not (backend == "sdpa_fp32" and dtype == "fp32")]
 
 
-def step_flops(model: ProtJEPA) -> Callable[[Prepared], float]:
+def step_flops(model: ProtJEPA) -> Callable[[Prepared], float] | None:
     """A row's model FLOPs per batch: those of ``model``'s training step (an encoder that declares no count
-    counted by FlopCounterMode first, as training counts it: its rows get TFLOP/s and MFU too)."""
+    counted by FlopCounterMode first, as training counts it: its rows get TFLOP/s and MFU too); None when a
+    part of the model cannot be counted (the row then reports no FLOPs)."""
     model.count_encoder_flops()
+    if model.uncounted_parts():
+        return None
     return lambda p: model.step_flops(p.counts)
 
 

@@ -27,6 +27,7 @@ class RowResult:
     ms_per_step: float
     tflops: float | None = None  # achieved model TFLOP/s (median)
     mfu: float | None = None
+    flops_per_step: float | None = None  # model FLOPs of a step (protjepa.flops), the mean over the batches timed
     seconds: list[float] = field(default_factory=list)  # each repetition's time, in the order run
     tokens: list[int] = field(default_factory=list)  # each repetition's non-padding tokens
 
@@ -99,6 +100,7 @@ def summarize(rows: list[Row], samples: Samples, steps: int, peaks: dict[str, fl
             tokens_per_s=statistics.median(rates), tokens_per_s_range=(min(rates), max(rates)),
             ms_per_step=1e3 * statistics.median(s for s, _, _ in runs) / steps,
             tflops=tflops, mfu=None if tflops is None or peak is None else tflops * 1e12 / peak,
+            flops_per_step=None if row.flops is None else statistics.mean(f for _, _, f in runs) / steps,
             seconds=[s for s, _, _ in runs], tokens=[t for _, t, _ in runs],
         ))
     return out

@@ -6,6 +6,11 @@ the CPU has native bf16, and the probe Embedder against transformers'), ``gpu`` 
 512, ESM-2 35M, 150M and 650M, with the xformers and host-sync checks) and ``--quick`` (a smoke
 run). Any setting below overrides the suite's. ``--curves PNG`` measures and plots how cost
 grows (crop, batch, data pipeline) instead.
+
+``--recipe FILE`` (repeatable) times any recipe's training step instead of the suite: a
+``_component_`` encoder, plugin objectives, on the recipe's own data settings (``--set`` changes
+them in every recipe, as train's), with its model FLOPs per step and MFU; the rows of several
+recipes are set against the first's (:mod:`protjepa.bench.recipes`).
 """
 from __future__ import annotations
 
@@ -52,14 +57,20 @@ def configure(parser) -> None:
     parser.add_argument("--recipes", help="folder of the recipes the step rows train (default: the shipped recipes)")
     parser.add_argument("--curves", metavar="PNG", help="instead of the suite: cost curves (tokens/s against crop, "
                         "batch tokens and data-pipeline stage), plotted to PNG")
+    parser.add_argument("--recipe", action="append", metavar="FILE",
+                        help="instead of the suite: time this recipe's training step (a file or a shipped recipe's "
+                             "name; a _component_ encoder, plugins: as train runs them) on its own data settings, with "
+                             "its model FLOPs per step and MFU; repeat to compare, as ratios against the first")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --recipe: override a value of every recipe, as train's --set (e.g. data.crop=128)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: bench.json)")
 
 
-def settings(args) -> list:
-    """The BenchConfig of each size to run, from the suite, --quick and the explicit flags."""
+def base_settings(args):
+    """The BenchConfig from the suite, --quick and the explicit flags (the size: the suite's)."""
     from dataclasses import replace
 
-    from protjepa.bench.config import GPU_SIZES, SUITES, BenchConfig
+    from protjepa.bench.config import SUITES, BenchConfig
 
     base = replace(BenchConfig(), **SUITES[args.suite])
     if args.quick:
@@ -70,21 +81,56 @@ def settings(args) -> list:
                     backends=tuple(args.backends) if args.backends else None, data_root=args.data_root,
                     recipes=args.recipes,
                     peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None)
-    base = replace(base, compile=args.compile, peer=args.peer, profile=args.profile, fill_memory=args.fill_memory,
+    return replace(base, compile=args.compile, peer=args.peer, profile=args.profile, fill_memory=args.fill_memory,
                    **{k: v for k, v in explicit.items() if v is not None})
+
+
+def settings(args) -> list:
+    """The BenchConfig of each size to run, from the suite, --quick and the explicit flags."""
+    from dataclasses import replace
+
+    from protjepa.bench.config import GPU_SIZES
+
+    base = base_settings(args)
     sizes = args.size or (list(GPU_SIZES) if args.suite == "gpu" else [base.size])
     return [replace(base, size=size) for size in sizes]
+
+
+# The suite's own settings: a recipe's rows read the recipe instead (its encoder, its data settings).
+SUITE_ONLY = {"size": "--size", "crop": "--crop", "rows": "--rows", "packing_crop": "--packing-crop",
+              "packing_tokens": "--packing-tokens", "backends": "--backends", "embed_sequences": "--embed-sequences",
+              "recipes": "--recipes", "curves": "--curves"}
+
+
+def check_recipe_flags(args) -> None:
+    """--recipe with a flag of the suite's, or --set without --recipe: a one-line error."""
+    from protjepa.bench.config import BenchError
+
+    if not args.recipe:
+        if args.overrides:
+            raise BenchError("--set changes the recipes given with --recipe; the suite's settings are flags "
+                             "(protjepa bench --help)")
+        return
+    given = [(flag, "data.crop=128") for key, flag in SUITE_ONLY.items() if getattr(args, key) is not None]
+    given += [("--fill-memory", "data.batch_tokens=fill")] * args.fill_memory + [("--no-peer", "")] * (not args.peer)
+    if given:
+        flag, example = given[0]
+        raise BenchError(f"--recipe: {flag} sets the suite's rows; a recipe's rows train the recipe as written"
+                         + (f" (change it with --set, e.g. --set {example})" if example else ""))
 
 
 def run(args) -> int:
     import torch
 
     from protjepa.bench.curves import run_curves
-    from protjepa.bench.report import format_report, machine, to_json
+    from protjepa.bench.recipes import run_recipes
+    from protjepa.bench.report import format_recipe_report, format_report, machine, to_json
     from protjepa.bench.suite import resolve_device, run_suite
-
     from protjepa.paths import writable_file
+    from protjepa.recipe import parse_assignment
 
+    check_recipe_flags(args)
+    overrides = [parse_assignment(a) for a in args.overrides]
     path = writable_file(args.json, "--json output")  # before minutes of benchmarking, not after
     if args.curves:
         writable_file(args.curves, "--curves plot")
@@ -93,7 +139,15 @@ def run(args) -> int:
     if threads:
         torch.set_num_threads(threads)
     info = machine()
-    if args.curves:
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.recipe:
+        result = run_recipes(args.recipe, overrides, base_settings(args), progress)
+        print(format_recipe_report(result, info), flush=True)
+        write(to_json([result], info), path)
+    elif args.curves:
         out = dict(machine=info, curves=[run_curves(c, resolve_device(c.device), args.curves) for c in configs])
         for point in out["curves"][-1]["points"]:
             print(f"{point['curve']:<9} {point['series']:<30} {point['x']:>6} {point['tokens_per_s']:>10.0f} tokens/s")
@@ -102,7 +156,7 @@ def run(args) -> int:
     else:
         results = []
         for config in configs:  # each size's table and JSON as it ends: a run stopped early keeps them
-            results.append(run_suite(config, progress=lambda line: print(line, file=sys.stderr, flush=True)))
+            results.append(run_suite(config, progress=progress))
             print(format_report(results[-1:], info), flush=True)
             write(to_json(results, info), path)
     print(f"\nwrote {path}")

@@ -247,8 +247,7 @@ def monitor_batch(recipe: Recipe, data_root: str | None) -> tuple[Batch, str]:
 def flop_counter(model: ProtJEPA, budget: Budget) -> Callable[[Batch], float] | None:
     """A batch -> its training step's model FLOPs, counted from host-side sizes; None when a
     part of the model cannot count its FLOPs (then a FLOP budget is refused, in one line)."""
-    # Any sizes do: what matters is which parts answer None.
-    uncounted = [part for part, flops in model.flop_parts(BatchCounts(0, 0, 0, 0, 0)).items() if flops is None]
+    uncounted = model.uncounted_parts()
     if not uncounted:
         return lambda batch: model.step_flops(BatchCounts.of(batch))
     if budget.unit == "flops":
