@@ -43,27 +43,9 @@ def test_hugging_face_card_loads_with_transformers(tmp_path):
     assert "library_name: transformers" in card and "EsmModel.from_pretrained" in card
 
 
-def test_sizes_that_override_a_preset_leave_its_name_out_of_the_card(tmp_path):
-    """The recipe names esm2_8m (320 wide, 6 layers, 7.8M parameters), but its sizes make a 2 x 32 model:
-    the resolved recipe, and the card made from it, name no preset and give the sizes it has."""
-    from safetensors.torch import save_file
-    import torch
-
-    run = run_folder(tmp_path, native=False)
-    small = {**RECIPE, "description": "", "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 2,
-                                                      "embed_dim": 32, "attention_heads": 4}}
-    (run / "recipe.yaml").write_text(dump_recipe(parse_recipe(small)))
-    save_file({"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}, str(run / "export" / "model.safetensors"))
-    card = write_card(run, run / "export").read_text()
-    assert "esm2_8m" not in card and "8M" not in card
-    assert "The encoder trained: `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters)." in card  # 33 x 32 + 2 x 32 x 32
-    assert "The recipe's description" not in card  # it has none
-    same = {**small, "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 6}}  # the preset's own sizes
-    assert parse_recipe(same).encoder_config.preset == "esm2_8m"
-
-
 def small_esm2_run(tmp_path, description: str, encoder: dict | None = None):
-    """A run of a 2 x 32 ESM-2 (3,104 parameters in its weights file) whose recipe says ``description``."""
+    """A run whose recipe says ``description`` and whose sizes override ``esm2_8m``'s (6 x 320, 7.8M
+    parameters) with 2 x 32; its weights file holds 3,104 parameters (33 x 32 + 2 x 32 x 32)."""
     from safetensors.torch import save_file
     import torch
 
@@ -71,8 +53,21 @@ def small_esm2_run(tmp_path, description: str, encoder: dict | None = None):
     small = {**RECIPE, "description": description, "encoder": encoder or {
         "name": "esm2", "preset": "esm2_8m", "num_layers": 2, "embed_dim": 32, "attention_heads": 4}}
     (run / "recipe.yaml").write_text(dump_recipe(parse_recipe(small)))
-    save_file({"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}, str(run / "export" / "model.safetensors"))
+    weights = {"embed": torch.zeros(33, 32), "block": torch.zeros(2, 32, 32)}
+    save_file(weights, str(run / "export" / "model.safetensors"))
     return run
+
+
+def test_sizes_that_override_a_preset_leave_its_name_out_of_the_card(tmp_path):
+    """The recipe names esm2_8m, but its sizes make a 2 x 32 model: the resolved recipe, and the card made
+    from it, name no preset and give the sizes it has."""
+    run = small_esm2_run(tmp_path, "")
+    card = write_card(run, run / "export").read_text()
+    assert "esm2_8m" not in card and "8M" not in card
+    assert "The encoder trained: `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters)." in card
+    assert "The recipe's description" not in card  # it has none
+    same = {**RECIPE, "encoder": {"name": "esm2", "preset": "esm2_8m", "num_layers": 6}}  # the preset's own sizes
+    assert parse_recipe(same).encoder_config.preset == "esm2_8m"
 
 
 def test_a_description_naming_another_preset_is_the_recipes_and_flagged(tmp_path):
@@ -84,7 +79,8 @@ def test_a_description_naming_another_preset_is_the_recipes_and_flagged(tmp_path
     assert top[1] == (f"The encoder trained: `esm2` (2 layers x 32 wide, 4 attention heads, 3,104 parameters). Trained "
                       f"with protjepa {__version__}: objectives mlm x 1, budget steps 3. The whole recipe, every "
                       "default filled in, is below.")
-    assert top[2:5] == ["The recipe's description:", "> MLM-only baseline (ESM-2 8M from scratch), about 7.8M parameters",
+    assert top[2:5] == ["The recipe's description:",
+                        "> MLM-only baseline (ESM-2 8M from scratch), about 7.8M parameters",
                         "**Note:** the recipe's description names ESM-2 8M (esm2_8m: 6 layers x 320) and 7.8M; this "
                         "encoder is 2 x 32, 3,104 parameters."]
     # the preset's name as a recipe writes it, and a count that is not the model's (2M steps) left alone
@@ -94,7 +90,7 @@ def test_a_description_naming_another_preset_is_the_recipes_and_flagged(tmp_path
 
 
 def test_a_description_that_fits_the_encoder_has_no_note(tmp_path):
-    # 2 x 32 is none of the presets; "3.1k" and the layer count are not what the card checks
+    # it names no preset; 0.003M is the weights' 3,104 within 10% (the layer count is not what the card checks)
     run = small_esm2_run(tmp_path, "a tiny ESM-2 (2 layers), 0.003M parameters, for tests")
     card = write_card(run, run / "export").read_text()
     assert "> a tiny ESM-2 (2 layers), 0.003M parameters, for tests" in card and "**Note:**" not in card
@@ -106,7 +102,8 @@ def test_a_description_that_fits_the_encoder_has_no_note(tmp_path):
 def test_a_component_encoders_card_checks_a_named_preset_by_its_count(tmp_path):
     """A ``_component_`` encoder has no sizes in its recipe: a preset its description names is checked by the
     count in the preset's name against the weights'."""
-    run = small_esm2_run(tmp_path, "a transformer the size of ESM-2 8M", {"_component_": "toy_model.SmallTransformer"})
+    component = {"_component_": "toy_model.SmallTransformer"}
+    run = small_esm2_run(tmp_path, "a transformer the size of ESM-2 8M", component)
     card = write_card(run, run / "export").read_text()
     assert "The encoder trained: `toy_model.SmallTransformer` (3,104 parameters)." in card
     assert ("**Note:** the recipe's description names ESM-2 8M (esm2_8m: 6 layers x 320); this encoder is "
